@@ -1,0 +1,1 @@
+//! skerry-dns: see ARCHITECTURE.md.

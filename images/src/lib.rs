@@ -1,0 +1,1 @@
+//! skerry-images: see ARCHITECTURE.md.

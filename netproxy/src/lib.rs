@@ -1,0 +1,1 @@
+//! skerry-netproxy: see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! skerry-runtime: see ARCHITECTURE.md.

@@ -1,0 +1,46 @@
+//! The command line: one module per subcommand, each turning its arguments into a library call.
+
+#[cfg(feature = "server")]
+mod etcd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes-compatible orchestrator for edge fleets.
+#[derive(Debug, Parser)]
+#[command(name = "skerry", version, about)]
+pub struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the store alone as an etcd v3 server backed by one SQLite file.
+    #[cfg(feature = "server")]
+    Etcd(etcd::EtcdArgs),
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the level chosen by `-v`.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Runs the chosen subcommand; the exit code is the command's own (e.g. a container's).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        #[cfg(feature = "server")]
+        Command::Etcd(args) => etcd::run(args),
+    }
+}
