@@ -1,7 +1,9 @@
 //! The command line: one module per subcommand, each turning its arguments into a library call.
 
+mod ctr;
 #[cfg(feature = "server")]
 mod etcd;
+mod images;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ pub enum Command {
     /// Run the store alone as an etcd v3 server backed by one SQLite file.
     #[cfg(feature = "server")]
     Etcd(etcd::EtcdArgs),
+    /// Operate the node's containers and images directly (like `crictl` / `k3s ctr`).
+    Ctr(ctr::CtrArgs),
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level chosen by `-v`.
@@ -42,5 +46,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         #[cfg(feature = "server")]
         Command::Etcd(args) => etcd::run(args),
+        Command::Ctr(args) => ctr::run(args),
     }
 }
