@@ -11,6 +11,8 @@ APT_PACKAGES=(
   # runtime, images and network tests
   busybox-static nftables iproute2 dnsutils docker-registry apache2-utils openssl
   runc crun skopeo umoci
+  # DNS tests and benchmarks (dnsmasq-base has no service; unbound's is stopped below)
+  dnsmasq-base unbound dnsperf
   # python client tests
   python3 python3-pip
 )
@@ -26,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Debian starts these services on install; the tests run their own instances on loopback ports.
-for svc in etcd docker-registry; do
+for svc in etcd docker-registry unbound; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
     systemctl disable "$svc" >/dev/null 2>&1 || true
