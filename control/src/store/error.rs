@@ -23,6 +23,9 @@ pub enum StoreError {
     ValueProvided,
     #[error("lease is provided")]
     LeaseProvided,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
     #[error("duplicate key given in txn request")]
     DuplicateKey,
     #[error("too many operations in txn request")]

@@ -1,0 +1,292 @@
+//! Admission that always runs: NamespaceLifecycle (no new objects in a missing or terminating
+//! namespace; the system namespaces cannot be deleted) and the Service allocators (ClusterIP from
+//! `--service-cidr`, NodePort from 30000–32767).
+//!
+//! Allocations are recorded in the store as one key per address or port
+//! (`/registry/ranges/serviceips/<ip>`, `/registry/ranges/servicenodeports/<port>`), written in
+//! the same transaction as the Service with a "key must not exist" compare, so two concurrent
+//! creates can never get the same address: the loser's transaction fails and it picks again.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use super::meta;
+use super::resource::ResourceInfo;
+use super::status::{ApiError, ApiResult, Cause};
+use super::watch_cache::prefix_end;
+use crate::store::{RangeRequest, Store};
+
+/// Namespaces that always exist and cannot be deleted.
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+const IP_PREFIX: &str = "/registry/ranges/serviceips/";
+const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
+
+/// Rejects creating namespaced objects in a namespace that is missing or terminating.
+pub async fn check_namespace(store: &dyn Store, info: &ResourceInfo, namespace: &str, name: &str) -> ApiResult<()> {
+    let key = format!("/registry/namespaces/{namespace}");
+    let found = store.range(RangeRequest { key: key.into_bytes(), ..Default::default() }).await?;
+    let Some(kv) = found.kvs.first() else {
+        let ns_info = namespace_info();
+        return Err(ApiError::not_found(&ns_info, namespace));
+    };
+    let ns = meta::decode(kv).unwrap_or_default();
+    let terminating = ns.pointer("/metadata/deletionTimestamp").is_some()
+        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+    if terminating {
+        let mut err = ApiError::forbidden(
+            info,
+            name,
+            &format!("unable to create new content in namespace {namespace} because it is being terminated"),
+        );
+        if let Some(details) = err.details.as_mut() {
+            details["causes"] = json!([{
+                "reason": "NamespaceTerminating",
+                "message": format!("namespace {namespace} is being terminated"),
+                "field": "metadata.namespace",
+            }]);
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+fn namespace_info() -> ResourceInfo {
+    ResourceInfo {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "Namespace".into(),
+        list_kind: "NamespaceList".into(),
+        plural: "namespaces".into(),
+        singular: "namespace".into(),
+        namespaced: false,
+        short_names: vec![],
+        categories: vec![],
+        verbs: vec![],
+        subresources: vec![],
+        storage_prefix: "/registry/namespaces/".into(),
+        custom: false,
+    }
+}
+
+/// The ClusterIP and NodePort ranges.
+#[derive(Debug, Clone)]
+pub struct ServiceRanges {
+    base: u32,
+    size: u32,
+    ports: (u16, u16),
+}
+
+/// Store keys a Service holds (its addresses and node ports).
+pub fn allocation_keys(service: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut ips: Vec<&str> = service
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(ip) = service.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        ips.push(ip);
+    }
+    let ips: HashSet<&str> = ips.into_iter().filter(|ip| ip.parse::<Ipv4Addr>().is_ok()).collect();
+    keys.extend(ips.into_iter().map(|ip| format!("{IP_PREFIX}{ip}")));
+    for port in service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(n) = port.get("nodePort").and_then(Value::as_u64).filter(|n| *n > 0) {
+            keys.push(format!("{PORT_PREFIX}{n}"));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn invalid(info: &ResourceInfo, name: &str, field: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        info,
+        name,
+        vec![Cause { reason: "FieldValueInvalid".into(), message, field: field.into() }],
+    )
+}
+
+impl ServiceRanges {
+    /// Ranges from a CIDR and an inclusive port range.
+    pub fn new(cidr: (Ipv4Addr, u8), ports: (u16, u16)) -> ServiceRanges {
+        let prefix = cidr.1.min(30);
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        ServiceRanges { base: u32::from(cidr.0) & mask, size: 1u32 << (32 - prefix), ports }
+    }
+
+    /// The address of the `kubernetes` service: the first usable one.
+    pub fn first_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + 1)
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let ip = u32::from(ip);
+        ip > self.base && ip < self.base + self.size - 1
+    }
+
+    async fn taken(store: &dyn Store, prefix: &str) -> ApiResult<HashSet<String>> {
+        let resp = store
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                keys_only: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp
+            .kvs
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(&kv.key).ok())
+            .map(|k| k.trim_start_matches(prefix).to_string())
+            .collect())
+    }
+
+    /// Fills in a new Service's ClusterIP and NodePorts; returns the keys to claim with it.
+    /// Addresses the user chose are checked (range, not taken) and kept.
+    pub async fn allocate(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        service: &mut Value,
+    ) -> ApiResult<Vec<String>> {
+        let name = meta::meta_str(service, "name").unwrap_or_default().to_string();
+        let spec_type =
+            service.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        if spec_type == "ExternalName" {
+            return Ok(Vec::new());
+        }
+        let requested = service.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+        let ip = match requested {
+            "None" => None,
+            "" => {
+                let taken = Self::taken(store, IP_PREFIX).await?;
+                let free = self.size.saturating_sub(3) as usize;
+                if taken.len() >= free {
+                    return Err(ApiError::internal("failed to allocate a serviceIP: range is full"));
+                }
+                // Random probing: concurrent creates rarely pick the same address.
+                let mut pick = None;
+                for attempt in 0..self.size {
+                    let offset = if attempt < 64 {
+                        2 + random_u32() % (self.size - 3)
+                    } else {
+                        2 + attempt % (self.size - 3)
+                    };
+                    let ip = Ipv4Addr::from(self.base + offset);
+                    if !taken.contains(&ip.to_string()) {
+                        pick = Some(ip);
+                        break;
+                    }
+                }
+                let ip = pick.ok_or_else(|| ApiError::internal("failed to allocate a serviceIP"))?;
+                Some(ip.to_string())
+            }
+            other => {
+                let parsed: Ipv4Addr = other.parse().map_err(|_| {
+                    invalid(info, &name, "spec.clusterIP", format!("Invalid value: \"{other}\": must be a valid IP address"))
+                })?;
+                if !self.contains(parsed) {
+                    return Err(invalid(info, &name, "spec.clusterIP", format!(
+                        "Invalid value: \"{other}\": provided IP is not in the valid range. The range of valid IPs is {}/{}",
+                        Ipv4Addr::from(self.base), 32 - self.size.trailing_zeros()
+                    )));
+                }
+                if Self::taken(store, IP_PREFIX).await?.contains(other) {
+                    return Err(invalid(info, &name, "spec.clusterIP", format!(
+                        "Invalid value: \"{other}\": provided IP is already allocated"
+                    )));
+                }
+                Some(other.to_string())
+            }
+        };
+        if let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) {
+            let ip_value = ip.clone().unwrap_or_else(|| "None".to_string());
+            spec.insert("clusterIP".into(), json!(ip_value));
+            spec.insert("clusterIPs".into(), json!([ip_value]));
+        }
+        if matches!(spec_type.as_str(), "NodePort" | "LoadBalancer") {
+            self.allocate_ports(store, info, &name, service).await?;
+        }
+        Ok(allocation_keys(service))
+    }
+
+    async fn allocate_ports(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        name: &str,
+        service: &mut Value,
+    ) -> ApiResult<()> {
+        let mut taken: HashSet<u16> =
+            Self::taken(store, PORT_PREFIX).await?.iter().filter_map(|p| p.parse().ok()).collect();
+        let span = u32::from(self.ports.1 - self.ports.0) + 1;
+        let Some(ports) = service.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
+        for (i, port) in ports.iter_mut().enumerate() {
+            match port.get("nodePort").and_then(Value::as_u64).filter(|p| *p > 0) {
+                Some(n) => {
+                    let n = u16::try_from(n).unwrap_or(0);
+                    if n < self.ports.0 || n > self.ports.1 {
+                        return Err(invalid(info, name, &format!("spec.ports[{i}].nodePort"), format!(
+                            "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                            self.ports.0, self.ports.1
+                        )));
+                    }
+                    if !taken.insert(n) {
+                        return Err(invalid(info, name, &format!("spec.ports[{i}].nodePort"), format!(
+                            "Invalid value: {n}: provided port is already allocated"
+                        )));
+                    }
+                }
+                None => {
+                    let mut chosen = None;
+                    for attempt in 0..span {
+                        let offset = if attempt < 64 { random_u32() % span } else { attempt };
+                        let candidate = self.ports.0 + offset as u16;
+                        if taken.insert(candidate) {
+                            chosen = Some(candidate);
+                            break;
+                        }
+                    }
+                    let chosen =
+                        chosen.ok_or_else(|| ApiError::internal("failed to allocate a nodePort"))?;
+                    if let Some(obj) = port.as_object_mut() {
+                        obj.insert("nodePort".into(), json!(chosen));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u32::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_keys_cover_ips_and_node_ports() {
+        let svc = json!({"spec": {"clusterIP": "10.43.0.9", "clusterIPs": ["10.43.0.9"],
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 81}]}});
+        assert_eq!(
+            allocation_keys(&svc),
+            vec!["/registry/ranges/serviceips/10.43.0.9", "/registry/ranges/servicenodeports/30080"]
+        );
+        let ranges = ServiceRanges::new((Ipv4Addr::new(10, 43, 7, 7), 16), (30000, 32767));
+        assert_eq!(ranges.first_ip(), Ipv4Addr::new(10, 43, 0, 1));
+        assert!(ranges.contains(Ipv4Addr::new(10, 43, 255, 254)));
+        assert!(!ranges.contains(Ipv4Addr::new(10, 43, 255, 255)));
+        assert!(!ranges.contains(Ipv4Addr::new(10, 44, 0, 1)));
+    }
+}

@@ -1,0 +1,93 @@
+//! Request and response bodies: reading a bounded request body, decoding JSON or YAML objects,
+//! and building JSON/YAML responses and `Status` errors in the body type every handler returns.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use serde_json::Value;
+
+use super::request::{BodyFormat, Output};
+use super::status::ApiError;
+
+/// The body type of every response (a whole object, or a watch stream).
+pub type ApiBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The largest request body accepted (the reference's 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Reads a request body, refusing more than [`MAX_BODY`] bytes with 413.
+pub async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
+        Err(err) => Err(ApiError::bad_request(format!("reading the request body: {err}"))),
+    }
+}
+
+/// Decodes a JSON or YAML object body; malformed input is a 400.
+pub fn decode_object(bytes: &[u8], format: BodyFormat) -> Result<Value, ApiError> {
+    let value: Value = match format {
+        BodyFormat::Yaml => serde_yaml::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+        _ => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+    }
+    Ok(value)
+}
+
+fn full(bytes: impl Into<Bytes>) -> ApiBody {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// An object response in the chosen format.
+pub fn object_response(code: StatusCode, value: &Value, output: Output) -> Response<ApiBody> {
+    let (bytes, content_type) = match output {
+        Output::Yaml => (
+            serde_yaml::to_string(value).map(String::into_bytes).unwrap_or_default(),
+            "application/yaml",
+        ),
+        _ => (serde_json::to_vec(value).unwrap_or_default(), "application/json"),
+    };
+    let mut response = Response::new(full(bytes));
+    *response.status_mut() = code;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The `Status` response of an error.
+pub fn error_response(err: &ApiError) -> Response<ApiBody> {
+    let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = object_response(code, &err.to_status(), Output::Json);
+    if let Some(seconds) = err.retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// A plain-text response (health checks, metrics).
+pub fn text_response(code: StatusCode, text: impl Into<String>, content_type: &'static str) -> Response<ApiBody> {
+    let mut response = Response::new(full(text.into()));
+    *response.status_mut() = code;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A streamed response whose chunks come from `rx` (watches).
+pub fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<ApiBody> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, Infallible>(http_body::Frame::data(chunk)), rx))
+    });
+    let mut response = Response::new(BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream)));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,261 @@
+//! LIST: from the watch cache when it can (no limit, or `resourceVersion=0`, or
+//! `NotOlderThan`), from the store when the request needs a consistent snapshot across pages
+//! (`limit` + `continue`) or an exact historic revision (`resourceVersionMatch=Exact`).
+//!
+//! Continue tokens are the reference's: base64 of `{"v":"meta.k8s.io/v1","rv":R,"start":K}`,
+//! where the next page reads the store at revision R from key K on; a compacted R is 410 Expired.
+
+use std::time::Duration;
+
+use base64::Engine;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::body::{self, ApiBody};
+use super::request::Output;
+use super::selector::{FieldSelector, LabelSelector};
+use super::server::{ApiServer, Call};
+use super::status::{ApiError, ApiResult};
+use super::watch_cache::prefix_end;
+use super::{meta, rest, strategy, table};
+use crate::store::{RangeRequest, Revision, StoreError};
+
+/// How long a list waits for the cache to reach the revision it must show.
+const CACHE_WAIT: Duration = Duration::from_secs(3);
+
+/// The selectors and key range of a list or watch request.
+pub(crate) struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// Store key prefix of the namespace (or of the whole resource).
+    pub key_prefix: String,
+}
+
+impl Filter {
+    /// Parses the selectors of `call`.
+    pub fn of(call: &Call) -> ApiResult<Filter> {
+        let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
+        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), &call.info)?;
+        let key_prefix = match call.namespace() {
+            Some(ns) => format!("{}{ns}/", call.info.storage_prefix),
+            None => call.info.storage_prefix.clone(),
+        };
+        Ok(Filter { labels, fields, key_prefix })
+    }
+
+    /// Whether an object passes both selectors.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(obj) && self.fields.matches(obj)
+    }
+}
+
+/// The store's current revision (a cheap count-only read).
+pub(crate) async fn store_revision(server: &ApiServer) -> ApiResult<Revision> {
+    let resp = server
+        .inner
+        .store
+        .range(RangeRequest { key: b"/registry/".to_vec(), count_only: true, ..Default::default() })
+        .await?;
+    Ok(resp.revision)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(rv: Revision, start: &str) -> String {
+    let token = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: start.to_string() };
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&token).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
+    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if token.v != "meta.k8s.io/v1" || token.rv <= 0 || token.start.contains("..") {
+        return Err(bad());
+    }
+    Ok(token)
+}
+
+/// `GET` of a collection.
+pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBody>> {
+    let filter = Filter::of(&call)?;
+    let rv = call.query.get("resourceVersion").unwrap_or("").to_string();
+    let rv_match = call.query.get("resourceVersionMatch").unwrap_or("").to_string();
+    let limit = call.query.int("limit")?.unwrap_or(0).max(0);
+    let continue_token = call.query.get("continue").filter(|c| !c.is_empty()).map(String::from);
+    let parsed_rv = meta::parse_resource_version(Some(&rv)).map_err(ApiError::bad_request)?;
+    if !rv_match.is_empty() && rv.is_empty() {
+        return Err(ApiError::bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"));
+    }
+    if !matches!(rv_match.as_str(), "" | "NotOlderThan" | "Exact") {
+        return Err(ApiError::bad_request(format!("resourceVersionMatch: Unsupported value: \"{rv_match}\": supported values: \"Exact\", \"NotOlderThan\"")));
+    }
+    if continue_token.is_some() && !rv.is_empty() && rv != "0" {
+        return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+    }
+    if rv_match == "Exact" && parsed_rv == Some(0) {
+        return Err(ApiError::bad_request("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\""));
+    }
+
+    let (revision, items, next, remaining) = if let Some(token) = continue_token {
+        let token = decode_continue(&token)?;
+        let start = format!("{}{}", call.info.storage_prefix, token.start);
+        if !start.starts_with(&filter.key_prefix) {
+            return Err(ApiError::bad_request("continue key is not valid: it is for another namespace"));
+        }
+        page(server, &call, &filter, token.rv, &start, limit).await.map_err(expired_continue)?
+    } else if rv_match == "Exact" || (limit > 0 && rv != "0" && rv_match != "NotOlderThan") {
+        let at = if rv_match == "Exact" { parsed_rv.unwrap_or(0) } else { 0 };
+        let start = filter.key_prefix.clone();
+        page(server, &call, &filter, at, &start, limit).await?
+    } else {
+        from_cache(server, &call, &filter, parsed_rv, &rv).await?
+    };
+
+    let mut metadata = json!({ "resourceVersion": revision.to_string() });
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+        if let Some(remaining) = remaining {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+    }
+    if call.output == Output::Table {
+        let mut table = table::to_table(&call.info, &items, &rest::table_options(&call));
+        table["metadata"] = metadata;
+        return Ok(body::object_response(StatusCode::OK, &table, Output::Json));
+    }
+    let list = json!({
+        "kind": call.info.list_kind,
+        "apiVersion": call.info.api_version(),
+        "metadata": metadata,
+        "items": items,
+    });
+    Ok(body::object_response(StatusCode::OK, &list, call.output))
+}
+
+fn expired_continue(err: ApiError) -> ApiError {
+    if err.code == 410 {
+        ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+    } else {
+        err
+    }
+}
+
+type Page = (Revision, Vec<Value>, Option<String>, Option<i64>);
+
+/// Lists from the watch cache after it has caught up with what the request must see.
+async fn from_cache(
+    server: &ApiServer,
+    call: &Call,
+    filter: &Filter,
+    parsed_rv: Option<Revision>,
+    rv: &str,
+) -> ApiResult<Page> {
+    let cache = server.inner.caches.get(&server.inner.store, &call.info.storage_prefix);
+    let wanted = match parsed_rv {
+        // A consistent read: everything committed before the request.
+        None => Some(store_revision(server).await?),
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
+    let ready = cache.wait_for(wanted.unwrap_or(0), CACHE_WAIT).await;
+    if !ready {
+        if parsed_rv.is_none() {
+            // The cache lags (e.g. still re-listing): serve the consistent read from the store.
+            let start = filter.key_prefix.clone();
+            return page(server, call, filter, 0, &start, 0).await;
+        }
+        return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", cache.revision())));
+    }
+    let (revision, objects) = cache.snapshot(&filter.key_prefix);
+    let items = objects
+        .iter()
+        .filter(|o| filter.matches(o))
+        .map(|o| {
+            let mut o = Value::clone(o);
+            strategy::present(&call.info, &mut o);
+            o
+        })
+        .collect();
+    Ok((revision, items, None, None))
+}
+
+/// One page read from the store at revision `at` (0 = now), from key `start`.
+async fn page(
+    server: &ApiServer,
+    call: &Call,
+    filter: &Filter,
+    at: Revision,
+    start: &str,
+    limit: i64,
+) -> ApiResult<Page> {
+    let end = prefix_end(&filter.key_prefix);
+    let mut key = start.as_bytes().to_vec();
+    let mut revision = at;
+    let mut items = Vec::new();
+    // Selectors can drop items: keep reading batches until the page is full or the range ends.
+    let batch = if limit > 0 { limit.max(64) } else { 0 };
+    loop {
+        let resp = server
+            .inner
+            .store
+            .range(RangeRequest {
+                key: key.clone(),
+                range_end: end.clone(),
+                limit: batch,
+                revision,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Compacted { .. } | StoreError::FutureRevision => {
+                    ApiError::gone(format!("too old resource version: {at}"))
+                }
+                other => other.into(),
+            })?;
+        if revision == 0 {
+            revision = resp.revision;
+        }
+        let count = resp.count;
+        let more = resp.more;
+        for (i, kv) in resp.kvs.iter().enumerate() {
+            let Some(mut obj) = meta::decode(kv) else { continue };
+            if !filter.matches(&obj) {
+                continue;
+            }
+            strategy::present(&call.info, &mut obj);
+            items.push(obj);
+            if limit > 0 && items.len() as i64 == limit {
+                let rest_in_batch = resp.kvs.len() - i - 1;
+                if rest_in_batch == 0 && !more {
+                    return Ok((revision, items, None, None));
+                }
+                let key_str = String::from_utf8_lossy(&kv.key).into_owned();
+                let next_start = format!("{}\u{0}", key_str.trim_start_matches(&call.info.storage_prefix));
+                let remaining = (filter.labels.is_empty() && filter.fields.is_empty())
+                    .then(|| count - (i as i64 + 1));
+                return Ok((revision, items, Some(encode_continue(revision, &next_start)), remaining));
+            }
+        }
+        match (more, resp.kvs.last()) {
+            (true, Some(last)) => {
+                key = last.key.clone();
+                key.push(0);
+            }
+            _ => return Ok((revision, items, None, None)),
+        }
+    }
+}
+
+/// Every object a collection request's selectors match, read from the store now.
+pub(crate) async fn matching_from_store(server: &ApiServer, call: &Call) -> ApiResult<(Revision, Vec<Value>)> {
+    let filter = Filter::of(call)?;
+    let start = filter.key_prefix.clone();
+    let (revision, items, _, _) = page(server, call, &filter, 0, &start, 0).await?;
+    Ok((revision, items))
+}

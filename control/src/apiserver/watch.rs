@@ -1,0 +1,208 @@
+//! WATCH: a chunked stream of `{"type","object"}` lines, served from the watch cache.
+//!
+//! Start points, as in the reference: no resourceVersion or `0` sends the current objects as
+//! ADDED first; `resourceVersion=N` replays the events after N (an ERROR event with a 410
+//! `Expired` Status when N is older than the cache's window); `sendInitialEvents=true` with
+//! `resourceVersionMatch=NotOlderThan` (watch-list) sends the state, then a BOOKMARK annotated
+//! `k8s.io/initial-events-end`. Selectors turn modifications into ADDED/DELETED when an object
+//! enters or leaves the selection. Bookmarks (`allowWatchBookmarks`) go out periodically.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use super::body;
+use super::list::{store_revision, Filter};
+use super::request::Output;
+use super::resource::ResourceInfo;
+use super::server::{ApiServer, Call, Reply};
+use super::status::{ApiError, ApiResult};
+use super::table::{self, TableOptions};
+use super::watch_cache::{CacheEvent, CacheMessage, EventType, Subscription};
+use super::{meta, rest, strategy};
+
+/// The default watch lifetime (the reference's minimum request timeout).
+const DEFAULT_TIMEOUT: i64 = 1800;
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+/// How long a watch waits for the cache to reach its start revision.
+const CACHE_WAIT: Duration = Duration::from_secs(3);
+
+/// How events are written.
+struct Encoder {
+    info: std::sync::Arc<ResourceInfo>,
+    output: Output,
+    table: TableOptions,
+}
+
+impl Encoder {
+    fn line(&self, kind: &str, object: Value) -> Bytes {
+        let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn event(&self, kind: EventType, object: &Value) -> Bytes {
+        let mut object = object.clone();
+        strategy::present(&self.info, &mut object);
+        if self.output == Output::Table {
+            object = table::to_table(&self.info, std::slice::from_ref(&object), &self.table);
+        }
+        self.line(kind.as_str(), object)
+    }
+
+    fn bookmark(&self, revision: i64, initial_end: bool) -> Bytes {
+        let mut metadata = json!({ "resourceVersion": revision.to_string() });
+        if initial_end {
+            metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+        }
+        let object = json!({
+            "kind": self.info.kind,
+            "apiVersion": self.info.api_version(),
+            "metadata": metadata,
+        });
+        self.line("BOOKMARK", object)
+    }
+}
+
+/// The event a watcher with `filter` sees for a cache event, if any.
+fn translate<'a>(event: &'a CacheEvent, filter: &Filter) -> Option<(EventType, &'a Value)> {
+    if !event.key.starts_with(&filter.key_prefix) {
+        return None;
+    }
+    let now = filter.matches(&event.object);
+    let before = event.prev.as_deref().is_some_and(|p| filter.matches(p));
+    match event.kind {
+        EventType::Added => now.then_some((EventType::Added, &event.object)),
+        EventType::Deleted => now.then_some((EventType::Deleted, &event.object)),
+        EventType::Modified => match (before, now) {
+            (true, true) => Some((EventType::Modified, &event.object)),
+            (false, true) => Some((EventType::Added, &event.object)),
+            (true, false) => Some((EventType::Deleted, &event.object)),
+            (false, false) => None,
+        },
+    }
+}
+
+/// `GET …?watch=true`.
+pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
+    let filter = Filter::of(&call)?;
+    let rv = call.query.get("resourceVersion").unwrap_or("").to_string();
+    let parsed_rv = meta::parse_resource_version(Some(&rv)).map_err(ApiError::bad_request)?;
+    let rv_match = call.query.get("resourceVersionMatch").unwrap_or("");
+    let send_initial = match call.query.get("sendInitialEvents") {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(v) => return Err(ApiError::bad_request(format!("sendInitialEvents: invalid value {v:?}"))),
+    };
+    let bookmarks = call.query.flag("allowWatchBookmarks");
+    if send_initial.is_some() {
+        if rv_match != "NotOlderThan" {
+            return Err(ApiError::bad_request("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan"));
+        }
+        if !bookmarks {
+            return Err(ApiError::bad_request("allowWatchBookmarks: Required value: allowWatchBookmarks must be set to true when sendInitialEvents is provided"));
+        }
+    } else if !rv_match.is_empty() {
+        return Err(ApiError::bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+    }
+    let timeout = call.query.int("timeoutSeconds")?.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
+    let encoder = Encoder { info: call.info.clone(), output: call.output, table: rest::table_options(&call) };
+    let cache = server.inner.caches.get(&server.inner.store, &call.info.storage_prefix);
+
+    // Where the stream starts, and the revision the cache must have reached first.
+    let (from, wait_for) = match (send_initial, parsed_rv) {
+        (Some(true), None) => (None, store_revision(server).await?),
+        (Some(true), Some(n)) => (None, n),
+        (Some(false), Some(n)) if n > 0 => (Some(n), 0),
+        (_, None | Some(0)) => (None, 0),
+        (_, Some(n)) => (Some(n), 0),
+    };
+    if !cache.wait_for(wait_for, CACHE_WAIT).await {
+        return Err(ApiError::timeout(format!("Too large resource version: {wait_for}, current: {}", cache.revision())));
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let subscription = match cache.subscribe(from) {
+        Ok(s) => s,
+        Err(oldest) => {
+            let status = ApiError::gone(format!("too old resource version: {} ({oldest})", from.unwrap_or(0)));
+            let _ = tx.try_send(encoder.line("ERROR", status.to_status()));
+            drop(tx);
+            return Ok(body::stream_response(rx, "application/json").into());
+        }
+    };
+    let initial_end = send_initial == Some(true);
+    let skip_through = from.unwrap_or(0);
+    let server = server.clone();
+    tokio::spawn(async move {
+        let _counted = server.inner.metrics.watcher();
+        let run = pump(subscription, &filter, &encoder, &tx, skip_through, bookmarks, initial_end, &cache);
+        // The stream simply ends at the timeout, as the reference's does.
+        let _ = tokio::time::timeout(Duration::from_secs(timeout as u64), run).await;
+    });
+    Ok(body::stream_response(rx, "application/json").into())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    subscription: Subscription,
+    filter: &Filter,
+    encoder: &Encoder,
+    tx: &mpsc::Sender<Bytes>,
+    skip_through: i64,
+    bookmarks: bool,
+    initial_end: bool,
+    cache: &super::watch_cache::WatchCache,
+) {
+    let Subscription { backlog, mut live, revision } = subscription;
+    let mut last = skip_through.max(0);
+    for event in &backlog {
+        if let Some((kind, obj)) = translate(event, filter) {
+            if tx.send(encoder.event(kind, obj)).await.is_err() {
+                return;
+            }
+        }
+        last = last.max(event.revision);
+    }
+    if initial_end {
+        let at = revision.max(last);
+        if tx.send(encoder.bookmark(at, true)).await.is_err() {
+            return;
+        }
+    }
+    let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            message = live.recv() => match message {
+                Ok(CacheMessage::Event(event)) => {
+                    if event.revision <= skip_through {
+                        continue;
+                    }
+                    last = last.max(event.revision);
+                    if let Some((kind, obj)) = translate(&event, filter) {
+                        if tx.send(encoder.event(kind, obj)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Too slow, or the cache started over: end; the client re-watches from its RV.
+                Ok(CacheMessage::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticker.tick(), if bookmarks => {
+                // The cache revision is safe to promise only if every event up to it has been
+                // taken from the feed (events are broadcast before the revision moves).
+                let cached = cache.revision();
+                let at = if live.is_empty() { cached.max(last) } else { last };
+                if tx.send(encoder.bookmark(at, false)).await.is_err() {
+                    return;
+                }
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}

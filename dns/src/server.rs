@@ -1,0 +1,255 @@
+//! The sockets: UDP and TCP listeners on each configured address, the loops that serve them,
+//! and the [`DnsHandle`] the agent keeps to feed the zone and stop the server.
+//!
+//! Sockets are bound with `IP_FREEBIND`, so the server can start before the node has put the
+//! cluster DNS address on an interface. Each UDP socket is read by one loop per CPU (capped);
+//! answers that need no upstream are sent from the loop itself, the others from a spawned task.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::cache::ResponseCache;
+use crate::config::DnsConfig;
+use crate::error::DnsError;
+use crate::forward::Forwarder;
+use crate::handler::{Handler, Step, Transport};
+use crate::objects::{Snapshot, Update};
+use crate::stats::{DnsStats, Stats};
+use crate::zone::ClusterZone;
+
+/// A TCP client silent this long is disconnected (RFC 7766 suggests seconds, not minutes).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// At most this many TCP clients at once; more wait to be accepted.
+const MAX_TCP_CLIENTS: usize = 256;
+/// Attempts at finding a port free for both UDP and TCP when asked for port 0.
+const PORT_ATTEMPTS: usize = 32;
+
+/// The node-local cluster DNS server.
+pub struct ClusterDns;
+
+impl ClusterDns {
+    /// Binds the listen addresses and starts serving on the current tokio runtime.
+    pub async fn start(config: DnsConfig) -> Result<DnsHandle, DnsError> {
+        if config.listen.is_empty() {
+            return Err(DnsError::Config("no listen address".into()));
+        }
+        let mut sockets = Vec::new();
+        for addr in &config.listen {
+            sockets.push(bind_pair(*addr)?);
+        }
+        let local_addrs: Vec<SocketAddr> =
+            sockets.iter().map(|(udp, _)| udp.local_addr()).collect::<Result<_, _>>().map_err(
+                |source| DnsError::Bind { proto: "udp", addr: config.listen[0], source },
+            )?;
+        // Forwarding to ourselves would loop until every upstream timeout expires.
+        let upstreams: Vec<SocketAddr> =
+            config.upstreams.iter().copied().filter(|u| !local_addrs.contains(u)).collect();
+        let ns_ips: Vec<_> = local_addrs.iter().map(SocketAddr::ip).collect();
+        let zone = ClusterZone::new(&config.cluster_domain, config.ttl, &ns_ips)?;
+        let cache = ResponseCache::new(config.cache_size, config.serve_stale_for);
+        let handler = Arc::new(Handler {
+            zone: RwLock::new(zone),
+            forwarder: Forwarder::new(upstreams, config.upstream_timeout, cache),
+            stats: Stats::default(),
+        });
+        let readers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let mut tasks = Vec::new();
+        for (udp, tcp) in sockets {
+            let udp = Arc::new(udp);
+            for _ in 0..readers {
+                tasks.push(tokio::spawn(serve_udp(udp.clone(), handler.clone())));
+            }
+            tasks.push(tokio::spawn(serve_tcp(tcp, handler.clone())));
+        }
+        tracing::info!(addrs = ?local_addrs, domain = %config.cluster_domain, "cluster DNS serving");
+        Ok(DnsHandle { handler, local_addrs, tasks })
+    }
+}
+
+/// The running server: feed it Kubernetes objects; dropping it stops it.
+///
+/// Its data changes only through [`apply`](Self::apply) and [`replace_all`](Self::replace_all):
+/// losing the API server changes nothing, so the node keeps answering from what it last knew.
+pub struct DnsHandle {
+    handler: Arc<Handler>,
+    local_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DnsHandle {
+    /// Applies one watch event; the next query sees it.
+    pub fn apply(&self, update: Update) {
+        self.write_zone(|zone| zone.apply(update));
+    }
+
+    /// Replaces all cluster data with a fresh list (after a watch re-list), atomically.
+    pub fn replace_all(&self, snapshot: Snapshot) {
+        self.write_zone(|zone| zone.replace_all(snapshot));
+    }
+
+    /// The addresses actually bound (ports resolved when 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> DnsStats {
+        self.handler.stats.snapshot()
+    }
+
+    /// Stops serving (also done on drop).
+    pub fn shutdown(self) {}
+
+    fn write_zone(&self, change: impl FnOnce(&mut ClusterZone)) {
+        let mut zone = self.handler.zone.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut zone);
+    }
+}
+
+impl Drop for DnsHandle {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A UDP socket and a TCP listener on the same address (the same port, when 0 was asked for).
+fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+    if addr.port() != 0 {
+        return Ok((bind_udp(addr)?, bind_tcp(addr)?));
+    }
+    let mut last = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let udp = bind_udp(addr)?;
+        let bound =
+            udp.local_addr().map_err(|source| DnsError::Bind { proto: "udp", addr, source })?;
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // Someone holds this port over TCP: try another one.
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| DnsError::Config("no free port".into())))
+}
+
+fn socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    // Best effort: without it, binding needs the address to be configured already.
+    let _ = match addr {
+        SocketAddr::V4(_) => socket.set_freebind_v4(true),
+        SocketAddr::V6(_) => socket.set_freebind_v6(true),
+    };
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, DnsError> {
+    let bind = || -> std::io::Result<UdpSocket> {
+        let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
+        socket.bind(&SockAddr::from(addr))?;
+        UdpSocket::from_std(socket.into())
+    };
+    bind().map_err(|source| DnsError::Bind { proto: "udp", addr, source })
+}
+
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = socket(addr, Type::STREAM, Protocol::TCP)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(addr))?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    bind().map_err(|source| DnsError::Bind { proto: "tcp", addr, source })
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here; they concern one peer only.
+                tracing::debug!(%error, "udp receive");
+                continue;
+            }
+        };
+        match handler.step(&buf[..len], Transport::Udp) {
+            Step::Reply(bytes) => send(&socket, &bytes, peer).await,
+            Step::Drop => {}
+            Step::Resolve(pending) => {
+                let (socket, handler) = (socket.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let bytes = handler.resolve(pending).await;
+                    send(&socket, &bytes, peer).await;
+                });
+            }
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(error) = socket.send_to(bytes, peer).await {
+        tracing::debug!(%peer, %error, "udp send");
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve_tcp_client(stream, &handler).await {
+                        tracing::debug!(%peer, %error, "tcp client");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::debug!(%error, "tcp accept");
+                // Out of file descriptors, most likely: give others a moment to close theirs.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves length-prefixed queries on one connection, in order, until it closes or idles.
+async fn serve_tcp_client(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        let mut packet = vec![0u8; usize::from(len)];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let bytes = match handler.step(&packet, Transport::Tcp) {
+            Step::Reply(bytes) => bytes,
+            Step::Drop => continue,
+            Step::Resolve(pending) => handler.resolve(pending).await,
+        };
+        let Ok(len) = u16::try_from(bytes.len()) else { continue };
+        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        stream.write_all(&framed).await?;
+    }
+}

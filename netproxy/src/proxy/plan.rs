@@ -1,0 +1,390 @@
+//! The proxy's nftables layout, as data: the fixed skeleton of the table and, per service
+//! port, the chains, affinity sets and map elements it needs ([`ServiceObjects`]).
+//!
+//! Dispatch is one lookup in a concatenated verdict map (`ip daddr . meta l4proto . th dport
+//! vmap @service-ips`); each service then has a short chain of `numgen random mod N` rules
+//! (rule i matches with probability 1/(N-i), so every endpoint gets 1/N) jumping to one chain
+//! per endpoint that DNATs. An anonymous vmap per service is avoided on purpose: the kernel
+//! takes seconds per thousand of them.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::model::{Endpoint, ServicePortSpec};
+use crate::nft::expr::{self, CmpOp, Expr, Verdict};
+use crate::nft::wire::Batch;
+use crate::nft::{types, Hook, SetSpec, TableTx};
+
+/// Map: `ipv4_addr . inet_proto . inet_service : verdict` for cluster/external IPs.
+pub const SERVICE_IPS: &str = "service-ips";
+/// Map: `inet_proto . inet_service : verdict` for NodePorts on node addresses.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Like [`SERVICE_IPS`] for services without endpoints (to reject).
+pub const NO_ENDPOINT_IPS: &str = "no-endpoint-services";
+/// Like [`SERVICE_NODEPORTS`] for services without endpoints.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Set of this node's addresses.
+pub const NODE_IPS: &str = "node-ips";
+const MARK_CHAIN: &str = "mark-for-masquerade";
+const REJECT_CHAIN: &str = "reject-chain";
+
+/// Table-wide settings that shape the rules.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The cluster's pod CIDR: sources outside it are masqueraded.
+    pub cluster_cidr: Ipv4Net,
+    /// The mark bit asking the postrouting chain to masquerade.
+    pub masquerade_mark: u32,
+}
+
+fn service_map(name: &str) -> SetSpec {
+    SetSpec {
+        name: name.into(),
+        key_type: types::concat(&[types::IPV4_ADDR, types::INET_PROTO, types::INET_SERVICE]),
+        key_len: 12,
+        verdict_map: true,
+        timeout_ms: None,
+    }
+}
+
+fn port_map(name: &str) -> SetSpec {
+    SetSpec {
+        name: name.into(),
+        key_type: types::concat(&[types::INET_PROTO, types::INET_SERVICE]),
+        key_len: 8,
+        verdict_map: true,
+        timeout_ms: None,
+    }
+}
+
+/// Writes the skeleton: base chains, dispatch maps, masquerade and reject chains.
+pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Addr]) {
+    tx.add_table();
+    for set in [
+        service_map(SERVICE_IPS),
+        service_map(NO_ENDPOINT_IPS),
+        port_map(SERVICE_NODEPORTS),
+        port_map(NO_ENDPOINT_NODEPORTS),
+    ] {
+        tx.add_set(&set);
+    }
+    tx.add_set(&SetSpec {
+        name: NODE_IPS.into(),
+        key_type: types::IPV4_ADDR,
+        key_len: 4,
+        verdict_map: false,
+        timeout_ms: None,
+    });
+    let elems: Vec<_> = node_ips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
+    tx.add_elements(NODE_IPS, &elems);
+
+    let hook =
+        |kind, hooknum: i32, priority| Some(Hook { kind, hooknum: hooknum as u32, priority });
+    tx.add_chain("services", None);
+    tx.add_chain("endpoints-check", None);
+    tx.add_chain(MARK_CHAIN, None);
+    tx.add_chain(REJECT_CHAIN, None);
+    tx.add_chain("nat-prerouting", hook("nat", libc::NF_INET_PRE_ROUTING, -100));
+    tx.add_chain("nat-output", hook("nat", libc::NF_INET_LOCAL_OUT, -100));
+    tx.add_chain("nat-postrouting", hook("nat", libc::NF_INET_POST_ROUTING, 100));
+    tx.add_chain("filter-input", hook("filter", libc::NF_INET_LOCAL_IN, -110));
+    tx.add_chain("filter-forward", hook("filter", libc::NF_INET_FORWARD, -110));
+    tx.add_chain("filter-output", hook("filter", libc::NF_INET_LOCAL_OUT, -110));
+
+    let jump = |c: &str| Expr::Verdict(Verdict::Jump(c.into()));
+    tx.add_rule("nat-prerouting", &[jump("services")]);
+    tx.add_rule("nat-output", &[jump("services")]);
+    let mut check: Vec<Expr> = expr::match_ct_new().into();
+    check.push(jump("endpoints-check"));
+    for c in ["filter-input", "filter-forward", "filter-output"] {
+        tx.add_rule(c, &check);
+    }
+    for (chain, ips, ports) in [
+        ("services", SERVICE_IPS, SERVICE_NODEPORTS),
+        ("endpoints-check", NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS),
+    ] {
+        let mut by_ip: Vec<Expr> = expr::load_service_key().into();
+        by_ip.push(Expr::Lookup {
+            set: ips.into(),
+            sreg: expr::REG32_00,
+            dreg: Some(expr::REG_VERDICT),
+            invert: false,
+        });
+        tx.add_rule(chain, &by_ip);
+        let mut by_port = vec![
+            Expr::Payload {
+                base: expr::PayloadBase::Network,
+                offset: 16,
+                len: 4,
+                dreg: expr::REG_1,
+            },
+            Expr::Lookup { set: NODE_IPS.into(), sreg: expr::REG_1, dreg: None, invert: false },
+        ];
+        by_port.extend(expr::load_port_key());
+        by_port.push(Expr::Lookup {
+            set: ports.into(),
+            sreg: expr::REG32_00,
+            dreg: Some(expr::REG_VERDICT),
+            invert: false,
+        });
+        tx.add_rule(chain, &by_port);
+    }
+    tx.add_rule(MARK_CHAIN, &expr::set_mark_bits(layout.masquerade_mark));
+    tx.add_rule(REJECT_CHAIN, &[Expr::RejectPortUnreachable]);
+    let mut masq: Vec<Expr> = expr::match_mark_bits(layout.masquerade_mark).into();
+    masq.push(Expr::Masquerade);
+    tx.add_rule("nat-postrouting", &masq);
+}
+
+/// A map element: (map, key, verdict).
+pub type Element = (&'static str, Vec<u8>, Verdict);
+
+/// Everything one service port owns in the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceObjects {
+    /// Chains in creation order with their rules; referenced chains come first.
+    pub chains: Vec<(String, Vec<Vec<Expr>>)>,
+    /// Affinity sets.
+    pub sets: Vec<SetSpec>,
+    /// Dispatch map elements.
+    pub elements: Vec<Element>,
+}
+
+fn endpoint_chain(key: &str, e: &Endpoint) -> String {
+    format!("ep-{key}/{}:{}", e.ip, e.port)
+}
+
+fn affinity_set(key: &str, e: &Endpoint) -> String {
+    format!("aff-{key}/{}:{}", e.ip, e.port)
+}
+
+/// The chains, sets and elements of one service port.
+pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObjects {
+    let mut objs = ServiceObjects::default();
+    let key = &spec.key;
+    let goto = |c: &str| Expr::Verdict(Verdict::Goto(c.to_string()));
+
+    if spec.endpoints.is_empty() {
+        // No endpoint at all: reject at once rather than let clients time out.
+        let reject = Verdict::Goto(REJECT_CHAIN.into());
+        for ip in spec.cluster_ips.iter().chain(&spec.external_ips) {
+            let k = expr::service_key(*ip, spec.protocol, spec.port);
+            objs.elements.push((NO_ENDPOINT_IPS, k, reject.clone()));
+        }
+        if let Some(np) = spec.node_port {
+            objs.elements.push((NO_ENDPOINT_NODEPORTS, expr::port_key(spec.protocol, np), reject));
+        }
+        return objs;
+    }
+
+    // Endpoint chains first: the service chains jump to them.
+    for e in &spec.endpoints {
+        let mut rules = Vec::new();
+        // Hairpin: a pod reaching itself through the service must see the reply come from
+        // the node, not from itself.
+        let mut hairpin: Vec<Expr> = expr::match_ip(true, CmpOp::Eq, e.ip).into();
+        hairpin.push(Expr::Verdict(Verdict::Jump(MARK_CHAIN.into())));
+        rules.push(hairpin);
+        if let Some(t) = spec.affinity_timeout {
+            let set = affinity_set(key, e);
+            objs.sets.push(SetSpec {
+                name: set.clone(),
+                key_type: types::IPV4_ADDR,
+                key_len: 4,
+                verdict_map: false,
+                timeout_ms: Some(u64::from(t) * 1000),
+            });
+            rules.push(vec![
+                Expr::Payload {
+                    base: expr::PayloadBase::Network,
+                    offset: 12,
+                    len: 4,
+                    dreg: expr::REG_1,
+                },
+                Expr::DynsetUpdate { set, sreg: expr::REG_1, timeout_ms: u64::from(t) * 1000 },
+            ]);
+        }
+        let mut dnat: Vec<Expr> = expr::match_l4proto(spec.protocol).into();
+        dnat.extend(expr::dnat_to(e.ip, e.port));
+        rules.push(dnat);
+        objs.chains.push((endpoint_chain(key, e), rules));
+    }
+
+    let spread = |eps: &[&Endpoint], masquerade_outside: bool| -> Vec<Vec<Expr>> {
+        let mut rules = Vec::new();
+        if masquerade_outside {
+            // Traffic from outside the pod network (the node itself, NodePort or external
+            // clients) is masqueraded so replies come back through this node.
+            let mut r: Vec<Expr> = expr::match_net(true, CmpOp::Neq, layout.cluster_cidr).into();
+            r.push(Expr::Verdict(Verdict::Jump(MARK_CHAIN.into())));
+            rules.push(r);
+        }
+        if eps.is_empty() {
+            rules.push(vec![Expr::Verdict(Verdict::Drop)]);
+            return rules;
+        }
+        if spec.affinity_timeout.is_some() {
+            for e in eps {
+                rules.push(vec![
+                    Expr::Payload {
+                        base: expr::PayloadBase::Network,
+                        offset: 12,
+                        len: 4,
+                        dreg: expr::REG_1,
+                    },
+                    Expr::Lookup {
+                        set: affinity_set(key, e),
+                        sreg: expr::REG_1,
+                        dreg: None,
+                        invert: false,
+                    },
+                    goto(&endpoint_chain(key, e)),
+                ]);
+            }
+        }
+        let n = eps.len();
+        for (i, e) in eps.iter().enumerate() {
+            let mut r = Vec::new();
+            if i + 1 < n {
+                r.extend(expr::match_one_in((n - i) as u32));
+            }
+            r.push(goto(&endpoint_chain(key, e)));
+            rules.push(r);
+        }
+        rules
+    };
+    let all: Vec<&Endpoint> = spec.endpoints.iter().collect();
+    let local: Vec<&Endpoint> = spec.endpoints.iter().filter(|e| e.local).collect();
+    let svc_chain = format!("svc-{key}");
+    let internal = if spec.internal_local { &local } else { &all };
+    objs.chains.push((svc_chain.clone(), spread(internal, true)));
+    let has_external = !spec.external_ips.is_empty() || spec.node_port.is_some();
+    let ext_chain = if spec.external_local && has_external {
+        // externalTrafficPolicy Local: only local endpoints, no masquerade (the client's
+        // address is preserved); nodes without one drop (the load balancer health-checks).
+        let c = format!("svl-{key}");
+        objs.chains.push((c.clone(), spread(&local, false)));
+        c
+    } else if spec.internal_local && has_external {
+        let c = format!("sve-{key}");
+        objs.chains.push((c.clone(), spread(&all, true)));
+        c
+    } else {
+        svc_chain.clone()
+    };
+
+    for ip in &spec.cluster_ips {
+        let k = expr::service_key(*ip, spec.protocol, spec.port);
+        objs.elements.push((SERVICE_IPS, k, Verdict::Goto(svc_chain.clone())));
+    }
+    for ip in &spec.external_ips {
+        let k = expr::service_key(*ip, spec.protocol, spec.port);
+        objs.elements.push((SERVICE_IPS, k, Verdict::Goto(ext_chain.clone())));
+    }
+    if let Some(np) = spec.node_port {
+        let k = expr::port_key(spec.protocol, np);
+        objs.elements.push((SERVICE_NODEPORTS, k, Verdict::Goto(ext_chain)));
+    }
+    objs
+}
+
+/// Appends the commands turning `old` into `new` (both for the same service) to a batch,
+/// keeping chains and affinity sets that stay (so affinity state survives an update).
+pub fn write_update(tx: &mut TableTx<'_>, old: &[ServiceObjects], new: &[ServiceObjects]) {
+    let old_chains: Vec<&String> = old.iter().flat_map(|o| o.chains.iter().map(|c| &c.0)).collect();
+    let new_chains: Vec<&String> = new.iter().flat_map(|o| o.chains.iter().map(|c| &c.0)).collect();
+    let old_sets: Vec<&String> = old.iter().flat_map(|o| o.sets.iter().map(|s| &s.name)).collect();
+    let new_sets: Vec<&SetSpec> = new.iter().flat_map(|o| o.sets.iter()).collect();
+
+    // 1. Stop dispatching to the old chains and empty them (dropping their references).
+    for o in old {
+        for (map, key, _) in &o.elements {
+            tx.del_elements(map, std::slice::from_ref(key));
+        }
+    }
+    for c in &old_chains {
+        tx.flush_chain(c);
+    }
+    // 2. Create what is new and fill every chain of the new state.
+    for s in &new_sets {
+        if !old_sets.contains(&&s.name) {
+            tx.add_set(s);
+        }
+    }
+    for o in new {
+        for (name, _) in &o.chains {
+            if !old_chains.contains(&name) {
+                tx.add_chain(name, None);
+            }
+        }
+    }
+    for o in new {
+        for (name, rules) in &o.chains {
+            for r in rules {
+                tx.add_rule(name, r);
+            }
+        }
+    }
+    // 3. Delete what is gone, then dispatch to the new state.
+    for c in &old_chains {
+        if !new_chains.contains(c) {
+            tx.del_chain(c);
+        }
+    }
+    for s in &old_sets {
+        if !new_sets.iter().any(|n| &&n.name == s) {
+            tx.del_set(s);
+        }
+    }
+    write_elements(tx, new);
+}
+
+/// Appends the creation of every object of `objs` (into a table just made).
+pub fn write_create(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
+    for o in objs {
+        for s in &o.sets {
+            tx.add_set(s);
+        }
+        for (name, _) in &o.chains {
+            tx.add_chain(name, None);
+        }
+        for (name, rules) in &o.chains {
+            for r in rules {
+                tx.add_rule(name, r);
+            }
+        }
+    }
+}
+
+/// Appends the map elements of `objs`, grouped per map (fewer, larger messages).
+pub fn write_elements(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
+    for map in [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS] {
+        let elems: Vec<(Vec<u8>, Option<Verdict>)> = objs
+            .iter()
+            .flat_map(|o| o.elements.iter())
+            .filter(|(m, _, _)| *m == map)
+            .map(|(_, k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        if !elems.is_empty() {
+            tx.add_elements(map, &elems);
+        }
+    }
+}
+
+/// A fresh batch body that replaces the whole table atomically.
+pub fn write_full(
+    batch: &mut Batch,
+    table: &str,
+    layout: &Layout,
+    node_ips: &[Ipv4Addr],
+    objs: &[ServiceObjects],
+) {
+    let mut tx = TableTx::new(batch, table);
+    // add + delete + add: replaces an existing table and works when there is none.
+    tx.add_table();
+    tx.del_table();
+    write_skeleton(&mut tx, layout, node_ips);
+    write_create(&mut tx, objs);
+    write_elements(&mut tx, objs);
+}

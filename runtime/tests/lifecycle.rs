@@ -1,0 +1,100 @@
+//! Container lifecycle on real containers: output, exit codes, env, working dir, stop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Fixture;
+use skerry_runtime::ContainerState;
+
+#[test]
+fn output_exit_code_env_and_workdir_reach_the_log_and_status() {
+    if !common::privileged() {
+        return;
+    }
+    let fx = Fixture::new("output");
+    let pod = fx.sandbox("output");
+    let mut spec = fx.shell("c1", "echo out; echo err >&2; echo FOO=$FOO; pwd; exit 3");
+    spec.env = vec![("FOO".into(), "bar".into())];
+    spec.working_dir = Some("/tmp".into());
+    let id = fx.run(&pod, spec);
+    let status = fx.wait(&id);
+    assert_eq!(status.exit_code, Some(3));
+    assert_eq!(status.reason.as_deref(), Some("Error"));
+    assert!(status.started_at.is_some() && status.finished_at.is_some());
+    let log = fx.logs(&id);
+    for line in ["out\n", "err\n", "FOO=bar\n", "/tmp\n"] {
+        assert!(log.contains(line), "missing {line:?} in {log:?}");
+    }
+    let raw = std::fs::read_to_string(&status.log_path).unwrap();
+    assert!(raw.lines().any(|l| l.ends_with(" stderr F err")), "{raw}");
+}
+
+#[test]
+fn graceful_stop_escalates_to_sigkill_for_pid1_ignoring_sigterm() {
+    if !common::privileged() {
+        return;
+    }
+    let fx = Fixture::new("stop");
+    let pod = fx.sandbox("stop");
+    // PID 1 without a handler ignores SIGTERM: only SIGKILL ends it.
+    let stubborn = fx.run(&pod, fx.shell("stubborn", "sleep 1000"));
+    let polite = fx.run(&pod, fx.shell("polite", "trap 'exit 0' TERM; while true; do sleep 0.1; done"));
+    for id in [&stubborn, &polite] {
+        assert_eq!(fx.runtime.container_status(id).unwrap().state, ContainerState::Running);
+    }
+    let done = fx.runtime.stop_container(&stubborn, Duration::from_millis(300)).unwrap();
+    assert_eq!((done.exit_code, done.state), (Some(137), ContainerState::Exited));
+    let done = fx.runtime.stop_container(&polite, Duration::from_secs(30)).unwrap();
+    assert_eq!(done.exit_code, Some(0), "{done:?}");
+    assert_eq!(done.reason.as_deref(), Some("Completed"));
+}
+
+#[test]
+fn removal_leaves_no_cgroup_mount_or_state_behind() {
+    if !common::privileged() {
+        return;
+    }
+    let fx = Fixture::new("cleanup");
+    let pod = fx.sandbox("cleanup");
+    let id = fx.run(&pod, fx.shell("c", "sleep 1000"));
+    let status = fx.runtime.container_status(&id).unwrap();
+    let pod_cgroup = fx.runtime.sandbox(&pod).unwrap().cgroup_path;
+    assert!(common::cgroup_exists(&status.cgroup_path));
+    let sandbox_dir = fx.runtime.state_dir().join("sandboxes").join(&pod);
+    assert!(common::mounted_below(&sandbox_dir), "namespaces are held by bind mounts");
+    let err = fx.runtime.remove_container(&id, false).unwrap_err();
+    assert!(err.to_string().contains("stop it first"), "{err}");
+    fx.runtime.remove_sandbox(&pod).unwrap();
+    assert!(!common::cgroup_exists(&status.cgroup_path));
+    assert!(!common::cgroup_exists(&pod_cgroup));
+    assert!(!common::mounted_below(&sandbox_dir));
+    assert!(!sandbox_dir.exists());
+    assert!(!fx.runtime.state_dir().join("containers").join(&id).exists());
+    assert!(fx.runtime.list_containers().is_empty());
+}
+
+#[test]
+fn clear_errors_for_bad_requests() {
+    if !common::privileged() {
+        return;
+    }
+    let fx = Fixture::new("errors");
+    let pod = fx.sandbox("errors");
+    let mut spec = fx.shell("c", "true");
+    spec.rootfs = fx.dir.path().join("nope");
+    let err = fx.runtime.create_container(&pod, spec).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let id = fx.runtime.create_container(&pod, fx.shell("dup", "true")).unwrap();
+    let err = fx.runtime.create_container(&pod, fx.shell("dup", "true")).unwrap_err();
+    assert!(err.to_string().contains("already in use"), "{err}");
+    let err = fx.runtime.find_container("missing").unwrap_err();
+    assert!(err.to_string().contains("no such container"), "{err}");
+    let mut spec = fx.shell("nocmd", "true");
+    spec.image.entrypoint.clear();
+    spec.image.cmd.clear();
+    let err = fx.runtime.create_container(&pod, spec).unwrap_err();
+    assert!(err.to_string().contains("no command"), "{err}");
+    // A created container that is removed with force never runs.
+    fx.runtime.remove_container(&id, true).unwrap();
+}
