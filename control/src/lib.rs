@@ -2,4 +2,5 @@
 //! later parts — the API server, scheduler and controllers. Only the API server touches the store.
 
 pub mod apiserver;
+pub mod pki;
 pub mod store;

@@ -34,7 +34,7 @@ pub(crate) enum Step {
     /// Send nothing (not a query, or not even a DNS header).
     Drop,
     /// Needs an upstream: hand to [`Handler::resolve`].
-    Resolve(Pending),
+    Resolve(Box<Pending>),
 }
 
 /// A question waiting for the forwarder, with what is needed to finish the response.
@@ -134,8 +134,8 @@ impl Handler {
     }
 
     /// Finishes a [`Step::Resolve`]: asks upstream and encodes the response.
-    pub(crate) async fn resolve(&self, pending: Pending) -> Vec<u8> {
-        let Pending { response, prefix, key, checking_disabled, limit } = pending;
+    pub(crate) async fn resolve(&self, pending: Box<Pending>) -> Vec<u8> {
+        let Pending { response, prefix, key, checking_disabled, limit } = *pending;
         match self.forwarder.resolve(&key, checking_disabled, &self.stats).await {
             Ok(resolved) => self.finish(response, prefix, resolved, limit),
             Err(error) => {
@@ -177,7 +177,9 @@ impl Handler {
         }
         match self.forwarder.cached(&key, &self.stats) {
             Some(resolved) => Step::Reply(self.finish(response, prefix, resolved, limit)),
-            None => Step::Resolve(Pending { response, prefix, key, checking_disabled, limit }),
+            None => {
+                Step::Resolve(Box::new(Pending { response, prefix, key, checking_disabled, limit }))
+            }
         }
     }
 

@@ -18,6 +18,8 @@ use crate::names::is_dns_label;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// One watched object.
+// Moved once per watch event, never stored: boxing would only burden every caller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Object {
     /// A Service (ClusterIP, headless, NodePort, LoadBalancer or ExternalName).
@@ -82,6 +84,7 @@ impl ObjectRef {
 }
 
 /// One change seen by a watch.
+#[allow(clippy::large_enum_variant)] // as for `Object`
 #[derive(Clone, Debug)]
 pub enum Update {
     /// The object was created or modified (a watch `ADDED`/`MODIFIED`).

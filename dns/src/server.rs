@@ -6,6 +6,7 @@
 //! answers that need no upstream are sent from the loop itself, the others from a spawned task.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -59,17 +60,28 @@ impl ClusterDns {
             forwarder: Forwarder::new(upstreams, config.upstream_timeout, cache),
             stats: Stats::default(),
         });
-        let readers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let readers = std::env::var("SKDNS_READERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
+        let runtime = tokio::runtime::Handle::current();
+        let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
+        let mut udp_sockets = Vec::new();
         for (udp, tcp) in sockets {
-            let udp = Arc::new(udp);
-            for _ in 0..readers {
-                tasks.push(tokio::spawn(serve_udp(udp.clone(), handler.clone())));
+            let udp = udp.into_std().map_err(|source| DnsError::Bind { proto: "udp", addr: config.listen[0], source })?;
+            udp.set_nonblocking(false).ok();
+            udp.set_read_timeout(Some(Duration::from_millis(500))).ok();
+            for i in 0..readers {
+                let socket = udp.try_clone().map_err(|source| DnsError::Bind { proto: "udp", addr: config.listen[0], source })?;
+                let (handler, runtime, stop) = (handler.clone(), runtime.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{i}"))
+                    .spawn(move || serve_udp_blocking(socket, handler, runtime, stop))
+                    .map_err(|e| DnsError::Config(format!("spawning a UDP reader: {e}")))?;
             }
+            udp_sockets.push(udp);
             tasks.push(tokio::spawn(serve_tcp(tcp, handler.clone())));
         }
         tracing::info!(addrs = ?local_addrs, domain = %config.cluster_domain, "cluster DNS serving");
-        Ok(DnsHandle { handler, local_addrs, tasks })
+        Ok(DnsHandle { handler, local_addrs, tasks, stop, udp_sockets })
     }
 }
 
@@ -81,6 +93,8 @@ pub struct DnsHandle {
     handler: Arc<Handler>,
     local_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    udp_sockets: Vec<std::net::UdpSocket>,
 }
 
 impl DnsHandle {
@@ -117,6 +131,12 @@ impl Drop for DnsHandle {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for socket in &self.udp_sockets {
+            // Wakes the readers blocked in recv (Linux sets the shutdown flag even on an
+            // unconnected UDP socket, though it reports ENOTCONN).
+            let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
         }
     }
 }
@@ -193,6 +213,47 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>) {
                 tokio::spawn(async move {
                     let bytes = handler.resolve(pending).await;
                     send(&socket, &bytes, peer).await;
+                });
+            }
+        }
+    }
+}
+
+fn serve_udp_blocking(
+    socket: std::net::UdpSocket,
+    handler: Arc<Handler>,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; 65535];
+    while !stop.load(Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(error) => {
+                if !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                    tracing::debug!(%error, "udp receive");
+                }
+                continue;
+            }
+        };
+        if len == 0 && stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match handler.step(&buf[..len], Transport::Udp) {
+            Step::Reply(bytes) => {
+                if let Err(error) = socket.send_to(&bytes, peer) {
+                    tracing::debug!(%peer, %error, "udp send");
+                }
+            }
+            Step::Drop => {}
+            Step::Resolve(pending) => {
+                let (socket, handler) = (socket.clone(), handler.clone());
+                runtime.spawn(async move {
+                    let bytes = handler.resolve(pending).await;
+                    if let Err(error) = socket.send_to(&bytes, peer) {
+                        tracing::debug!(%peer, %error, "udp send");
+                    }
                 });
             }
         }

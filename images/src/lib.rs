@@ -5,9 +5,11 @@
 //!
 //! The entry point is [`ImageStore`]; [`ImageConfig`] is what the runtime receives.
 
+mod archive;
 mod auth;
 mod content;
 mod distribution;
+mod gc;
 pub mod error;
 pub mod manifest;
 pub mod platform;
@@ -20,6 +22,7 @@ mod transport;
 pub mod unpack;
 
 pub use error::{ImageError, Result};
+pub use gc::{disk_usage_percent, GcPolicy, GcReport};
 pub use manifest::ImageConfig;
 pub use platform::Platform;
 pub use pull::{PullOptions, PullPhase, PullProgress, DEFAULT_CONCURRENT_DOWNLOADS};

@@ -73,7 +73,7 @@ impl Platform {
             "arm" => {
                 let mine = arm_level(self.variant.as_deref())?;
                 let theirs = arm_level(c.variant.as_deref())?;
-                (theirs <= mine).then_some(mine - theirs)
+                (theirs <= mine).then(|| mine - theirs)
             }
             // Variants of other architectures are optional hints; an unset one runs anywhere.
             _ if c.variant.is_none() => Some(1),

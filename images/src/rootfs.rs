@@ -1,15 +1,17 @@
 //! Container root filesystems: an overlayfs mount whose lower dirs are the image's layer
 //! snapshots (top layer first) and whose upper/work dirs live in `containers/<id>/`. A lease
 //! file written before the mount keeps the image from being removed or collected. When the
-//! `lowerdir=` option string would not fit the one page `mount(2)` accepts, the layers are
-//! passed one by one through the new mount API (`fsconfig` `lowerdir+`, Linux 6.8+).
+//! `lowerdir=` option string would not fit the one page `mount(2)` accepts, layers are named by
+//! short `/proc/self/fd/N` paths, and beyond ~200 layers they are passed one by one through
+//! the new mount API (`fsconfig` `lowerdir+`, Linux 6.8+).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
 };
+use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::content::write_atomic;
@@ -176,9 +178,13 @@ impl ImageStore {
 }
 
 fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    let mount_err = |e: rustix::io::Errno| ImageError::Mount {
+        action: "mounting overlay at",
+        path: target.to_path_buf(),
+        source: e.into(),
+    };
     for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
-        let s = p.to_string_lossy();
-        if s.contains([',', ':']) {
+        if p.to_string_lossy().contains([',', ':']) {
             return Err(ImageError::Mount {
                 action: "preparing overlay for",
                 path: p.to_path_buf(),
@@ -186,42 +192,56 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
             });
         }
     }
-    let lower = lowers.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join(":");
-    let options = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        upper.to_string_lossy(),
-        work.to_string_lossy()
-    );
-    let mount_err = |e: rustix::io::Errno| ImageError::Mount {
-        action: "mounting overlay at",
-        path: target.to_path_buf(),
-        source: e.into(),
-    };
-    if options.len() <= MAX_MOUNT_OPTIONS {
-        let options = std::ffi::CString::new(options).map_err(|_| ImageError::Mount {
-            action: "mounting overlay at",
-            path: target.to_path_buf(),
-            source: std::io::Error::other("NUL byte in mount options"),
-        })?;
-        return rustix::mount::mount(
-            "overlay",
-            target,
-            "overlay",
-            MountFlags::empty(),
-            Some(options.as_c_str()),
+    let options = |lowers: &[String]| {
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            upper.to_string_lossy(),
+            work.to_string_lossy()
         )
-        .map_err(mount_err);
+    };
+    let full: Vec<String> = lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let opts = options(&full);
+    if opts.len() <= MAX_MOUNT_OPTIONS {
+        return legacy_mount(target, opts).map_err(mount_err);
     }
-    // Too many layers for one page of options: hand them over one at a time.
-    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(mount_err)?;
-    for l in lowers {
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", l.as_path()).map_err(mount_err)?;
-    }
-    rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper).map_err(mount_err)?;
-    rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work).map_err(mount_err)?;
-    rustix::mount::fsconfig_create(fs.as_fd()).map_err(mount_err)?;
-    let mnt = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+    // Long paths or many layers: name each layer by a short /proc/self/fd/N path instead
+    // (overlayfs resolves them at mount time); the fds stay open until the mount is made.
+    let fds: Vec<OwnedFd> = lowers
+        .iter()
+        .map(|l| {
+            rustix::fs::open(
+                l,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+        })
+        .collect::<std::result::Result<_, _>>()
         .map_err(mount_err)?;
+    let short: Vec<String> =
+        fds.iter().map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd())).collect();
+    let opts = options(&short);
+    if opts.len() <= MAX_MOUNT_OPTIONS {
+        return legacy_mount(target, opts).map_err(mount_err);
+    }
+    // Still too long for one page: hand the layers over one at a time (Linux 6.8+).
+    let dir_fd = |p: &Path| {
+        rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, rustix::fs::Mode::empty())
+    };
+    let (upper_fd, work_fd) = (dir_fd(upper).map_err(mount_err)?, dir_fd(work).map_err(mount_err)?);
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(mount_err)?;
+    for l in &short {
+        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", l.as_str()).map_err(mount_err)?;
+    }
+    let fd_path = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", fd_path(&upper_fd).as_str())
+        .map_err(mount_err)?;
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", fd_path(&work_fd).as_str())
+        .map_err(mount_err)?;
+    rustix::mount::fsconfig_create(fs.as_fd()).map_err(mount_err)?;
+    let mnt =
+        rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+            .map_err(mount_err)?;
     rustix::mount::move_mount(
         mnt.as_fd(),
         "",
@@ -230,4 +250,9 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
     .map_err(mount_err)
+}
+
+fn legacy_mount(target: &Path, options: String) -> std::result::Result<(), rustix::io::Errno> {
+    let options = std::ffi::CString::new(options).map_err(|_| rustix::io::Errno::INVAL)?;
+    rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), Some(options.as_c_str()))
 }

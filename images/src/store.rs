@@ -59,6 +59,13 @@ pub struct ImageInspect {
     pub raw_config: serde_json::Value,
 }
 
+impl ImageInspect {
+    /// Pretty JSON for `skerry ctr images inspect`.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
 type FlightResult = std::result::Result<Image, Arc<ImageError>>;
 
 pub(crate) struct Inner {

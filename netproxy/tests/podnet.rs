@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use common::{fetch_retry, Lan, Netns, Server};
-use ipnet::Ipv4Net;
 use skerry_netproxy::podnet::{Backend, NetworkConfig, NodePeer, PodNetwork};
 
 fn config(node: &Netns, state: &Path, cidr: &str, node_ip: Ipv4Addr, b: Backend) -> NetworkConfig {
@@ -143,5 +142,41 @@ async fn traffic_leaving_the_cluster_is_masqueraded_to_the_node_address() {
     let seen = fetch_retry(&pod, "192.168.77.9:9000".parse().unwrap()).unwrap();
     srv.join().unwrap();
     assert_eq!(seen, "192.168.77.1", "the outside host sees the node address");
-    let _ = Ipv4Net::default();
+}
+
+#[tokio::test]
+async fn host_ports_forward_node_address_traffic_to_the_pod() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let ip1 = Ipv4Addr::new(192, 168, 77, 1);
+    let n1 = lan.node(ip1);
+    let outside = lan.node(Ipv4Addr::new(192, 168, 77, 9));
+    let s1 = tempfile::tempdir().unwrap();
+    let net = PodNetwork::new(config(&n1, s1.path(), "10.42.1.0/24", ip1, Backend::HostGw))
+        .await
+        .unwrap();
+    let pod = Netns::new("pod");
+    let pod_ip = net.attach("p", &pod.path()).await.unwrap().ip;
+    let _srv = Server::start(&pod, 8080, "hostport-pod");
+    let mapping = skerry_netproxy::podnet::HostPort {
+        protocol: 6,
+        host_port: 8081,
+        pod_ip,
+        container_port: 8080,
+    };
+    net.set_host_ports(&[mapping]).await.unwrap();
+    let node_addr = SocketAddr::from((ip1, 8081));
+    assert_eq!(fetch_retry(&outside, node_addr).unwrap(), "hostport-pod");
+    // Removing the mapping closes the port again (nothing listens on the node itself).
+    net.set_host_ports(&[]).await.unwrap();
+    let err = common::fetch(&outside, node_addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    // Someone deleting the table: resync_nat puts masquerade (and the ports) back.
+    n1.exec(&["nft", "delete", "table", "ip", "skerry-podnet"]);
+    net.resync_nat().await.unwrap();
+    assert!(n1.exec(&["nft", "list", "table", "ip", "skerry-podnet"]).contains("masquerade"));
+    net.cleanup().await.unwrap();
+    assert!(!n1.ip(&["link"]).contains("skerry0"));
 }

@@ -104,7 +104,7 @@ async fn cluster_ip_spreads_over_all_endpoints_and_follows_endpoint_changes() {
     let mut t = one_node(3).await;
     let eps: Vec<_> = t.pods.iter().map(|p| (p.1, "node-1")).collect();
     let svc = service("web", "10.43.0.10", json!({}));
-    t.proxy.sync(&[svc.clone()], &[slice("web", &eps)]).unwrap();
+    t.proxy.sync(std::slice::from_ref(&svc), &[slice("web", &eps)]).unwrap();
     let seen = replies(&t.client.0, vip(80), 60);
     let all: BTreeSet<String> = (0..3).map(|i| format!("pod-{i}")).collect();
     // With 60 tries the chance of missing one of 3 endpoints is 3·(2/3)^60 ≈ 1e-10.
@@ -198,7 +198,7 @@ async fn rules_converge_after_someone_deletes_the_table() {
     let mut t = one_node(1).await;
     let svc = service("web", "10.43.0.10", json!({}));
     let eps = [(t.pods[0].1, "node-1")];
-    t.proxy.sync(&[svc.clone()], &[slice("web", &eps)]).unwrap();
+    t.proxy.sync(std::slice::from_ref(&svc), &[slice("web", &eps)]).unwrap();
     assert!(!t.proxy.repair().unwrap(), "nothing to repair");
     t.node.exec(&["nft", "delete", "table", "ip", "skerry"]);
     assert!(fetch(&t.client.0, vip(80)).is_err());
@@ -212,6 +212,16 @@ async fn rules_converge_after_someone_deletes_the_table() {
     assert_eq!(fetch(&t.client.0, vip(80)).unwrap(), "pod-0");
     let vip2 = SocketAddr::from((Ipv4Addr::new(10, 43, 0, 11), 80));
     assert_eq!(fetch(&t.client.0, vip2).unwrap(), "pod-0");
+
+    // An agent restart: the old proxy goes away without removing anything (rules keep
+    // serving meanwhile), and the new one's first full sync replaces the table atomically.
+    let mut cfg = ProxyConfig::new("node-1", vec![Ipv4Addr::new(192, 168, 77, 1)]);
+    cfg.netns = Some(t.node.path());
+    drop(std::mem::replace(&mut t.proxy, ServiceProxy::new(cfg).unwrap()));
+    assert_eq!(fetch(&t.client.0, vip2).unwrap(), "pod-0");
+    t.proxy.sync(&[svc2], &[slice("web2", &eps)]).unwrap();
+    assert_eq!(fetch(&t.client.0, vip2).unwrap(), "pod-0");
+    assert!(fetch(&t.client.0, vip(80)).is_err(), "services gone while we were down are removed");
 }
 
 #[tokio::test]
@@ -276,4 +286,65 @@ async fn node_port_is_reachable_via_another_nodes_address() {
     assert_eq!(fetch_retry(&outside, SocketAddr::from((ip1, 30080))).unwrap(), "web-0");
     let err = fetch(&outside, via_n2).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+}
+
+#[tokio::test]
+async fn external_ips_and_load_balancer_ingress_on_the_node_address_are_served() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let mut t = one_node(1).await;
+    let eps = [(t.pods[0].1, "node-1")];
+    let lb = service(
+        "lb",
+        "10.43.0.10",
+        json!({"type": "LoadBalancer", "externalIPs": ["10.99.0.1"],
+               "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+    );
+    t.proxy.sync(&[lb], &[slice("lb", &eps)]).unwrap();
+    // ServiceLB-like: the node's own address is the load balancer's.
+    let node_lb = SocketAddr::from((Ipv4Addr::new(192, 168, 77, 1), 80));
+    assert_eq!(fetch(&t.client.0, node_lb).unwrap(), "pod-0");
+    assert_eq!(fetch(&t.client.0, "10.99.0.1:80".parse().unwrap()).unwrap(), "pod-0");
+    let node_port = SocketAddr::from((Ipv4Addr::new(192, 168, 77, 1), 30080));
+    assert_eq!(fetch(&t.client.0, node_port).unwrap(), "pod-0");
+}
+
+#[tokio::test]
+async fn internal_traffic_policy_local_only_uses_endpoints_on_this_node() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let mut t = one_node(3).await;
+    // pod-0 is "ours", the others claim to run on another node.
+    let eps = [(t.pods[0].1, "node-1"), (t.pods[1].1, "node-2"), (t.pods[2].1, "node-2")];
+    let svc = service("itp", "10.43.0.10", json!({"internalTrafficPolicy": "Local"}));
+    t.proxy.sync(&[svc], &[slice("itp", &eps)]).unwrap();
+    assert_eq!(replies(&t.client.0, vip(80), 20), BTreeSet::from(["pod-0".to_string()]));
+}
+
+#[tokio::test]
+async fn the_proxy_touches_only_its_own_table_and_survives_bad_input() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let mut t = one_node(1).await;
+    // Someone else's table in the same namespace must stay as it is.
+    t.node.exec(&["nft", "add", "table", "ip", "theirs"]);
+    t.node.exec(&["nft", "add", "chain", "ip", "theirs", "c"]);
+    let before = t.node.exec(&["nft", "list", "table", "ip", "theirs"]);
+    let eps = [(t.pods[0].1, "node-1")];
+    // Two services claiming the same IP and port (invalid, but seen in the wild during
+    // migrations) plus a headless and an IPv6 one: the sync still succeeds.
+    let svcs = [
+        service("a", "10.43.0.10", json!({})),
+        service("b", "10.43.0.10", json!({})),
+        service("headless", "None", json!({})),
+        service("v6", "fd00::10", json!({})),
+    ];
+    let slices = [slice("a", &eps), slice("b", &eps)];
+    t.proxy.sync(&svcs, &slices).unwrap();
+    assert_eq!(fetch(&t.client.0, vip(80)).unwrap(), "pod-0");
+    t.proxy.cleanup().unwrap();
+    assert_eq!(t.node.exec(&["nft", "list", "table", "ip", "theirs"]), before);
 }

@@ -32,9 +32,7 @@ impl CgroupVersion {
         match libcgroups::common::get_cgroup_setup() {
             Ok(CgroupSetup::Unified) => Ok(CgroupVersion::V2),
             Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => Ok(CgroupVersion::V1),
-            Err(err) => {
-                Err(Error::Cgroup { path: CGROUP_MOUNT.into(), message: err.to_string() })
-            }
+            Err(err) => Err(Error::Cgroup { path: CGROUP_MOUNT.into(), message: err.to_string() }),
         }
     }
 }
@@ -235,7 +233,9 @@ impl CgroupTree {
     pub fn oom_kills(&self, path: &str) -> u64 {
         let rel = path.trim_start_matches('/');
         let (file, key) = match self.version {
-            CgroupVersion::V1 => (self.mount.join("memory").join(rel).join("memory.oom_control"), "oom_kill"),
+            CgroupVersion::V1 => {
+                (self.mount.join("memory").join(rel).join("memory.oom_control"), "oom_kill")
+            }
             CgroupVersion::V2 => (self.mount.join(rel).join("memory.events"), "oom_kill"),
         };
         std::fs::read_to_string(file).map(|text| parse_flat_key(&text, key)).unwrap_or(0)
@@ -248,7 +248,9 @@ impl CgroupTree {
             CgroupVersion::V1 => self.mount.join(controller).join(rel).join(file),
             CgroupVersion::V2 => self.mount.join(rel).join(file),
         };
-        std::fs::read_to_string(&full).map(|s| s.trim().to_string()).map_err(io_err("reading", &full))
+        std::fs::read_to_string(&full)
+            .map(|s| s.trim().to_string())
+            .map_err(io_err("reading", &full))
     }
 
     /// The pids in a cgroup (from the pids hierarchy on v1).
@@ -376,7 +378,8 @@ mod tests {
     #[test]
     fn v1_limits_go_to_per_controller_files() {
         let writes = limit_writes(CgroupVersion::V1, &limits());
-        let files: Vec<_> = writes.iter().map(|w| (w.controller, w.file, w.value.as_str())).collect();
+        let files: Vec<_> =
+            writes.iter().map(|w| (w.controller, w.file, w.value.as_str())).collect();
         assert_eq!(
             files,
             [
@@ -402,7 +405,8 @@ mod tests {
                 ("pids.max", "100"),
             ]
         );
-        let unlimited = Resources { cpu_quota: Some(-1), pids_limit: Some(-1), ..Default::default() };
+        let unlimited =
+            Resources { cpu_quota: Some(-1), pids_limit: Some(-1), ..Default::default() };
         let files: Vec<_> = limit_writes(CgroupVersion::V2, &unlimited)
             .into_iter()
             .map(|w| (w.file, w.value))
@@ -429,7 +433,8 @@ mod tests {
 
     #[test]
     fn pod_paths_follow_the_qos_layout() {
-        let tree = CgroupTree { root: "kubepods".into(), version: CgroupVersion::V2, mount: "/x".into() };
+        let tree =
+            CgroupTree { root: "kubepods".into(), version: CgroupVersion::V2, mount: "/x".into() };
         assert_eq!(tree.pod_path(QosClass::Guaranteed, "u1"), "/kubepods/podu1");
         assert_eq!(tree.pod_path(QosClass::Burstable, "u1"), "/kubepods/burstable/podu1");
         assert_eq!(tree.pod_path(QosClass::BestEffort, "u1"), "/kubepods/besteffort/podu1");

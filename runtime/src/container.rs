@@ -149,7 +149,8 @@ impl Runtime {
             sandbox_files: crate::sandbox::container_files(&sandbox_dir),
             cgroup_hierarchies,
         };
-        let rootfs = std::fs::canonicalize(&spec.rootfs).map_err(io_err("resolving", &spec.rootfs))?;
+        let rootfs =
+            std::fs::canonicalize(&spec.rootfs).map_err(io_err("resolving", &spec.rootfs))?;
         let doc = oci::build_spec(&spec, &ctx, &rootfs)?;
         state::write_json(&dir.join("bundle/config.json"), &doc)?;
         let log_path = spec.log_path.clone().unwrap_or_else(|| dir.join("container.log"));
@@ -194,14 +195,18 @@ impl Runtime {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(io_err("starting monitor", &self.config.monitor.exe))?;
+        let mut child =
+            command.spawn().map_err(io_err("starting monitor", &self.config.monitor.exe))?;
         drop(write);
         // The first monitor process exits as soon as it has forked the real one.
         child.wait().map_err(io_err("waiting for monitor", dir))?;
         // One line, not end of file: the container's init keeps a copy of the fd until it execs.
         let mut reply = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(read)), &mut reply)
-            .map_err(io_err("reading monitor reply", dir))?;
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(std::fs::File::from(read)),
+            &mut reply,
+        )
+        .map_err(io_err("reading monitor reply", dir))?;
         let reply = reply.trim();
         if reply == "ok" {
             return Ok(());
@@ -251,7 +256,9 @@ impl Runtime {
         let dir = self.state.container_dir(id);
         let monitor: Option<MonitorRecord> = state::read_json(&dir.join("monitor.json"))?;
         let exit: Option<ExitRecord> = state::read_json(&dir.join("exit.json"))?;
-        let init_alive = monitor.as_ref().is_some_and(|m| state::process_matches(m.init_pid, m.init_start_ticks));
+        let init_alive = monitor
+            .as_ref()
+            .is_some_and(|m| state::process_matches(m.init_pid, m.init_start_ticks));
         let monitor_alive = monitor.as_ref().is_some_and(|m| process_alive(m.monitor_pid));
         let state = match (&exit, &monitor) {
             (Some(_), _) => ContainerState::Exited,
@@ -314,9 +321,13 @@ impl Runtime {
     pub fn kill_container(&self, id: &str, signal: Signal) -> Result<()> {
         let status = self.container_status(id)?;
         let Some(pid) = status.pid else {
-            return Err(Error::InvalidState(format!("container {id} is {}: nothing to signal", status.state)));
+            return Err(Error::InvalidState(format!(
+                "container {id} is {}: nothing to signal",
+                status.state
+            )));
         };
-        kill(Pid::from_raw(pid), signal).map_err(sys_err(format!("sending {signal} to container {id}")))
+        kill(Pid::from_raw(pid), signal)
+            .map_err(sys_err(format!("sending {signal} to container {id}")))
     }
 
     /// Stops a container: its stop signal (SIGTERM by default), then SIGKILL to every process of
@@ -374,22 +385,29 @@ impl Runtime {
     pub fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecProcess> {
         let status = self.container_status(id)?;
         if status.state != ContainerState::Running {
-            return Err(Error::InvalidState(format!("container {} is {}, not running", status.name, status.state)));
+            return Err(Error::InvalidState(format!(
+                "container {} is {}, not running",
+                status.name, status.state
+            )));
         }
         let dir = self.state.container_dir(id);
         let work = crate::exec::prepare(&dir, &spec)?;
+        let tty = spec.tty;
         let mut command = self.monitor_command();
         let mut spec_file = work.as_os_str().to_owned();
         spec_file.push(".json");
         command.arg("exec").arg(&dir).arg(spec_file);
-        ExecProcess::spawn(command, id, work)
+        ExecProcess::spawn(command, id, work, tty)
     }
 
     /// Attaches to the main process: a stream of its output that feeds its stdin.
     pub fn attach(&self, id: &str) -> Result<std::os::unix::net::UnixStream> {
         let status = self.container_status(id)?;
         if !matches!(status.state, ContainerState::Running | ContainerState::Created) {
-            return Err(Error::InvalidState(format!("container {} is {}", status.name, status.state)));
+            return Err(Error::InvalidState(format!(
+                "container {} is {}",
+                status.name, status.state
+            )));
         }
         monitor::attach(&self.state.container_dir(id), id)
     }
@@ -404,7 +422,13 @@ impl Runtime {
         let record = self.record(id)?;
         let exit_file = self.state.container_dir(id).join("exit.json");
         let finished = move || exit_file.exists();
-        crate::logs::read_log(&record.log_path, record.spec.log_rotation.max_files, options, finished, sink)
+        crate::logs::read_log(
+            &record.log_path,
+            record.spec.log_rotation.max_files,
+            options,
+            finished,
+            sink,
+        )
     }
 }
 

@@ -51,6 +51,7 @@ pub struct ExecProcess {
     child: Child,
     id: String,
     work: PathBuf,
+    tty: bool,
     /// The process's stdin (close it to send end of file).
     pub stdin: Option<ChildStdin>,
     /// The process's stdout (with a TTY: the terminal's output).
@@ -65,6 +66,7 @@ impl ExecProcess {
         mut command: std::process::Command,
         container_id: &str,
         work: PathBuf,
+        tty: bool,
     ) -> Result<Self> {
         use std::process::Stdio;
         let mut child = command
@@ -80,15 +82,29 @@ impl ExecProcess {
             child,
             id: container_id.to_string(),
             work,
+            tty,
         })
     }
 
-    /// Resizes the terminal (no effect without a TTY).
+    /// Resizes the terminal and waits (up to 5 s) until it took effect; no effect without a TTY.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        if !self.tty {
+            return Ok(());
+        }
         let path = with_suffix(&self.work, ".winsize");
-        std::fs::write(&path, format!("{rows} {cols}")).map_err(io_err("writing", &path))?;
+        let tmp = with_suffix(&self.work, ".winsize.tmp");
+        std::fs::write(&tmp, format!("{rows} {cols}")).map_err(io_err("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("writing", &path))?;
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, Signal::SIGWINCH).map_err(sys_err("signalling exec monitor"))
+        nix::sys::signal::kill(pid, Signal::SIGWINCH)
+            .map_err(sys_err("signalling exec monitor"))?;
+        for _ in 0..500 {
+            if !path.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// Waits for the process and returns its exit code (128 + signal if killed).
@@ -168,37 +184,40 @@ pub fn exec_monitor(container_dir: &Path, spec_file: &Path) -> i32 {
 fn run_exec(container_dir: &Path, spec_file: &Path, work: &Path) -> Result<i32> {
     let spec: ExecSpec = state::read_json(spec_file)?
         .ok_or_else(|| Error::InvalidState(format!("no exec spec {}", spec_file.display())))?;
-    let record: state::ContainerRecord = state::read_json(&container_dir.join("container.json"))?
-        .ok_or_else(|| Error::NotFound { kind: "container", name: container_dir.display().to_string() })?;
+    let record: state::ContainerRecord =
+        state::read_json(&container_dir.join("container.json"))?.ok_or_else(|| {
+            Error::NotFound { kind: "container", name: container_dir.display().to_string() }
+        })?;
     let process = exec_process(&container_dir.join("bundle/config.json"), &spec)?;
     let process_path = with_suffix(work, ".process.json");
     state::write_json(&process_path, &process)?;
-    // Block SIGWINCH before any thread exists, so only the resize thread receives it.
-    let mut winch = SigSet::empty();
-    winch.add(Signal::SIGWINCH);
-    winch.thread_block().map_err(sys_err("blocking SIGWINCH"))?;
     let mut builder = ContainerBuilder::new(record.id.clone(), SyscallType::default())
         .with_root_path(crate::monitor::libcontainer_root(container_dir))
         .map_err(|e| exec_err(&record.id, e))?;
     let console_path = with_suffix(work, ".sock");
     let console = if spec.tty {
-        let listener = UnixListener::bind(&console_path).map_err(io_err("binding", &console_path))?;
+        let listener =
+            UnixListener::bind(&console_path).map_err(io_err("binding", &console_path))?;
         builder = builder.with_console_socket(Some(&console_path));
         Some(listener)
     } else {
         None
     };
-    let pid = builder
-        .as_tenant()
-        .with_process(Some(&process_path))
-        .with_detach(true)
-        .build();
+    let pid = builder.as_tenant().with_process(Some(&process_path)).with_detach(true).build();
     let _ = std::env::set_current_dir("/");
     let _ = std::fs::remove_file(&process_path);
     let pid = pid.map_err(|e| exec_err(&record.id, e))?;
     if let Some(console) = console {
         let master = receive_pty_master(&console)?;
         let _ = std::fs::remove_file(&console_path);
+        if let Some((rows, cols)) = spec.size {
+            set_winsize(master.as_raw_fd(), rows, cols);
+        }
+        // Block SIGWINCH (after build: the exec'd process must not inherit the mask) before
+        // any thread exists, so that only the resize thread takes it.
+        let mut winch = SigSet::empty();
+        winch.add(Signal::SIGWINCH);
+        winch.thread_block().map_err(sys_err("blocking SIGWINCH"))?;
         relay_terminal(master, work.to_path_buf(), winch);
     }
     loop {
@@ -230,12 +249,15 @@ fn relay_terminal(master: OwnedFd, work: PathBuf, winch: SigSet) {
         if winch.wait().is_err() {
             return;
         }
-        if let Ok(text) = std::fs::read_to_string(with_suffix(&work, ".winsize")) {
+        let path = with_suffix(&work, ".winsize");
+        if let Ok(text) = std::fs::read_to_string(&path) {
             if let Some((rows, cols)) = text.trim().split_once(' ') {
                 if let (Ok(rows), Ok(cols)) = (rows.parse(), cols.parse()) {
                     set_winsize(master_fd, rows, cols);
                 }
             }
+            // Removing the file tells `resize` that the new size is in effect.
+            let _ = std::fs::remove_file(&path);
         }
     });
     std::thread::spawn(move || {

@@ -3,9 +3,9 @@
 //! without a record, pod cgroups under the runtime's root that no sandbox owns. Live sandboxes
 //! and containers (running or exited) are kept: they are re-adopted, not collected.
 
+use crate::error::Result;
 use crate::runtime::Runtime;
 use crate::state::{self, SandboxRecord};
-use crate::error::Result;
 
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -34,6 +34,6 @@ pub use monitor::monitor_main;
 pub use runtime::{MonitorCommand, Runtime, RuntimeConfig};
 pub use sandbox::{LoopbackOnly, NetworkStatus, SandboxNetwork};
 pub use spec::{
-    ContainerSpec, ImageConfig, LogRotation, Mount, ProcMount, QosClass, Resources,
-    SandboxSpec, SeccompProfile, SecurityContext,
+    ContainerSpec, ImageConfig, LogRotation, Mount, ProcMount, QosClass, Resources, SandboxSpec,
+    SeccompProfile, SecurityContext,
 };

@@ -110,7 +110,11 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// Feeds bytes; calls `emit(partial, content)` for each complete entry.
-    pub fn feed(&mut self, data: &[u8], mut emit: impl FnMut(bool, &[u8]) -> Result<()>) -> Result<()> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        mut emit: impl FnMut(bool, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         self.buf.extend_from_slice(data);
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|b| *b == b'\n') {
@@ -136,7 +140,11 @@ impl LineSplitter {
 }
 
 /// Copies a container output pipe into the log until end of file.
-pub fn pump(mut input: impl Read, stream: Stream, writer: &std::sync::Mutex<LogWriter>) -> Result<()> {
+pub fn pump(
+    mut input: impl Read,
+    stream: Stream,
+    writer: &std::sync::Mutex<LogWriter>,
+) -> Result<()> {
     let mut splitter = LineSplitter::default();
     let mut chunk = vec![0u8; 32 * 1024];
     let emit = |partial: bool, content: &[u8]| {
@@ -315,10 +323,16 @@ mod tests {
 
     fn collect(path: &Path, max_files: u32, options: &LogReadOptions) -> Vec<String> {
         let mut out = Vec::new();
-        read_log(path, max_files, options, || true, |e| {
-            out.push(String::from_utf8_lossy(&e.render(false)).into_owned());
-            Ok(())
-        })
+        read_log(
+            path,
+            max_files,
+            options,
+            || true,
+            |e| {
+                out.push(String::from_utf8_lossy(&e.render(false)).into_owned());
+                Ok(())
+            },
+        )
         .unwrap();
         out
     }
@@ -401,10 +415,16 @@ mod tests {
         let since = LogReadOptions { since: Some(since), ..Default::default() };
         assert_eq!(collect(&path, 1, &since), ["b\n", "c", "d\n"]);
         let mut stamped = Vec::new();
-        read_log(&path, 1, &LogReadOptions { tail: Some(1), timestamps: true, ..Default::default() }, || true, |e| {
-            stamped.push(e.render(true));
-            Ok(())
-        })
+        read_log(
+            &path,
+            1,
+            &LogReadOptions { tail: Some(1), timestamps: true, ..Default::default() },
+            || true,
+            |e| {
+                stamped.push(e.render(true));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(stamped, [b"2024-01-01T00:00:02.100000000Z d\n".to_vec()]);
     }
@@ -430,10 +450,16 @@ mod tests {
         };
         let mut got = Vec::new();
         let options = LogReadOptions { follow: true, ..Default::default() };
-        read_log(&path, 2, &options, || done.load(std::sync::atomic::Ordering::SeqCst), |e| {
-            got.push(String::from_utf8_lossy(&e.content).into_owned());
-            Ok(())
-        })
+        read_log(
+            &path,
+            2,
+            &options,
+            || done.load(std::sync::atomic::Ordering::SeqCst),
+            |e| {
+                got.push(String::from_utf8_lossy(&e.content).into_owned());
+                Ok(())
+            },
+        )
         .unwrap();
         writer.join().unwrap();
         let expected: Vec<String> = std::iter::once("first".to_string())

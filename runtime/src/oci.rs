@@ -151,10 +151,14 @@ pub fn user(spec: &ContainerSpec) -> Result<(u32, u32)> {
     if let Some(user) = spec.image.user.as_deref().filter(|u| !u.is_empty()) {
         let (u, g) = user.split_once(':').unwrap_or((user, ""));
         uid = u.parse().map_err(|_| {
-            Error::InvalidSpec(format!("image user {user:?} is not numeric (names are not resolved)"))
+            Error::InvalidSpec(format!(
+                "image user {user:?} is not numeric (names are not resolved)"
+            ))
         })?;
         if !g.is_empty() {
-            gid = g.parse().map_err(|_| Error::InvalidSpec(format!("image group {g:?} is not numeric")))?;
+            gid = g
+                .parse()
+                .map_err(|_| Error::InvalidSpec(format!("image group {g:?} is not numeric")))?;
         }
     }
     if let Some(u) = spec.security.run_as_user {
@@ -164,7 +168,9 @@ pub fn user(spec: &ContainerSpec) -> Result<(u32, u32)> {
         gid = g;
     }
     if spec.security.run_as_non_root && uid == 0 {
-        return Err(Error::InvalidSpec("runAsNonRoot is set but the container would run as root (uid 0)".into()));
+        return Err(Error::InvalidSpec(
+            "runAsNonRoot is set but the container would run as root (uid 0)".into(),
+        ));
     }
     Ok((uid, gid))
 }
@@ -175,7 +181,12 @@ fn device_rules(privileged: bool) -> Value {
         return json!([{ "allow": true, "access": "rwm" }]);
     }
     let allow = |major: i64, minor: Option<i64>| {
-        json!({ "allow": true, "type": "c", "major": major, "minor": minor.unwrap_or(-1), "access": "rwm" })
+        let mut rule = json!({ "allow": true, "type": "c", "major": major, "access": "rwm" });
+        // No minor means every minor (the `*` of devices.allow).
+        if let Some(minor) = minor {
+            rule["minor"] = json!(minor);
+        }
+        rule
     };
     json!([
         { "allow": false, "access": "rwm" },
@@ -261,11 +272,14 @@ fn seccomp_section(spec: &ContainerSpec) -> Result<Option<Value>> {
 pub fn build_spec(spec: &ContainerSpec, ctx: &OciContext, rootfs: &Path) -> Result<Value> {
     let args = spec.process_args();
     if args.is_empty() {
-        return Err(Error::InvalidSpec("no command: neither the spec nor the image gives one".into()));
+        return Err(Error::InvalidSpec(
+            "no command: neither the spec nor the image gives one".into(),
+        ));
     }
     let (uid, gid) = user(spec)?;
     let caps = capabilities(spec);
-    let no_new_privs = !spec.security.privileged && spec.security.allow_privilege_escalation == Some(false);
+    let no_new_privs =
+        !spec.security.privileged && spec.security.allow_privilege_escalation == Some(false);
     let cwd = spec
         .working_dir
         .clone()
@@ -295,7 +309,7 @@ pub fn build_spec(spec: &ContainerSpec, ctx: &OciContext, rootfs: &Path) -> Resu
     if let Some(seccomp) = seccomp_section(spec)? {
         linux["seccomp"] = seccomp;
     }
-    let doc = json!({
+    let mut doc = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.tty,
@@ -304,13 +318,16 @@ pub fn build_spec(spec: &ContainerSpec, ctx: &OciContext, rootfs: &Path) -> Resu
             "env": spec.process_env(),
             "cwd": cwd,
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64 }],
-            "noNewPrivileges": no_new_privs,
         },
         "root": { "path": rootfs, "readonly": spec.security.read_only_root_filesystem },
         "mounts": mounts(spec, ctx),
         "linux": linux,
     });
+    // libcontainer loads seccomp late (after dropping capabilities, which fails without
+    // no_new_privs) whenever the field is present, even as `false`: only write it when true.
+    if no_new_privs {
+        doc["process"]["noNewPrivileges"] = json!(true);
+    }
     // Validate against the typed spec so a mistake here fails at create, with a clear message.
     serde_json::from_value::<oci_spec::runtime::Spec>(doc.clone())
         .map_err(|e| Error::InvalidSpec(format!("generated OCI spec is invalid: {e}")))?;
@@ -334,7 +351,11 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
-            image: ImageConfig { cmd: vec!["/bin/sh".into()], user: Some("1000:1001".into()), ..Default::default() },
+            image: ImageConfig {
+                cmd: vec!["/bin/sh".into()],
+                user: Some("1000:1001".into()),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -345,7 +366,7 @@ mod tests {
         assert_eq!(doc["process"]["capabilities"]["bounding"].as_array().unwrap().len(), 14);
         assert_eq!(doc["process"]["user"]["uid"], 1000);
         assert_eq!(doc["process"]["user"]["gid"], 1001);
-        assert_eq!(doc["process"]["noNewPrivileges"], false);
+        assert!(doc["process"]["noNewPrivileges"].is_null());
         let ro = doc["linux"]["readonlyPaths"].as_array().unwrap();
         assert!(ro.contains(&json!("/sys/fs/cgroup/memory")));
         assert!(doc["linux"]["maskedPaths"].as_array().unwrap().contains(&json!("/proc/kcore")));
@@ -380,8 +401,14 @@ mod tests {
         let mut s = spec();
         s.security.privileged = true;
         let doc = build_spec(&s, &ctx(), Path::new("/r")).unwrap();
-        assert_eq!(doc["process"]["capabilities"]["bounding"].as_array().unwrap().len(), ALL_CAPABILITIES.len());
-        assert_eq!(doc["linux"]["resources"]["devices"], json!([{ "allow": true, "access": "rwm" }]));
+        assert_eq!(
+            doc["process"]["capabilities"]["bounding"].as_array().unwrap().len(),
+            ALL_CAPABILITIES.len()
+        );
+        assert_eq!(
+            doc["linux"]["resources"]["devices"],
+            json!([{ "allow": true, "access": "rwm" }])
+        );
     }
 
     #[test]
@@ -397,7 +424,12 @@ mod tests {
     #[test]
     fn limits_are_written_to_linux_resources() {
         let mut s = spec();
-        s.resources = crate::spec::Resources { memory_limit: Some(1 << 20), pids_limit: Some(10), ..Default::default() }.with_cpus(0.25);
+        s.resources = crate::spec::Resources {
+            memory_limit: Some(1 << 20),
+            pids_limit: Some(10),
+            ..Default::default()
+        }
+        .with_cpus(0.25);
         let doc = build_spec(&s, &ctx(), Path::new("/r")).unwrap();
         let r = &doc["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 25_000);

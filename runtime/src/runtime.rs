@@ -194,7 +194,9 @@ impl Runtime {
         self.state
             .sandbox_ids()
             .iter()
-            .filter_map(|id| state::read_json(&self.state.sandbox_dir(id).join("sandbox.json")).ok()?)
+            .filter_map(|id| {
+                state::read_json(&self.state.sandbox_dir(id).join("sandbox.json")).ok()?
+            })
             .collect()
     }
 

@@ -167,7 +167,8 @@ pub fn create_files(dir: &Path, spec: &SandboxSpec) -> Result<()> {
         std::fs::write(&path, text).map_err(io_err("writing", &path))
     };
     write("hostname", &format!("{hostname}\n"))?;
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if !hostname.is_empty() {
         hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }

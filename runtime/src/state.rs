@@ -96,8 +96,10 @@ pub struct StateDir {
 impl StateDir {
     /// Opens (creates) the state dir; the path is made absolute.
     pub fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root.join("sandboxes")).map_err(io_err("creating state dir", root))?;
-        std::fs::create_dir_all(root.join("containers")).map_err(io_err("creating state dir", root))?;
+        std::fs::create_dir_all(root.join("sandboxes"))
+            .map_err(io_err("creating state dir", root))?;
+        std::fs::create_dir_all(root.join("containers"))
+            .map_err(io_err("creating state dir", root))?;
         let root = std::fs::canonicalize(root).map_err(io_err("resolving state dir", root))?;
         Ok(StateDir { root })
     }

@@ -39,7 +39,8 @@ fn graceful_stop_escalates_to_sigkill_for_pid1_ignoring_sigterm() {
     let pod = fx.sandbox("stop");
     // PID 1 without a handler ignores SIGTERM: only SIGKILL ends it.
     let stubborn = fx.run(&pod, fx.shell("stubborn", "sleep 1000"));
-    let polite = fx.run(&pod, fx.shell("polite", "trap 'exit 0' TERM; while true; do sleep 0.1; done"));
+    let polite =
+        fx.run(&pod, fx.shell("polite", "trap 'exit 0' TERM; while true; do sleep 0.1; done"));
     for id in [&stubborn, &polite] {
         assert_eq!(fx.runtime.container_status(id).unwrap().state, ContainerState::Running);
     }

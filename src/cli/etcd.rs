@@ -51,6 +51,23 @@ pub struct EtcdArgs {
     /// periodic mode, or a number of revisions in revision mode.
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Interval of progress notifications to watches that ask for them (e.g. 10m, 500ms).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub experimental_watch_progress_notify_interval: Duration,
+}
+
+/// A Go-style duration with one unit: `500ms`, `30s`, `10m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or("missing unit (ms, s, m or h)")?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
 }
 
 /// How often revision-mode compaction runs (etcd's revision compactor checks every 5 minutes).
@@ -107,7 +124,8 @@ fn split_urls(s: &str) -> Vec<String> {
 /// Parses the arguments, opens the store and serves until SIGTERM or SIGINT.
 pub fn run(args: EtcdArgs) -> anyhow::Result<ExitCode> {
     let listen = ListenUrl::parse_list(&args.listen_client_urls)?;
-    let auto_compaction = auto_compaction(&args.auto_compaction_mode, &args.auto_compaction_retention)?;
+    let auto_compaction =
+        auto_compaction(&args.auto_compaction_mode, &args.auto_compaction_retention)?;
     if args.max_request_bytes == 0 {
         bail!("--max-request-bytes must be positive");
     }
@@ -135,7 +153,9 @@ pub fn run(args: EtcdArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServeConfig::new(listen, identity);
     config.tls = tls;
     config.max_request_bytes = args.max_request_bytes;
-    config.advertise_client_urls = args.advertise_client_urls.as_deref().map(split_urls).unwrap_or_default();
+    config.progress_notify_interval = args.experimental_watch_progress_notify_interval;
+    config.advertise_client_urls =
+        args.advertise_client_urls.as_deref().map(split_urls).unwrap_or_default();
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -156,7 +176,8 @@ pub fn run(args: EtcdArgs) -> anyhow::Result<ExitCode> {
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;

@@ -4,6 +4,8 @@ mod ctr;
 #[cfg(feature = "server")]
 mod etcd;
 mod images;
+#[cfg(feature = "server")]
+mod server;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,9 @@ pub enum Command {
     /// Run the store alone as an etcd v3 server backed by one SQLite file.
     #[cfg(feature = "server")]
     Etcd(etcd::EtcdArgs),
+    /// Run the control plane: the Kubernetes API server over the store.
+    #[cfg(feature = "server")]
+    Server(server::ServerArgs),
     /// Operate the node's containers and images directly (like `crictl` / `k3s ctr`).
     Ctr(ctr::CtrArgs),
 }
@@ -46,6 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         #[cfg(feature = "server")]
         Command::Etcd(args) => etcd::run(args),
+        #[cfg(feature = "server")]
+        Command::Server(args) => server::run(args),
         Command::Ctr(args) => ctr::run(args),
     }
 }

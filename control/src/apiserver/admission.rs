@@ -68,6 +68,7 @@ fn namespace_info() -> ResourceInfo {
         subresources: vec![],
         storage_prefix: "/registry/namespaces/".into(),
         custom: false,
+        ..Default::default()
     }
 }
 

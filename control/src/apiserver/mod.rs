@@ -7,3 +7,24 @@ pub mod discovery;
 pub mod resource;
 pub mod table;
 pub mod validation;
+
+pub mod admission;
+pub mod authn;
+pub mod body;
+mod delete;
+pub mod listener;
+mod list;
+pub mod meta;
+pub mod metrics;
+pub mod request;
+mod rest;
+pub mod selector;
+pub mod serve;
+pub mod server;
+pub mod status;
+pub mod strategy;
+mod watch;
+pub mod watch_cache;
+
+pub use authn::User;
+pub use server::{ApiConfig, ApiServer, ApiService};

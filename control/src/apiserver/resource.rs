@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 /// One served resource in one group version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceInfo {
     /// API group; empty for the core ("legacy") group.
     pub group: String,

@@ -9,6 +9,7 @@
 mod error;
 mod types;
 
+pub mod config;
 pub mod etcd;
 pub mod grpc;
 pub mod sqlite;

@@ -54,8 +54,10 @@ impl ClusterZone {
         // "fallthrough in-addr.arpa"); the rest of the reverse space belongs upstream.
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(entry) = self.index.get(qname) {
-                let mut answer = Answer::default();
-                answer.answers = self.records(qname, &entry.data, RecordType::PTR);
+                let answer = Answer {
+                    answers: self.records(qname, &entry.data, RecordType::PTR),
+                    ..Answer::default()
+                };
                 if !answer.answers.is_empty() {
                     return Lookup::Local(answer);
                 }

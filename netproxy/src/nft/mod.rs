@@ -222,6 +222,21 @@ impl NfSocket {
             s.bind_auto()?;
             s.set_cap_ack(true)?; // errors carry only the failing header, not the whole batch
             s.set_ext_ack(true)?;
+            // Never wait forever on a kernel answer that cannot come.
+            let tv = libc::timeval { tv_sec: 30, tv_usec: 0 };
+            // SAFETY: setsockopt with a valid timeval.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(s)
         })??;
         Ok(NfSocket { sock, seq: 1 })
@@ -250,6 +265,14 @@ impl NfSocket {
                 }
                 let p = reply.payload;
                 let code = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+                if code != 0 && reply.seq == first_seq {
+                    // The batch header itself was refused: no command was looked at.
+                    return Err(NftError::Rejected {
+                        index: 0,
+                        total,
+                        source: std::io::Error::from_raw_os_error(-code),
+                    });
+                }
                 if code != 0 && failure.is_none() {
                     // Command index: sequence distance from the first command (after BEGIN).
                     let index = reply.seq.wrapping_sub(first_seq) as usize;
@@ -317,11 +340,18 @@ impl NfSocket {
 
     fn recv(&self) -> Result<Vec<u8>, NftError> {
         let mut buf = vec![0u8; 256 * 1024];
-        // SAFETY: the buffer is valid for its length; recv writes at most that much.
-        let n = unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(NftError::Io(std::io::Error::last_os_error()));
-        }
+        let n = loop {
+            // SAFETY: the buffer is valid for its length; recv writes at most that much.
+            let n =
+                unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                break n;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(NftError::Io(e));
+            }
+        };
         buf.truncate(n as usize);
         Ok(buf)
     }

@@ -202,3 +202,119 @@ fn endpoints_for(
     let chosen = if ready.is_empty() { terminating } else { ready };
     chosen.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(spec: serde_json::Value) -> Service {
+        serde_json::from_value(
+            json!({"metadata": {"name": "web", "namespace": "ns"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    fn slice(endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "ns",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        }))
+        .unwrap()
+    }
+
+    fn http_svc() -> Service {
+        svc(json!({"clusterIP": "10.43.0.5", "ports": [{"name": "http", "port": 80}]}))
+    }
+
+    #[test]
+    fn ready_endpoints_win_and_terminating_ones_serve_only_when_none_is_ready() {
+        let both = slice(json!([
+            {"addresses": ["10.42.0.2"], "conditions": {"ready": true}, "nodeName": "me"},
+            {"addresses": ["10.42.0.3"],
+             "conditions": {"ready": false, "serving": true, "terminating": true}},
+        ]));
+        let ports = service_ports(&http_svc(), &[both], "me", &[]);
+        assert_eq!(ports.len(), 1);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            ports[0].endpoints,
+            vec![Endpoint { ip: ip("10.42.0.2"), port: 8080, local: true }]
+        );
+        let only_terminating = slice(json!([
+            {"addresses": ["10.42.0.3"],
+             "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.42.0.4"], "conditions": {"ready": false}},
+        ]));
+        let ports = service_ports(&http_svc(), &[only_terminating], "me", &[]);
+        assert_eq!(
+            ports[0].endpoints,
+            vec![Endpoint { ip: ip("10.42.0.3"), port: 8080, local: false }]
+        );
+    }
+
+    #[test]
+    fn slices_of_other_services_or_namespaces_are_ignored() {
+        let mut other = slice(json!([{"addresses": ["10.42.0.9"]}]));
+        other.metadata.namespace = Some("elsewhere".into());
+        let ports = service_ports(&http_svc(), &[other], "me", &[]);
+        assert!(ports[0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn load_balancer_services_answer_on_node_addresses_with_node_ports() {
+        let lb = svc(json!({"type": "LoadBalancer", "clusterIP": "10.43.0.5",
+            "externalIPs": ["192.0.2.7"], "externalTrafficPolicy": "Local",
+            "sessionAffinity": "ClientIP",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        let node = "192.168.1.10".parse().unwrap();
+        let p = &service_ports(&lb, &[], "me", &[node])[0];
+        assert_eq!(p.node_port, Some(30080));
+        assert!(p.external_ips.contains(&node));
+        assert!(p.external_ips.contains(&"192.0.2.7".parse().unwrap()));
+        assert!(p.external_local);
+        assert_eq!(p.affinity_timeout, Some(10_800), "the Kubernetes default timeout");
+        assert_eq!(p.key, "ns/web/tcp/http");
+    }
+
+    #[test]
+    fn odd_services_are_skipped_not_panicked_on() {
+        let cases = [
+            json!({"clusterIP": "None", "ports": [{"port": 80}]}),
+            json!({"type": "ExternalName", "externalName": "example.org"}),
+            json!({"clusterIP": "fd00::1", "ports": [{"port": 80}]}),
+            json!({"clusterIP": "not-an-ip", "ports": [{"port": 80}]}),
+            json!({"clusterIP": "10.43.0.5"}),
+            json!({"clusterIP": "10.43.0.5", "ports": [{"port": 70000}, {"port": -1},
+                   {"port": 80, "protocol": "ICMP"}]}),
+            json!({}),
+        ];
+        for spec in cases {
+            let slices = [slice(json!([{"addresses": ["bogus", "10.42.0.2"]}]))];
+            assert!(service_ports(&svc(spec.clone()), &slices, "me", &[]).is_empty(), "{spec}");
+        }
+        let no_spec: Service = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+        assert!(service_ports(&no_spec, &[], "me", &[]).is_empty());
+    }
+
+    #[test]
+    fn unnamed_ports_match_unnamed_slice_ports_and_bad_addresses_are_dropped() {
+        let s = svc(json!({"clusterIP": "10.43.0.5", "ports": [{"port": 53, "protocol": "UDP"}]}));
+        let sl: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "ns",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.42.0.2", "garbage"]}],
+            "ports": [{"port": 5353, "protocol": "UDP"}],
+        }))
+        .unwrap();
+        let p = &service_ports(&s, &[sl], "me", &[])[0];
+        assert_eq!(p.protocol, 17);
+        assert_eq!(p.key, "ns/web/udp/53");
+        assert_eq!(p.endpoints.len(), 1);
+        assert_eq!(p.endpoints[0].port, 5353);
+    }
+}

@@ -26,6 +26,10 @@ pub const NO_ENDPOINT_IPS: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 /// Set of this node's addresses.
 pub const NODE_IPS: &str = "node-ips";
+/// Set of `ip . ip` pairs, one per endpoint address: a packet whose source and (DNATed)
+/// destination are the same endpoint is a pod reaching itself through a service (hairpin)
+/// and must be masqueraded so the reply comes back through the node.
+pub const HAIRPIN: &str = "hairpin";
 const MARK_CHAIN: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
 
@@ -78,6 +82,13 @@ pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Add
     });
     let elems: Vec<_> = node_ips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
     tx.add_elements(NODE_IPS, &elems);
+    tx.add_set(&SetSpec {
+        name: HAIRPIN.into(),
+        key_type: types::concat(&[types::IPV4_ADDR, types::IPV4_ADDR]),
+        key_len: 8,
+        verdict_map: false,
+        timeout_ms: None,
+    });
 
     let hook =
         |kind, hooknum: i32, priority| Some(Hook { kind, hooknum: hooknum as u32, priority });
@@ -135,6 +146,19 @@ pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Add
     let mut masq: Vec<Expr> = expr::match_mark_bits(layout.masquerade_mark).into();
     masq.push(Expr::Masquerade);
     tx.add_rule("nat-postrouting", &masq);
+    tx.add_rule(
+        "nat-postrouting",
+        &[
+            Expr::Payload {
+                base: expr::PayloadBase::Network,
+                offset: 12,
+                len: 8,
+                dreg: expr::REG32_00,
+            },
+            Expr::Lookup { set: HAIRPIN.into(), sreg: expr::REG32_00, dreg: None, invert: false },
+            Expr::Masquerade,
+        ],
+    );
 }
 
 /// A map element: (map, key, verdict).
@@ -149,21 +173,44 @@ pub struct ServiceObjects {
     pub sets: Vec<SetSpec>,
     /// Dispatch map elements.
     pub elements: Vec<Element>,
-}
-
-fn endpoint_chain(key: &str, e: &Endpoint) -> String {
-    format!("ep-{key}/{}:{}", e.ip, e.port)
+    /// Endpoint addresses (for the hairpin set, shared between services).
+    pub endpoint_ips: Vec<Ipv4Addr>,
 }
 
 fn affinity_set(key: &str, e: &Endpoint) -> String {
     format!("aff-{key}/{}:{}", e.ip, e.port)
 }
 
+/// The expressions that send a connection to `e`: refresh affinity, then DNAT.
+fn to_endpoint(spec: &ServicePortSpec, e: &Endpoint) -> Vec<Expr> {
+    let mut r = Vec::new();
+    if let Some(t) = spec.affinity_timeout {
+        r.push(Expr::Payload {
+            base: expr::PayloadBase::Network,
+            offset: 12,
+            len: 4,
+            dreg: expr::REG_1,
+        });
+        r.push(Expr::DynsetUpdate {
+            set: affinity_set(&spec.key, e),
+            sreg: expr::REG_1,
+            timeout_ms: u64::from(t) * 1000,
+        });
+    }
+    r.extend(expr::match_l4proto(spec.protocol));
+    r.extend(expr::dnat_to(e.ip, e.port));
+    r
+}
+
 /// The chains, sets and elements of one service port.
+///
+/// Endpoints are DNAT rules inside the service chain rather than chains of their own: every
+/// commit makes the kernel re-validate the jump graph, so fewer chains keep both full and
+/// incremental syncs fast. Hairpin masquerade is one set lookup in postrouting instead of a
+/// rule per endpoint (see [`HAIRPIN`]).
 pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObjects {
     let mut objs = ServiceObjects::default();
     let key = &spec.key;
-    let goto = |c: &str| Expr::Verdict(Verdict::Goto(c.to_string()));
 
     if spec.endpoints.is_empty() {
         // No endpoint at all: reject at once rather than let clients time out.
@@ -178,38 +225,21 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
         return objs;
     }
 
-    // Endpoint chains first: the service chains jump to them.
-    for e in &spec.endpoints {
-        let mut rules = Vec::new();
-        // Hairpin: a pod reaching itself through the service must see the reply come from
-        // the node, not from itself.
-        let mut hairpin: Vec<Expr> = expr::match_ip(true, CmpOp::Eq, e.ip).into();
-        hairpin.push(Expr::Verdict(Verdict::Jump(MARK_CHAIN.into())));
-        rules.push(hairpin);
-        if let Some(t) = spec.affinity_timeout {
-            let set = affinity_set(key, e);
+    if let Some(t) = spec.affinity_timeout {
+        for e in &spec.endpoints {
             objs.sets.push(SetSpec {
-                name: set.clone(),
+                name: affinity_set(key, e),
                 key_type: types::IPV4_ADDR,
                 key_len: 4,
                 verdict_map: false,
                 timeout_ms: Some(u64::from(t) * 1000),
             });
-            rules.push(vec![
-                Expr::Payload {
-                    base: expr::PayloadBase::Network,
-                    offset: 12,
-                    len: 4,
-                    dreg: expr::REG_1,
-                },
-                Expr::DynsetUpdate { set, sreg: expr::REG_1, timeout_ms: u64::from(t) * 1000 },
-            ]);
         }
-        let mut dnat: Vec<Expr> = expr::match_l4proto(spec.protocol).into();
-        dnat.extend(expr::dnat_to(e.ip, e.port));
-        rules.push(dnat);
-        objs.chains.push((endpoint_chain(key, e), rules));
     }
+    let mut ips: Vec<Ipv4Addr> = spec.endpoints.iter().map(|e| e.ip).collect();
+    ips.sort();
+    ips.dedup();
+    objs.endpoint_ips = ips;
 
     let spread = |eps: &[&Endpoint], masquerade_outside: bool| -> Vec<Vec<Expr>> {
         let mut rules = Vec::new();
@@ -226,7 +256,7 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
         }
         if spec.affinity_timeout.is_some() {
             for e in eps {
-                rules.push(vec![
+                let mut r = vec![
                     Expr::Payload {
                         base: expr::PayloadBase::Network,
                         offset: 12,
@@ -239,8 +269,9 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
                         dreg: None,
                         invert: false,
                     },
-                    goto(&endpoint_chain(key, e)),
-                ]);
+                ];
+                r.extend(to_endpoint(spec, e));
+                rules.push(r);
             }
         }
         let n = eps.len();
@@ -249,7 +280,7 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
             if i + 1 < n {
                 r.extend(expr::match_one_in((n - i) as u32));
             }
-            r.push(goto(&endpoint_chain(key, e)));
+            r.extend(to_endpoint(spec, e));
             rules.push(r);
         }
         rules
@@ -357,13 +388,23 @@ pub fn write_create(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
     }
 }
 
-/// Appends the map elements of `objs`, grouped per map (fewer, larger messages).
+/// Appends the map elements of `objs`, grouped per map (fewer, larger messages). A key
+/// claimed twice (two services sharing an IP and port, which validation should prevent) keeps
+/// its first owner: one conflicting element would otherwise fail the whole transaction.
 pub fn write_elements(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
     for map in [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS] {
+        let mut seen = std::collections::HashSet::new();
         let elems: Vec<(Vec<u8>, Option<Verdict>)> = objs
             .iter()
             .flat_map(|o| o.elements.iter())
             .filter(|(m, _, _)| *m == map)
+            .filter(|(_, k, v)| {
+                let fresh = seen.insert(k.clone());
+                if !fresh {
+                    tracing::warn!(map, target = ?v, "duplicate service address and port; skipped");
+                }
+                fresh
+            })
             .map(|(_, k, v)| (k.clone(), Some(v.clone())))
             .collect();
         if !elems.is_empty() {
@@ -387,4 +428,82 @@ pub fn write_full(
     write_skeleton(&mut tx, layout, node_ips);
     write_create(&mut tx, objs);
     write_elements(&mut tx, objs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::model::Endpoint;
+
+    fn layout() -> Layout {
+        Layout { cluster_cidr: "10.42.0.0/16".parse().unwrap(), masquerade_mark: 0x4000 }
+    }
+
+    fn spec(n: usize) -> ServicePortSpec {
+        ServicePortSpec {
+            key: "ns/web/tcp/http".into(),
+            service: "ns/web".into(),
+            protocol: 6,
+            port: 80,
+            cluster_ips: vec!["10.43.0.5".parse().unwrap()],
+            external_ips: vec![],
+            node_port: Some(30080),
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            endpoints: (0..n)
+                .map(|i| Endpoint {
+                    ip: Ipv4Addr::new(10, 42, 0, 2 + i as u8),
+                    port: 8080,
+                    local: i == 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn numgen_rules_give_every_endpoint_an_equal_share() {
+        let objs = service_objects(&spec(3), &layout());
+        let (_, rules) = objs.chains.iter().find(|(n, _)| n == "svc-ns/web/tcp/http").unwrap();
+        // First rule masquerades outside sources; then mod 3, mod 2, and an unconditional goto.
+        let moduli: Vec<Option<u32>> = rules[1..]
+            .iter()
+            .map(|r| {
+                r.iter().find_map(|e| match e {
+                    Expr::NumgenRandom { modulus, .. } => Some(*modulus),
+                    _ => None,
+                })
+            })
+            .collect();
+        assert_eq!(moduli, vec![Some(3), Some(2), None]);
+        assert_eq!(objs.chains.len(), 4, "3 endpoint chains + the service chain");
+    }
+
+    #[test]
+    fn no_endpoints_means_reject_elements_and_no_chains() {
+        let objs = service_objects(&spec(0), &layout());
+        assert!(objs.chains.is_empty());
+        let maps: Vec<&str> = objs.elements.iter().map(|e| e.0).collect();
+        assert_eq!(maps, vec![NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS]);
+    }
+
+    #[test]
+    fn external_traffic_policy_local_uses_a_local_only_chain() {
+        let mut s = spec(2);
+        s.external_local = true;
+        let objs = service_objects(&s, &layout());
+        let np = objs.elements.iter().find(|e| e.0 == SERVICE_NODEPORTS).unwrap();
+        assert_eq!(np.2, Verdict::Goto("svl-ns/web/tcp/http".into()));
+        let (_, rules) = objs.chains.iter().find(|(n, _)| n.starts_with("svl-")).unwrap();
+        assert_eq!(rules.len(), 1, "one local endpoint, no masquerade rule");
+    }
+
+    #[test]
+    fn affinity_adds_one_timed_set_per_endpoint() {
+        let mut s = spec(2);
+        s.affinity_timeout = Some(60);
+        let objs = service_objects(&s, &layout());
+        assert_eq!(objs.sets.len(), 2);
+        assert!(objs.sets.iter().all(|set| set.timeout_ms == Some(60_000)));
+    }
 }

@@ -38,8 +38,7 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
 
 /// Whether this test may run (root, busybox), skipping with a reason otherwise.
 pub fn privileged() -> bool {
-    skerry_testkit::require_root()
-        && skerry_testkit::require_program(&["/bin/busybox"]).is_some()
+    skerry_testkit::require_root() && skerry_testkit::require_program(&["/bin/busybox"]).is_some()
 }
 
 /// A runtime in a temp dir with its own cgroup root; cleans up on drop.

@@ -18,8 +18,7 @@ const SERVICE: &[Col] = &[
     AGE,
     ("Selector", "string", "", 1, "Route service traffic to pods with these labels."),
 ];
-const ENDPOINTS: &[Col] =
-    &[NAME, ("Endpoints", "string", "", 0, "The set of all endpoints."), AGE];
+const ENDPOINTS: &[Col] = &[NAME, ("Endpoints", "string", "", 0, "The set of all endpoints."), AGE];
 const NODE: &[Col] = &[
     NAME,
     ("Status", "string", "", 0, "The status of the node"),
@@ -191,16 +190,22 @@ fn endpoints(ep: &Value, now: i64) -> Vec<Value> {
                 let ip = text(a, &["ip"]);
                 let p = int(port, &["port"]);
                 // net.JoinHostPort brackets IPv6 addresses.
-                items.push(if ip.contains(':') { format!("[{ip}]:{p}") } else { format!("{ip}:{p}") });
+                items.push(if ip.contains(':') {
+                    format!("[{ip}]:{p}")
+                } else {
+                    format!("{ip}:{p}")
+                });
             }
         }
     }
-    let cell = if subsets.is_empty() { "<none>".to_string() } else { list_with_more(&items, 3, "") };
+    let cell =
+        if subsets.is_empty() { "<none>".to_string() } else { list_with_more(&items, 3, "") };
     vec![name(ep), json!(cell), json!(age(ep, now))]
 }
 
 fn node(n: &Value, now: i64) -> Vec<Value> {
-    let ready = list(n, &["status", "conditions"]).iter().rev().find(|c| text(c, &["type"]) == "Ready");
+    let ready =
+        list(n, &["status", "conditions"]).iter().rev().find(|c| text(c, &["type"]) == "Ready");
     let mut status = vec![match ready {
         Some(c) if text(c, &["status"]) == "True" => "Ready",
         Some(_) => "NotReady",
@@ -335,7 +340,8 @@ fn event(e: &Value, now: i64, f: &EventFields) -> Vec<Value> {
         "" => text(e, &["reportingInstance"]),
         h => h,
     };
-    let source = if host.is_empty() { component.to_string() } else { format!("{component}, {host}") };
+    let source =
+        if host.is_empty() { component.to_string() } else { format!("{component}, {host}") };
     vec![
         json!(last),
         json!(text(e, &["type"])),
@@ -473,7 +479,7 @@ fn component_status(cs: &Value, _now: i64) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{default_headers, table};
+    use super::super::tests::{default_headers, row, table};
     use serde_json::json;
 
     #[test]
@@ -489,8 +495,15 @@ mod tests {
         );
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["s", "ClusterIP", "10.43.0.10", "<none>", "53/UDP,53/TCP", "<unknown>",
-                   "k8s-app=dns"])
+            json!([
+                "s",
+                "ClusterIP",
+                "10.43.0.10",
+                "<none>",
+                "53/UDP,53/TCP",
+                "<unknown>",
+                "k8s-app=dns"
+            ])
         );
         let node_port = svc(json!({"type": "NodePort", "clusterIPs": ["10.43.1.1"],
             "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}));
@@ -516,8 +529,18 @@ mod tests {
         assert_eq!(default_headers(&t), ["Name", "Status", "Roles", "Age", "Version"]);
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["pi-1", "Ready,SchedulingDisabled", "control-plane,edge", "<unknown>",
-                   "v1.33.1", "192.168.1.5", "<none>", "Debian", "<unknown>", "<unknown>"])
+            json!([
+                "pi-1",
+                "Ready,SchedulingDisabled",
+                "control-plane,edge",
+                "<unknown>",
+                "v1.33.1",
+                "192.168.1.5",
+                "<none>",
+                "Debian",
+                "<unknown>",
+                "<unknown>"
+            ])
         );
     }
 
@@ -530,7 +553,7 @@ mod tests {
         let s = json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dg=="}});
         let t = table("", "secrets", &[s]);
         assert_eq!(default_headers(&t), ["Name", "Type", "Data", "Age"]);
-        assert_eq!(t["rows"][0]["cells"][1..3], [json!("Opaque"), json!(1)]);
+        assert_eq!(row(&t, 0)[1..3], [json!("Opaque"), json!(1)]);
         let ep = json!({"metadata": {"name": "e"}, "subsets": [{"addresses": [
             {"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}],
             "ports": [{"port": 80}]}]});
@@ -550,8 +573,18 @@ mod tests {
         assert_eq!(default_headers(&t), ["Last Seen", "Type", "Reason", "Object", "Message"]);
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["2m", "Warning", "BackOff", "pod/web-1", "spec.containers{a}", "kubelet, n1",
-                   "Back-off restarting", "60m", 4, "p.1"])
+            json!([
+                "2m",
+                "Warning",
+                "BackOff",
+                "pod/web-1",
+                "spec.containers{a}",
+                "kubelet, n1",
+                "Back-off restarting",
+                "60m",
+                4,
+                "p.1"
+            ])
         );
         let new = json!({"metadata": {"name": "x"}, "type": "Normal", "reason": "Scheduled",
             "regarding": {"kind": "Pod", "name": "p"}, "note": "assigned",
@@ -559,7 +592,18 @@ mod tests {
         let t = table("events.k8s.io", "events", &[new]);
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["30s", "Normal", "Scheduled", "pod/p", "", "scheduler", "assigned", "30s", 1, "x"])
+            json!([
+                "30s",
+                "Normal",
+                "Scheduled",
+                "pod/p",
+                "",
+                "scheduler",
+                "assigned",
+                "30s",
+                1,
+                "x"
+            ])
         );
     }
 
@@ -571,12 +615,21 @@ mod tests {
             "status": {"phase": "Bound"}});
         let t = table("", "persistentvolumes", &[pv]);
         assert_eq!(
-            t["rows"][0]["cells"][1..9],
-            [json!("5Gi"), json!("RWO,RWX"), json!("Retain"), json!("Bound"), json!("ns/data"),
-             json!("local"), json!("<unset>"), json!("")]
+            row(&t, 0)[1..9],
+            [
+                json!("5Gi"),
+                json!("RWO,RWX"),
+                json!("Retain"),
+                json!("Bound"),
+                json!("ns/data"),
+                json!("local"),
+                json!("<unset>"),
+                json!("")
+            ]
         );
-        let pending = json!({"metadata": {"name": "c"}, "spec": {}, "status": {"phase": "Pending"}});
+        let pending =
+            json!({"metadata": {"name": "c"}, "spec": {}, "status": {"phase": "Pending"}});
         let t = table("", "persistentvolumeclaims", &[pending]);
-        assert_eq!(t["rows"][0]["cells"][1..5], [json!("Pending"), json!(""), json!(""), json!("")]);
+        assert_eq!(row(&t, 0)[1..5], [json!("Pending"), json!(""), json!(""), json!("")]);
     }
 }

@@ -194,7 +194,8 @@ pub fn selector_string(selector: Option<&Value>) -> String {
     }
     for expr in list(selector, &["matchExpressions"]) {
         let key = text(expr, &["key"]);
-        let mut values: Vec<&str> = list(expr, &["values"]).iter().filter_map(Value::as_str).collect();
+        let mut values: Vec<&str> =
+            list(expr, &["values"]).iter().filter_map(Value::as_str).collect();
         values.sort_unstable();
         let req = match text(expr, &["operator"]) {
             "In" => format!("{key} in ({})", values.join(",")),
@@ -273,7 +274,8 @@ mod tests {
         assert_eq!(format_time(t), "2024-02-29T23:59:58Z");
         assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_time("1970-01-01T00:00:00.123456Z"), Some(0));
-        for bad in ["", "yesterday", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00", "２０２４"] {
+        for bad in ["", "yesterday", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00", "２０２４"]
+        {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
         assert_eq!(since(Some(&json!(12)), 0), "<unknown>");

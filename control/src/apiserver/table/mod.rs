@@ -47,13 +47,8 @@ pub(crate) type Col = (&'static str, &'static str, &'static str, i64, &'static s
 pub(crate) type Printer = fn(&Value, i64) -> Vec<Value>;
 
 /// The `Name` column every printer starts with.
-pub(crate) const NAME: Col = (
-    "Name",
-    "string",
-    "name",
-    0,
-    "Name must be unique within a namespace. Cannot be updated.",
-);
+pub(crate) const NAME: Col =
+    ("Name", "string", "name", 0, "Name must be unique within a namespace. Cannot be updated.");
 /// The `Age` column.
 pub(crate) const AGE: Col =
     ("Age", "string", "", 0, "CreationTimestamp is when this object was created, in UTC.");
@@ -167,6 +162,11 @@ mod tests {
         to_table_at(&info, objects, &TableOptions::default(), now())
     }
 
+    /// The cells of row `i`.
+    pub(crate) fn row(table: &Value, i: usize) -> Vec<Value> {
+        table["rows"][i]["cells"].as_array().unwrap().clone()
+    }
+
     /// Column names of a table.
     pub(crate) fn headers(table: &Value) -> Vec<String> {
         table["columnDefinitions"]
@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn rows_carry_partial_object_metadata_by_default() {
-        let cm = json!({"metadata": {"name": "c", "namespace": "ns", "uid": "u1"}, "data": {"a": "b"}});
+        let cm =
+            json!({"metadata": {"name": "c", "namespace": "ns", "uid": "u1"}, "data": {"a": "b"}});
         let t = table("", "configmaps", std::slice::from_ref(&cm));
         assert_eq!(t["kind"], "Table");
         assert_eq!(t["apiVersion"], "meta.k8s.io/v1");

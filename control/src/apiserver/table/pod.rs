@@ -49,7 +49,9 @@ fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 
 /// When a container last terminated, from `lastState.terminated.finishedAt`.
 fn last_finished(status: &Value) -> Option<i64> {
-    get(status, &["lastState", "terminated", "finishedAt"]).and_then(Value::as_str).and_then(parse_time)
+    get(status, &["lastState", "terminated", "finishedAt"])
+        .and_then(Value::as_str)
+        .and_then(parse_time)
 }
 
 /// `Init:`-less reason of a terminated state: its reason, else `Signal:N` / `ExitCode:N`.
@@ -75,8 +77,11 @@ fn condition_true(pod: &Value, kind: &str) -> bool {
 fn print_pod(pod: &Value, now: i64) -> Vec<Value> {
     let spec_init = list(pod, &["spec", "initContainers"]);
     // Sidecars: init containers with restartPolicy Always count as regular containers.
-    let restartable =
-        |name: &str| spec_init.iter().any(|c| text(c, &["name"]) == name && text(c, &["restartPolicy"]) == "Always");
+    let restartable = |name: &str| {
+        spec_init
+            .iter()
+            .any(|c| text(c, &["name"]) == name && text(c, &["restartPolicy"]) == "Always")
+    };
     let total = list(pod, &["spec", "containers"]).len()
         + spec_init.iter().filter(|c| text(c, &["restartPolicy"]) == "Always").count();
     let mut ready = 0usize;
@@ -87,7 +92,8 @@ fn print_pod(pod: &Value, now: i64) -> Vec<Value> {
 
     let phase = text(pod, &["status", "phase"]);
     let status_reason = text(pod, &["status", "reason"]);
-    let mut reason = if status_reason.is_empty() { phase.to_string() } else { status_reason.to_string() };
+    let mut reason =
+        if status_reason.is_empty() { phase.to_string() } else { status_reason.to_string() };
     for c in list(pod, &["status", "conditions"]) {
         if text(c, &["type"]) == "PodScheduled" && text(c, &["reason"]) == "SchedulingGated" {
             reason = "SchedulingGated".to_string();

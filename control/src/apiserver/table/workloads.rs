@@ -145,7 +145,11 @@ fn deployment(d: &Value, now: i64) -> Vec<Value> {
     let [names, images] = template_cells(d);
     vec![
         name(d),
-        json!(format!("{}/{}", int(d, &["status", "readyReplicas"]), int(d, &["spec", "replicas"]))),
+        json!(format!(
+            "{}/{}",
+            int(d, &["status", "readyReplicas"]),
+            int(d, &["spec", "replicas"])
+        )),
         json!(int(d, &["status", "updatedReplicas"])),
         json!(int(d, &["status", "availableReplicas"])),
         json!(age(d, now)),
@@ -223,9 +227,8 @@ fn job(job_obj: &Value, now: i64) -> Vec<Value> {
             _ => format!("{succeeded}/1"),
         },
     };
-    let time = |field: &str| {
-        get(job_obj, &["status", field]).and_then(Value::as_str).and_then(parse_time)
-    };
+    let time =
+        |field: &str| get(job_obj, &["status", field]).and_then(Value::as_str).and_then(parse_time);
     let duration = match (time("startTime"), time("completionTime")) {
         (None, _) => String::new(),
         (Some(start), None) => human_duration(now - start),
@@ -260,7 +263,8 @@ fn job(job_obj: &Value, now: i64) -> Vec<Value> {
 
 fn cronjob(cj: &Value, now: i64) -> Vec<Value> {
     let job_spec = get(cj, &["spec", "jobTemplate", "spec"]);
-    let (names, images) = containers_and_images(job_spec.and_then(|s| get(s, &["template", "spec"])));
+    let (names, images) =
+        containers_and_images(job_spec.and_then(|s| get(s, &["template", "spec"])));
     let last = match get(cj, &["status", "lastScheduleTime"]) {
         Some(t) if !t.is_null() => since(Some(t), now),
         _ => "<none>".to_string(),
@@ -304,12 +308,21 @@ fn hpa_metrics(hpa: &Value) -> String {
             let status = statuses.get(i);
             match text(spec, &["type"]) {
                 "Resource" | "ContainerResource" => {
-                    let field = if text(spec, &["type"]) == "Resource" { "resource" } else { "containerResource" };
+                    let field = if text(spec, &["type"]) == "Resource" {
+                        "resource"
+                    } else {
+                        "containerResource"
+                    };
                     let res = get(spec, &[field]).cloned().unwrap_or(Value::Null);
                     let current = status.and_then(|s| get(s, &[field, "current"]));
                     if let Some(avg) = get(&res, &["target", "averageValue"]) {
                         let cur = current.and_then(|c| c.get("averageValue"));
-                        format!("{}: {}/{}", text(&res, &["name"]), quantity(cur), quantity(Some(avg)))
+                        format!(
+                            "{}: {}/{}",
+                            text(&res, &["name"]),
+                            quantity(cur),
+                            quantity(Some(avg))
+                        )
                     } else {
                         let cur = current
                             .and_then(|c| c.get("averageUtilization"))
@@ -334,7 +347,11 @@ fn hpa_metrics(hpa: &Value) -> String {
                         format!("{}/{}{suffix}", quantity(cur), quantity(avg))
                     } else {
                         let cur = current.and_then(|c| c.get("value"));
-                        format!("{}/{}", quantity(cur), quantity(target.and_then(|t| t.get("value"))))
+                        format!(
+                            "{}/{}",
+                            quantity(cur),
+                            quantity(target.and_then(|t| t.get("value")))
+                        )
                     }
                 }
                 _ => "<unknown type>".to_string(),
@@ -398,7 +415,8 @@ fn controller_revision(cr: &Value, now: i64) -> Vec<Value> {
             let api_version = text(o, &["apiVersion"]);
             let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
             let kind = text(o, &["kind"]);
-            let group_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+            let group_kind =
+                if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
             format!("{}/{}", group_kind.to_lowercase(), text(o, &["name"]))
         }
         None => "<none>".to_string(),
@@ -418,7 +436,7 @@ fn pod_template(pt: &Value, _now: i64) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{default_headers, headers, table};
+    use super::super::tests::{default_headers, headers, row, table};
     use serde_json::json;
 
     fn deployment() -> serde_json::Value {
@@ -449,7 +467,7 @@ mod tests {
         rs["status"] = json!({"replicas": 3, "readyReplicas": 1});
         let t = table("apps", "replicasets", std::slice::from_ref(&rs));
         assert_eq!(default_headers(&t), ["Name", "Desired", "Current", "Ready", "Age"]);
-        assert_eq!(t["rows"][0]["cells"][1..4], [json!(3), json!(3), json!(1)]);
+        assert_eq!(row(&t, 0)[1..4], [json!(3), json!(3), json!(1)]);
 
         let t = table("apps", "statefulsets", std::slice::from_ref(&rs));
         assert_eq!(default_headers(&t), ["Name", "Ready", "Age"]);
@@ -472,12 +490,12 @@ mod tests {
                        "conditions": [{"type": "Complete", "status": "True"}]}});
         let t = table("batch", "jobs", &[job]);
         assert_eq!(default_headers(&t), ["Name", "Status", "Completions", "Duration", "Age"]);
-        assert_eq!(t["rows"][0]["cells"][1..4], [json!("Complete"), json!("1/1"), json!("42s")]);
+        assert_eq!(row(&t, 0)[1..4], [json!("Complete"), json!("1/1"), json!("42s")]);
 
         let running = json!({"metadata": {"name": "w"}, "spec": {"parallelism": 3},
                              "status": {"startTime": "2024-05-01T11:50:00Z"}});
         let t = table("batch", "jobs", &[running]);
-        assert_eq!(t["rows"][0]["cells"][1..4], [json!("Running"), json!("0/1 of 3"), json!("10m")]);
+        assert_eq!(row(&t, 0)[1..4], [json!("Running"), json!("0/1 of 3"), json!("10m")]);
     }
 
     #[test]
@@ -493,7 +511,7 @@ mod tests {
             ["Name", "Schedule", "Timezone", "Suspend", "Active", "Last Schedule", "Age"]
         );
         assert_eq!(
-            t["rows"][0]["cells"][1..6],
+            row(&t, 0)[1..6],
             [json!("0 3 * * *"), json!("<none>"), json!("False"), json!(1), json!("9h")]
         );
     }
@@ -508,11 +526,11 @@ mod tests {
                 "resource": {"name": "cpu", "current": {"averageUtilization": 12}}}]}});
         let t = table("autoscaling", "horizontalpodautoscalers", &[hpa]);
         assert_eq!(
-            t["rows"][0]["cells"][1..6],
+            row(&t, 0)[1..6],
             [json!("Deployment/web"), json!("cpu: 12%/80%"), json!("1"), json!(5), json!(2)]
         );
         let pdb = json!({"metadata": {"name": "p"}, "spec": {"minAvailable": "50%"}});
         let t = table("policy", "poddisruptionbudgets", &[pdb]);
-        assert_eq!(t["rows"][0]["cells"][1..4], [json!("50%"), json!("N/A"), json!(0)]);
+        assert_eq!(row(&t, 0)[1..4], [json!("50%"), json!("N/A"), json!(0)]);
     }
 }

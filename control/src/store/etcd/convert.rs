@@ -1,9 +1,7 @@
 //! Conversions between the store's types and `etcd-client`'s: request builders, raw protobuf
 //! responses, and etcd's error messages.
 
-use etcd_client::proto::{
-    PbEvent, PbKeyValue, PbRangeResponse, PbTxnOpResponse, PbTxnResponse,
-};
+use etcd_client::proto::{PbEvent, PbKeyValue, PbRangeResponse, PbTxnOpResponse, PbTxnResponse};
 use etcd_client::{
     Compare as EtcdCompare, CompareOp as EtcdCompareOp, DeleteOptions, GetOptions, PutOptions,
     SortOrder as EtcdSortOrder, SortTarget as EtcdSortTarget, Txn, TxnOp, WatchFilterType,
@@ -232,7 +230,10 @@ pub(super) fn error(e: etcd_client::Error) -> StoreError {
         etcd_client::Error::GRpcStatus(status) => {
             let message = status.message();
             let known = [
-                ("required revision has been compacted", StoreError::Compacted { compact_revision: 0 }),
+                (
+                    "required revision has been compacted",
+                    StoreError::Compacted { compact_revision: 0 },
+                ),
                 ("required revision is a future revision", StoreError::FutureRevision),
                 ("requested lease not found", StoreError::LeaseNotFound(0)),
                 ("lease already exists", StoreError::LeaseExists(0)),

@@ -58,8 +58,7 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| StoreError::Backend(format!("reading {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| StoreError::Backend(format!("reading {}: {e}", path.display())))
 }
 
 impl EtcdStore {
@@ -137,7 +136,10 @@ impl Store for EtcdStore {
             .put(req.key.clone(), req.value.clone(), Some(put_options(&req)))
             .await
             .map_err(|e| self.lease_error(lease, e))?;
-        Ok(PutResponse { revision: header_revision(&resp.0.header), prev_kv: resp.0.prev_kv.map(key_value) })
+        Ok(PutResponse {
+            revision: header_revision(&resp.0.header),
+            prev_kv: resp.0.prev_kv.map(key_value),
+        })
     }
 
     async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
@@ -174,8 +176,28 @@ impl Store for EtcdStore {
     async fn watch(&self, req: WatchRequest) -> Result<Watcher> {
         let mut client = self.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
         let options: WatchOptions = watch_options(&req);
-        let mut stream = client.watch(req.key.clone(), Some(options)).await.map_err(|e| self.error(e))?;
+        let mut stream =
+            client.watch(req.key.clone(), Some(options)).await.map_err(|e| self.error(e))?;
+        // Wait for etcd to confirm the watch, so that writes made after `watch` returns are
+        // seen by it.
+        let created = stream.message().await.map_err(|e| self.error(e))?;
         let (watcher, sink) = Watcher::channel(256);
+        match created {
+            Some(resp) if resp.0.created => {}
+            Some(resp) if resp.0.canceled && resp.0.compact_revision > 0 => {
+                self.saw_compaction(resp.0.compact_revision);
+                let compact_revision = resp.0.compact_revision;
+                let _ = sink.messages.try_send(WatchMessage::Compacted { compact_revision });
+                return Ok(watcher);
+            }
+            Some(resp) => {
+                return Err(StoreError::Backend(format!(
+                    "etcd did not create the watch: {}",
+                    resp.0.cancel_reason
+                )))
+            }
+            None => return Err(StoreError::Unavailable("etcd closed the watch stream".into())),
+        }
         let compacted = self.compacted.clone();
         tokio::spawn(async move {
             let tx = sink.messages;
@@ -209,8 +231,6 @@ impl Store for EtcdStore {
                                 revision,
                                 events: resp.events.into_iter().map(event).collect(),
                             }
-                        } else if resp.created {
-                            continue;
                         } else {
                             WatchMessage::Progress { revision }
                         };
@@ -240,7 +260,8 @@ impl Store for EtcdStore {
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<Revision> {
-        let resp = self.client.lease_client().revoke(id).await.map_err(|e| self.lease_error(id, e))?;
+        let resp =
+            self.client.lease_client().revoke(id).await.map_err(|e| self.lease_error(id, e))?;
         Ok(header_revision(&resp.0.header))
     }
 
@@ -249,11 +270,10 @@ impl Store for EtcdStore {
             self.client.lease_client().keep_alive(id).await.map_err(|e| self.lease_error(id, e))?;
         keeper.keep_alive().await.map_err(|e| self.lease_error(id, e))?;
         loop {
-            let resp = stream
-                .message()
-                .await
-                .map_err(|e| self.lease_error(id, e))?
-                .ok_or_else(|| StoreError::Unavailable("etcd closed the keep-alive stream".into()))?;
+            let resp =
+                stream.message().await.map_err(|e| self.lease_error(id, e))?.ok_or_else(|| {
+                    StoreError::Unavailable("etcd closed the keep-alive stream".into())
+                })?;
             // The client sends one keep-alive when the stream opens and one more above; either
             // answer will do.
             if resp.0.id != id {
@@ -272,7 +292,11 @@ impl Store for EtcdStore {
     }
 
     async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseTimeToLive> {
-        let options = if keys { LeaseTimeToLiveOptions::new().with_keys() } else { LeaseTimeToLiveOptions::new() };
+        let options = if keys {
+            LeaseTimeToLiveOptions::new().with_keys()
+        } else {
+            LeaseTimeToLiveOptions::new()
+        };
         let resp = self
             .client
             .lease_client()

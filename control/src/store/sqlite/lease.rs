@@ -36,7 +36,8 @@ impl LeaseClocks {
 
     /// Starts the clock of a newly granted (or reloaded) lease.
     pub(crate) fn granted(&self, id: LeaseId, ttl: i64) {
-        self.lock().insert(id, Clock { granted_ttl: ttl, deadline: deadline(ttl), revoking: false });
+        self.lock()
+            .insert(id, Clock { granted_ttl: ttl, deadline: deadline(ttl), revoking: false });
     }
 
     /// Forgets a revoked lease.

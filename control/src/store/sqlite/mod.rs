@@ -231,7 +231,7 @@ fn maintain(store: Weak<Inner>, start_rev: Revision) {
         };
         if interval.is_some_and(|i| last_compaction.elapsed() >= i) {
             last_compaction = Instant::now();
-            let current = inner.shared.read_blocking(|c| read::read_meta(c));
+            let current = inner.shared.read_blocking(read::read_meta);
             if let Ok((rev, compact)) = current {
                 let target = match inner.shared.options.auto_compaction {
                     AutoCompaction::Revisions { retain, .. } => rev - retain.max(1),
@@ -258,7 +258,8 @@ fn submit_blocking(inner: &Inner, op: WriteOp) -> Result<WriteOutcome> {
         .jobs
         .send(WriteJob { op, reply })
         .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
-    rx.blocking_recv().map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+    rx.blocking_recv()
+        .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
 }
 
 #[async_trait]

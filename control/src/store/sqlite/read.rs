@@ -72,11 +72,12 @@ impl KeyRange {
 
 /// The store's revision and compaction point as committed in the meta table.
 pub(crate) fn read_meta(conn: &Connection) -> Result<(Revision, Revision)> {
-    let get = |name: &str| -> Result<Revision> {
-        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-            .map_err(db("reading meta"))
-    };
-    Ok((get("rev")?, get("compact")?))
+    conn.prepare_cached(
+        "SELECT (SELECT value FROM meta WHERE name = 'rev'), \
+         (SELECT value FROM meta WHERE name = 'compact')",
+    )
+    .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+    .map_err(db("reading meta"))
 }
 
 /// A `KeyValue` from columns (key, create_rev, mod_rev, version, lease, value).

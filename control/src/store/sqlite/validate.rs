@@ -180,17 +180,16 @@ mod tests {
         assert!(check_intervals(&[txn(vec![put("a")], vec![put("a")])]).is_ok());
         assert!(check_intervals(&[txn(vec![put("a")], vec![]), put("a")]).is_err());
         assert!(check_intervals(&[del("a", ""), txn(vec![put("a")], vec![])]).is_err());
-        assert!(check_intervals(&[txn(vec![put("a")], vec![]), txn(vec![put("a")], vec![])])
-            .is_err());
+        assert!(
+            check_intervals(&[txn(vec![put("a")], vec![]), txn(vec![put("a")], vec![])]).is_err()
+        );
     }
 
     #[test]
     fn nested_txns_get_a_smaller_operation_budget() {
         let inner = TxnRequest { success: vec![put("x"), put("y")], ..Default::default() };
-        let outer = TxnRequest {
-            success: vec![RequestOp::Txn(inner), put("z")],
-            ..Default::default()
-        };
+        let outer =
+            TxnRequest { success: vec![RequestOp::Txn(inner), put("z")], ..Default::default() };
         assert!(check_txn(&outer, 4).is_ok());
         assert!(matches!(check_txn(&outer, 3), Err(StoreError::TooManyOps)));
     }

@@ -66,6 +66,8 @@ struct HubState {
     compact: Revision,
     next_id: u64,
     watchers: HashMap<u64, Entry>,
+    /// The writer has stopped: no more events will come.
+    closed: bool,
 }
 
 /// Registry of watchers, fed by the writer.
@@ -84,7 +86,13 @@ impl Hub {
     /// A hub for a store at revision `committed`, compacted at `compact`.
     pub(crate) fn new(committed: Revision, compact: Revision) -> Self {
         Hub {
-            state: Mutex::new(HubState { committed, compact, next_id: 1, watchers: HashMap::new() }),
+            state: Mutex::new(HubState {
+                committed,
+                compact,
+                next_id: 1,
+                watchers: HashMap::new(),
+                closed: false,
+            }),
         }
     }
 
@@ -102,7 +110,8 @@ impl Hub {
         }
         let mut closed = Vec::new();
         for (id, entry) in st.watchers.iter_mut().filter(|(_, e)| e.live) {
-            let selected: Vec<Event> = events.iter().filter_map(|ev| entry.filter.select(ev)).collect();
+            let selected: Vec<Event> =
+                events.iter().filter_map(|ev| entry.filter.select(ev)).collect();
             let Some(first) = selected.first().map(|ev| ev.kv.mod_revision) else { continue };
             match entry.tx.try_send(WatchMessage::Events { revision: committed, events: selected })
             {
@@ -118,6 +127,15 @@ impl Hub {
         }
         for id in closed {
             st.watchers.remove(&id);
+        }
+    }
+
+    /// Ends every watch (the store is shutting down) and refuses new ones.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        for (_, entry) in st.watchers.drain() {
+            entry.wake.notify_one();
         }
     }
 
@@ -151,6 +169,10 @@ pub(crate) fn start(
     };
     let id = {
         let mut st = shared.hub.lock();
+        if st.closed {
+            // Dropping `tx` ends the watch at once.
+            return;
+        }
         if req.start_revision > 0 && req.start_revision < st.compact {
             let compact_revision = st.compact;
             drop(st);

@@ -140,6 +140,7 @@ impl Writer {
             }
         }
         self.checkpoint();
+        self.shared.hub.close();
     }
 
     /// Applies a batch in one transaction, commits, publishes, answers.
@@ -372,8 +373,9 @@ impl Writer {
         if kvs.is_empty() {
             // As in etcd: a value compare on a missing key always fails; the others compare
             // against zero.
-            return Ok(!matches!(c.target, CompareTarget::Value(_))
-                && compare_kv(c, &KeyValue::default()));
+            return Ok(
+                !matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default())
+            );
         }
         Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
     }

@@ -1,0 +1,176 @@
+//! `skerry server`: the control plane. Today the API server over the store (embedded SQLite in
+//! the data directory, or an etcd cluster with `--datastore-endpoint`); the scheduler,
+//! controllers and the local agent join in later parts.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use skerry_control::apiserver::serve::{self, ServerOptions};
+use skerry_control::apiserver::ApiConfig;
+use skerry_control::store::config::{self as store_config, StoreConfig};
+use skerry_control::store::sqlite::{AutoCompaction, SqliteOptions};
+
+/// Arguments of `skerry server` (names follow k3s where they overlap).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Directory for the database, certificates and `admin.kubeconfig`.
+    #[arg(long, default_value = "/var/lib/skerry/server")]
+    pub data_dir: PathBuf,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Address advertised to cluster members (the `kubernetes` endpoints); default: the bind
+    /// address, or 127.0.0.1 when that is unspecified.
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Extra hostname or IP for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+    /// Run the control plane without the local node agent.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Static bearer tokens: CSV of `token,user,uid[,"group1,group2"]`.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Range of Service ClusterIPs.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Range of NodePorts, `FIRST-LAST`.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// etcd endpoints (comma-separated `https://host:2379`) instead of the embedded SQLite.
+    #[arg(long)]
+    pub datastore_endpoint: Option<String>,
+    /// CA certificate for the etcd endpoints.
+    #[arg(long)]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for the etcd endpoints.
+    #[arg(long)]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Client key for the etcd endpoints.
+    #[arg(long)]
+    pub datastore_keyfile: Option<PathBuf>,
+    /// Mutating requests served at once before 429 Too Many Requests.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// Read-only requests served at once before 429 Too Many Requests.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+}
+
+fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (ip, prefix) = s.split_once('/').context("expected ADDRESS/PREFIX")?;
+    let ip: Ipv4Addr = ip.parse().context("not an IPv4 address")?;
+    let prefix: u8 = prefix.parse().context("bad prefix length")?;
+    if !(8..=30).contains(&prefix) {
+        bail!("prefix length must be between 8 and 30");
+    }
+    Ok((ip, prefix))
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (a, b) = s.split_once('-').context("expected FIRST-LAST")?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || a > b {
+        bail!("FIRST must be positive and not above LAST");
+    }
+    Ok((a, b))
+}
+
+/// Parses the arguments, starts the API server and serves until SIGTERM or SIGINT.
+pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let service_cidr =
+        parse_cidr(&args.service_cidr).with_context(|| format!("--service-cidr {:?}", args.service_cidr))?;
+    let node_port_range = parse_port_range(&args.service_node_port_range)
+        .with_context(|| format!("--service-node-port-range {:?}", args.service_node_port_range))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let store = match &args.datastore_endpoint {
+        Some(endpoints) => StoreConfig::Etcd {
+            endpoints: endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+            ca_file: args.datastore_cafile.clone(),
+            cert_file: args.datastore_certfile.clone(),
+            key_file: args.datastore_keyfile.clone(),
+        },
+        None => StoreConfig::Sqlite {
+            path: args.data_dir.join("state.db"),
+            options: SqliteOptions {
+                // The reference apiserver compacts every 5 minutes.
+                auto_compaction: AutoCompaction::Periodic { interval: Duration::from_secs(300) },
+                ..SqliteOptions::default()
+            },
+        },
+    };
+    let advertise = args.advertise_address.unwrap_or(if args.bind_address.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        args.bind_address
+    });
+    let options = ServerOptions {
+        data_dir: args.data_dir.clone(),
+        bind_address: args.bind_address,
+        port: args.https_listen_port,
+        tls_sans: args.tls_san.clone(),
+        token_auth_file: args.token_auth_file.clone(),
+        api: ApiConfig {
+            service_cidr,
+            node_port_range,
+            max_mutating_in_flight: args.max_mutating_requests_inflight.max(1),
+            max_readonly_in_flight: args.max_requests_inflight.max(1),
+            advertise_address: advertise,
+            secure_port: args.https_listen_port,
+        },
+    };
+    if args.disable_agent {
+        tracing::info!("--disable-agent: running the control plane only");
+    } else {
+        tracing::warn!("the node agent is not available yet; running the control plane only");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let store = store_config::open(store).await.context("opening the store")?;
+        let started = serve::start(options, store).await?;
+        tracing::info!(addr = %started.addr, kubeconfig = %started.kubeconfig.display(), "skerry server ready");
+        tokio::select! {
+            _ = started.wait() => bail!("the API listener stopped"),
+            _ = shutdown_signal() => {}
+        }
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_and_port_range_flags() {
+        assert_eq!(parse_cidr("10.43.0.0/16").unwrap(), (Ipv4Addr::new(10, 43, 0, 0), 16));
+        assert!(parse_cidr("10.43.0.0").is_err());
+        assert!(parse_cidr("10.43.0.0/31").is_err());
+        assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
+        assert!(parse_port_range("5-1").is_err());
+    }
+}
