@@ -290,3 +290,19 @@ async fn dropping_the_store_ends_its_watches() {
     }
     assert!(tokio::time::timeout(PATIENCE, live.recv()).await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_on_the_same_file_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let first = open(&path, SqliteOptions::default());
+    let rev = put(&first, "k", b"v").await;
+    let impatient =
+        SqliteOptions { lock_timeout: Duration::from_millis(100), ..Default::default() };
+    let second = SqliteStore::open(&path, impatient.clone());
+    assert!(matches!(second, Err(StoreError::Unavailable(_))), "got {second:?}");
+    drop(first);
+    // Once the first store is gone (its writer finishing in the background), the file is free.
+    let s = open(&path, SqliteOptions::default());
+    assert_eq!(get(&s, "k", 0).await.unwrap().unwrap().mod_revision, rev);
+}

@@ -356,3 +356,53 @@ mod tests {
         assert_eq!(answer.metadata.response_code, ResponseCode::Refused);
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    #[ignore = "profiling aid"]
+    fn step_cost() {
+        let cache = crate::cache::ResponseCache::new(10, Duration::ZERO);
+        let handler = Handler {
+            zone: RwLock::new(ClusterZone::new("cluster.local", 5, &[]).unwrap()),
+            forwarder: Forwarder::new(vec![], Duration::from_secs(1), cache),
+            stats: Stats::default(),
+        };
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "bench", "name": "svc-1"}, "spec": {"clusterIP": "10.43.0.1"}}))
+        .unwrap();
+        handler.zone.write().unwrap().apply(crate::Update::apply(svc));
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("svc-1.bench.svc.cluster.local.").unwrap(), RecordType::A));
+        let bytes = q.to_vec().unwrap();
+        let n = 200_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = std::hint::black_box(handler.step(&bytes, Transport::Udp));
+        }
+        eprintln!("step: {:?}/query", t.elapsed() / n);
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = std::hint::black_box(Message::from_vec(&bytes));
+        }
+        eprintln!("parse: {:?}/query", t.elapsed() / n);
+        let m = Message::from_vec(&bytes).unwrap();
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = std::hint::black_box(m.to_vec());
+        }
+        eprintln!("encode query: {:?}/query", t.elapsed() / n);
+        let name = Name::from_ascii("svc-1.bench.svc.cluster.local.").unwrap();
+        let zone = handler.zone.read().unwrap();
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = std::hint::black_box(zone.lookup(&name, RecordType::A));
+        }
+        eprintln!("lookup: {:?}/query", t.elapsed() / n);
+    }
+}

@@ -78,7 +78,7 @@ fn normalise_name(name: &str, archive: &Path, digest: &str) -> String {
 impl ImageStore {
     /// Imports every image in an OCI layout or `docker save` archive; returns them.
     pub async fn import(&self, archive: &Path) -> Result<Vec<Image>> {
-        let _shared = self.inner.gc_lock.read().await;
+        let _shared = self.lock_store(false).await?;
         let work = self.root().join("tmp").join(unique_tmp_name("import"));
         let result = self.import_in(archive, &work).await;
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;

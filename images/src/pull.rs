@@ -116,7 +116,7 @@ impl ImageStore {
         platform: &Platform,
         options: &PullOptions,
     ) -> Result<Image> {
-        let _shared = self.inner.gc_lock.read().await;
+        let _shared = self.lock_store(false).await?;
         let config = options.registry_config.clone().unwrap_or_default();
         let client = Arc::new(RegistryClient::new(
             config.clone(),

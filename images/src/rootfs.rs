@@ -80,7 +80,7 @@ impl ImageStore {
         check_container_id(container_id)?;
         let image = self.get(reference)?;
         let config = self.image_config(&image)?;
-        let _shared = self.inner.gc_lock.read().await;
+        let _shared = self.lock_store(false).await?;
         for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
             let _lock = self.lock_blob(&layer.digest).await;
             self.ensure_snapshot(layer, diff_id).await?;

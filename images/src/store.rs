@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{broadcast, RwLock};
+use tokio::sync::broadcast;
 
 use crate::content::{unique_tmp_name, write_atomic, ContentStore};
 use crate::error::{ImageError, IoContext, Result};
@@ -75,9 +75,6 @@ pub(crate) struct Inner {
     pub inflight: Mutex<HashMap<String, broadcast::Sender<FlightResult>>>,
     /// Per-digest locks: one download or unpack of a blob at a time.
     pub blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Pulls and imports hold it shared; pruning holds it exclusively (it deletes
-    /// unreferenced content, which is what an unfinished pull's content looks like).
-    pub gc_lock: RwLock<()>,
     /// Serialises record and lease writes within the process.
     pub records: Mutex<()>,
 }
@@ -99,11 +96,18 @@ impl ImageStore {
     /// Opens (creating) a store at `root` for a node of `platform`.
     pub fn open(root: impl AsRef<Path>, platform: Platform) -> Result<Self> {
         let content = ContentStore::open(root.as_ref())?;
-        // Temp files of a crashed process are garbage; they never hold registered content.
+        // Temp files of a dead process are garbage (they never hold registered content); those
+        // of a live one (the agent while `skerry ctr` runs) are left alone.
         let tmp = content.root().join("tmp");
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').nth(2).and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                    continue;
+                }
+                let p = e.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
             }
         }
         Ok(ImageStore {
@@ -112,7 +116,6 @@ impl ImageStore {
                 platform,
                 inflight: Mutex::new(HashMap::new()),
                 blob_locks: Mutex::new(HashMap::new()),
-                gc_lock: RwLock::new(()),
                 records: Mutex::new(()),
             }),
         })
@@ -243,6 +246,33 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Takes the store-wide lock: shared for pulls, imports and mounts, exclusive for pruning,
+    /// which deletes unreferenced content (what an unfinished pull's content looks like). It is
+    /// an `flock` on `<root>/lock`, so it also orders the agent and `skerry ctr` processes.
+    pub(crate) async fn lock_store(&self, exclusive: bool) -> Result<StoreLock> {
+        let path = self.root().join("lock");
+        tokio::task::spawn_blocking(move || -> Result<StoreLock> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .ctx("opening", &path)?;
+            let op = if exclusive {
+                rustix::fs::FlockOperation::LockExclusive
+            } else {
+                rustix::fs::FlockOperation::LockShared
+            };
+            rustix::fs::flock(&file, op).map_err(|e| ImageError::io("locking", &path, e.into()))?;
+            Ok(StoreLock { _file: file })
+        })
+        .await
+        .map_err(|e| ImageError::Io {
+            context: "lock thread".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+
     /// Locks one blob digest for download/unpack.
     pub(crate) async fn lock_blob(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {
@@ -311,7 +341,7 @@ impl ImageStore {
 
     /// Deletes blobs, snapshots and partial downloads no image or container references.
     pub async fn prune(&self) -> Result<PruneReport> {
-        let _exclusive = self.inner.gc_lock.write().await;
+        let _exclusive = self.lock_store(true).await?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.prune_blocking())
             .await
@@ -362,6 +392,11 @@ impl ImageStore {
         report.freed_bytes = freed;
         Ok(report)
     }
+}
+
+/// A held store lock; released when dropped (closing the file drops the `flock`).
+pub(crate) struct StoreLock {
+    _file: std::fs::File,
 }
 
 /// What a prune removed.

@@ -338,8 +338,8 @@ impl Unpacker<'_> {
         xattrs: &[(String, Vec<u8>)],
     ) -> Result<()> {
         if self.privileged {
-            let owner = u32::try_from(uid).ok().map(|u| unsafe_uid(u));
-            let group = u32::try_from(gid).ok().map(|g| unsafe_gid(g));
+            let owner = u32::try_from(uid).ok().map(rustix::fs::Uid::from_raw);
+            let group = u32::try_from(gid).ok().map(rustix::fs::Gid::from_raw);
             rustix::fs::chownat(parent, name, owner, group, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.io_err("changing owner of", rel, e))?;
         }
@@ -382,12 +382,4 @@ impl Unpacker<'_> {
             }
         }
     }
-}
-
-fn unsafe_uid(u: u32) -> rustix::fs::Uid {
-    rustix::fs::Uid::from_raw(u)
-}
-
-fn unsafe_gid(g: u32) -> rustix::fs::Gid {
-    rustix::fs::Gid::from_raw(g)
 }

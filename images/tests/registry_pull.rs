@@ -264,3 +264,29 @@ async fn concurrent_pulls_of_one_image_download_it_once() {
     }
     assert_eq!(proxy.layer_gets.load(Ordering::SeqCst), 2, "config and layer fetched once for four pulls");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_flow_with_credentials() {
+    if !have_registry() || skerry_testkit::require_program(&["/usr/bin/openssl"]).is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(&tmp.path().join("tokens"), "bob", "hunter2");
+    let reg = Registry::start_with_tokens(&tmp.path().join("reg"), &tokens, ("bob", "hunter2"));
+    let d = push_simple(&reg, tmp.path(), "tok/app", tar_of(&[Entry::File("t", b"t", 0o644)]));
+    let reference = format!("{}/tok/app:v1", reg.host());
+    let s = store(tmp.path());
+    let issued_before = tokens.issued.load(Ordering::SeqCst);
+
+    let anonymous = opts(&registry_yaml(&reg, None, None));
+    let err = s.pull(&reference, anonymous).await.unwrap_err();
+    assert!(matches!(err.root(), ImageError::Unauthorized { .. }), "{err}");
+    let wrong = opts(&registry_yaml(&reg, None, Some(("bob", "nope"))));
+    let err = s.pull(&reference, wrong).await.unwrap_err();
+    assert!(matches!(err.root(), ImageError::Unauthorized { .. }), "{err}");
+    assert!(s.list().unwrap().is_empty());
+
+    let good = opts(&registry_yaml(&reg, None, Some(("bob", "hunter2"))));
+    assert_eq!(s.pull(&reference, good).await.unwrap().digest, d);
+    assert!(tokens.issued.load(Ordering::SeqCst) > issued_before, "a token was fetched");
+}

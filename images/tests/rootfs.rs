@@ -164,3 +164,36 @@ async fn gc_removes_least_recently_used_unused_images_down_to_the_low_threshold(
     assert_eq!(left, vec![names[0].clone()]);
     assert_eq!(std::fs::read_dir(s.root().join("snapshots")).unwrap().count(), 1);
 }
+
+/// A tmpfs mounted for one test; unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_as_disk_full_and_registers_nothing() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    rustix::mount::mount("tmpfs", &small, "tmpfs", rustix::mount::MountFlags::empty(), Some(c"size=2m"))
+        .unwrap();
+    let _guard = Tmpfs(small.clone());
+    let s = store(&small.join("store"));
+    let dir = tmp.path().join("layout");
+    let mut layout = Layout::new(&dir);
+    let big = tar_of(&[Entry::File("big", &random_bytes(3 << 20, 11), 0o644)]);
+    let m = layout.image(&ImageSpec { arch: host_arch(), variant: None, layers: vec![big], gzip: false, cmd: vec![] });
+    layout.tag_manifest(&m, "example.com/big:1");
+    let archive = tmp.path().join("big.tar");
+    layout.archive(&archive);
+    let err = s.import(&archive).await.unwrap_err();
+    assert!(matches!(err, ImageError::DiskFull { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("disk full"), "{err}");
+    assert!(s.list().unwrap().is_empty());
+}

@@ -144,3 +144,20 @@ fn whiteouts_become_overlay_whiteouts() {
     assert_eq!(opaque, 1);
     assert!(!f.target.join("d/.wh..wh..opq").exists());
 }
+
+#[test]
+fn zstd_and_uncompressed_layers_unpack_to_the_same_diff_id() {
+    let f = fixture();
+    let tar = tar_of(&[Entry::File("z/file", &random_bytes(50_000, 5), 0o644)]);
+    let zst = ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    let a = f.target.join("zstd");
+    let b = f.target.join("plain");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let za = unpack_layer(&zst[..], &a).unwrap();
+    let pb = unpack_layer(&tar[..], &b).unwrap();
+    assert_eq!(za.diff_id, digest(&tar));
+    assert_eq!(pb.diff_id, za.diff_id);
+    assert_eq!(std::fs::read(a.join("z/file")).unwrap(), std::fs::read(b.join("z/file")).unwrap());
+}

@@ -128,6 +128,23 @@ fn sync_bench(n: usize) {
     let (svcs, slices) = objects(n);
     let mut cfg = ProxyConfig::new("node", vec![Ipv4Addr::new(192, 168, 77, 1)]);
     cfg.netns = Some(ns.path());
+    // The userspace share: resolve objects, plan and encode the batch without sending it.
+    let t = Instant::now();
+    let layout = skerry_netproxy::proxy::plan::Layout {
+        cluster_cidr: cfg.cluster_cidr,
+        masquerade_mark: cfg.masquerade_mark,
+    };
+    let objs: Vec<_> = svcs
+        .iter()
+        .zip(&slices)
+        .flat_map(|(s, sl)| skerry_netproxy::proxy::model::service_ports(s, &[sl], "node", &[]))
+        .map(|p| skerry_netproxy::proxy::plan::service_objects(&p, &layout))
+        .collect();
+    let mut batch = skerry_netproxy::nft::wire::Batch::new(1);
+    let refs: Vec<_> = objs.iter().collect();
+    skerry_netproxy::proxy::plan::write_full(&mut batch, "skerry", &layout, &cfg.node_ips, &refs);
+    let bytes = batch.finish().map(|b| b.0.len()).unwrap_or(0);
+    let encode = t.elapsed();
     let mut proxy = ServiceProxy::new(cfg).unwrap();
     let t = Instant::now();
     let stats = proxy.sync(&svcs, &slices).unwrap();
@@ -148,6 +165,11 @@ fn sync_bench(n: usize) {
     let resync = t.elapsed();
     proxy.cleanup().unwrap();
 
+    if std::env::var_os("SKERRY_BENCH_NO_PEER").is_some() {
+        // For profiling our side alone.
+        println!("{n:>6} services: full {full:?}, resync {resync:?}, incremental {incr:?}");
+        return;
+    }
     let kp_full = nft_f(&ns, &kube_proxy_ruleset(n));
     let kp_incr = nft_f(
         &ns,
@@ -156,11 +178,14 @@ fn sync_bench(n: usize) {
         ),
     );
     println!(
-        "{n:>6} services x 3 endpoints: skerry full sync {:>8.1} ms ({} netlink commands), \
+        "{n:>6} services x 3 endpoints: skerry full sync {:>8.1} ms ({} netlink commands, {} KiB, \
+         {:.1} ms of it in userspace), \
          resync {:>8.1} ms, incremental {:>6.2} ms | nft -f kube-proxy layout: full {:>9.1} ms, \
          incremental {:>6.2} ms (process start included) | full-sync ratio {:.1}x",
         full.as_secs_f64() * 1e3,
         stats.commands,
+        bytes / 1024,
+        encode.as_secs_f64() * 1e3,
         resync.as_secs_f64() * 1e3,
         incr.as_secs_f64() * 1e3,
         kp_full.as_secs_f64() * 1e3,
@@ -264,6 +289,9 @@ async fn main() {
     let sizes = if sizes.is_empty() { vec![1000, 10_000] } else { sizes };
     for n in sizes {
         sync_bench(n);
+    }
+    if std::env::var_os("SKERRY_BENCH_NO_PEER").is_some() {
+        return;
     }
     latency_bench().await;
 }

@@ -197,9 +197,13 @@ fn supervise(dir: &Path, created: Created) -> Result<()> {
     {
         let dir = dir.to_path_buf();
         let attached = attached.clone();
+        let container = container.clone();
         std::thread::spawn(move || serve_control(&dir, listener, container, stdin, attached));
     }
     let (code, signal) = wait_exit(init_pid);
+    // Let a `start` in progress finish its reply; later commands find the socket gone.
+    let _control = container.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = std::fs::remove_file(dir.join("monitor.sock"));
     // Processes left in the container (a shared PID namespace) hold the output pipes open.
     let tree = CgroupTree::host().ok();
     if let Some(tree) = &tree {
@@ -300,12 +304,11 @@ fn serve_control(
         }
         match line.trim() {
             "start" => {
-                let result = {
-                    let mut c = container.lock().unwrap_or_else(|p| p.into_inner());
-                    let r = c.start();
-                    let _ = std::env::set_current_dir("/");
-                    r
-                };
+                // The lock is held until the reply is written: the main thread takes it before
+                // the monitor exits, so a container that exits at once still gets its reply.
+                let mut c = container.lock().unwrap_or_else(|p| p.into_inner());
+                let result = c.start();
+                let _ = std::env::set_current_dir("/");
                 let reply = match result {
                     Ok(()) => {
                         record_started(dir);
@@ -314,6 +317,7 @@ fn serve_control(
                     Err(err) => format!("error: {err}\n"),
                 };
                 let _ = conn.write_all(reply.as_bytes());
+                drop(c);
             }
             "attach" => {
                 let _ = conn.write_all(b"ok\n");

@@ -214,7 +214,12 @@ impl ApiClient {
     }
 
     /// A client presenting `data_dir/tls/<cert>.crt` (if any) and a bearer token (if any).
-    pub fn with(data_dir: &Path, url: &str, cert: Option<&str>, token: Option<String>) -> ApiClient {
+    pub fn with(
+        data_dir: &Path,
+        url: &str,
+        cert: Option<&str>,
+        token: Option<String>,
+    ) -> ApiClient {
         let tls_dir = data_dir.join("tls");
         let mut roots = rustls::RootCertStore::empty();
         for ca in pem_certs(&tls_dir.join("ca.crt")) {
@@ -237,7 +242,12 @@ impl ApiClient {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let rest = url.strip_prefix("https://").unwrap();
         let (host, port) = rest.rsplit_once(':').unwrap();
-        ApiClient { tls: Arc::new(config), host: host.to_string(), port: port.parse().unwrap(), token }
+        ApiClient {
+            tls: Arc::new(config),
+            host: host.to_string(),
+            port: port.parse().unwrap(),
+            token,
+        }
     }
 
     async fn connect(
@@ -281,7 +291,8 @@ impl ApiClient {
         content_type: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<ApiResponse> {
-        let headers: Vec<(&str, &str)> = content_type.map(|c| ("content-type", c)).into_iter().collect();
+        let headers: Vec<(&str, &str)> =
+            content_type.map(|c| ("content-type", c)).into_iter().collect();
         self.request_with(method, path, &headers, body).await
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::ClusterZone;
+use super::{ClusterZone, NameEntry};
 
 /// How many CNAMEs we follow inside the zone before giving up (ExternalName loops).
 const MAX_CNAME_HOPS: usize = 8;
@@ -53,9 +53,9 @@ impl ClusterZone {
         // Reverse lookups: ours only when a cluster address owns the name (CoreDNS's
         // "fallthrough in-addr.arpa"); the rest of the reverse space belongs upstream.
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
-            if let Some(entry) = self.index.get(qname) {
+            if let Some(entry) = self.entry(qname) {
                 let answer = Answer {
-                    answers: self.records(qname, &entry.data, RecordType::PTR),
+                    answers: self.records(qname, entry, RecordType::PTR),
                     ..Answer::default()
                 };
                 if !answer.answers.is_empty() {
@@ -76,19 +76,19 @@ impl ClusterZone {
                     return answer;
                 }
             }
-            let Some(entry) = self.index.get(&name) else {
+            let Some(entry) = self.entry(&name) else {
                 // Also right after an in-zone CNAME: the target's NXDOMAIN is the answer (RFC 6604).
                 answer.rcode = ResponseCode::NXDomain;
                 answer.authorities.push(self.soa_record(&self.domain));
                 return answer;
             };
-            let found = self.records(&name, &entry.data, qtype);
+            let found = self.records(&name, entry, qtype);
             if !found.is_empty() {
                 self.add_srv_targets(&found, &mut answer.additionals);
                 answer.answers.extend(found);
                 return answer;
             }
-            let cname = entry.data.iter().find_map(|d| match d {
+            let cname = entry.data().find_map(|d| match d {
                 RData::CNAME(target) if qtype != RecordType::CNAME => Some(target.0.clone()),
                 _ => None,
             });
@@ -113,10 +113,8 @@ impl ClusterZone {
     }
 
     /// The records of `name` matching `qtype`, owned by `name` as asked (its case preserved).
-    fn records(&self, name: &Name, data: &[RData], qtype: RecordType) -> Vec<Record> {
-        let mut seen = HashSet::new();
-        let mut found: Vec<&RData> =
-            data.iter().filter(|d| matches(d, qtype) && seen.insert(*d)).collect();
+    fn records(&self, name: &Name, entry: &NameEntry, qtype: RecordType) -> Vec<Record> {
+        let mut found: Vec<&RData> = entry.data().filter(|d| matches(d, qtype)).collect();
         // An address that is both a headless endpoint and a pod: the service name is the one
         // Kubernetes DNS gives (the pod name is only the fallback).
         let is_pod_ptr = |d: &RData| matches!(d, RData::PTR(p) if self.pod_zone.zone_of(&p.0));
@@ -134,9 +132,9 @@ impl ClusterZone {
             if !done.insert(srv.target.clone()) {
                 continue;
             }
-            if let Some(entry) = self.index.get(&srv.target) {
+            if let Some(entry) = self.entry(&srv.target) {
                 for qtype in [RecordType::A, RecordType::AAAA] {
-                    additionals.extend(self.records(&srv.target, &entry.data, qtype));
+                    additionals.extend(self.records(&srv.target, entry, qtype));
                 }
             }
         }

@@ -40,11 +40,41 @@ enum Source {
     Pod(Key),
 }
 
-/// Records owned by one name, and how many records live strictly below it.
+/// Records owned by one name (each once, with how many objects contributed it), and how many
+/// records live strictly below the name.
 #[derive(Debug, Default)]
 struct NameEntry {
-    data: Vec<RData>,
+    data: Vec<(RData, usize)>,
     below: usize,
+}
+
+impl NameEntry {
+    /// The distinct record data.
+    fn data(&self) -> impl Iterator<Item = &RData> {
+        self.data.iter().map(|(d, _)| d)
+    }
+}
+
+/// An index key: a name compared case-insensitively (as `Name` does) but hashed as one byte
+/// string, which is several times faster than `Name`'s byte-at-a-time hashing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NameKey(Name);
+
+impl std::hash::Hash for NameKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Wire form, lower-cased: a name is at most 255 bytes in it.
+        let mut buf = [0u8; 256];
+        let mut len = 0;
+        for label in self.0.iter() {
+            let Some(slot) = buf.get_mut(len..=len + label.len()) else { break };
+            slot[0] = u8::try_from(label.len()).unwrap_or(u8::MAX);
+            for (to, from) in slot[1..].iter_mut().zip(label) {
+                *to = from.to_ascii_lowercase();
+            }
+            len += label.len() + 1;
+        }
+        state.write(&buf[..len]);
+    }
 }
 
 /// The authoritative data for the cluster domain (plus PTRs for cluster addresses).
@@ -60,7 +90,7 @@ pub struct ClusterZone {
     slices_by_service: HashMap<Key, BTreeSet<String>>,
     pods: HashMap<Key, PodInfo>,
     contributions: HashMap<Source, Vec<build::Entry>>,
-    index: HashMap<Name, NameEntry>,
+    index: HashMap<NameKey, NameEntry>,
 }
 
 impl ClusterZone {
@@ -285,32 +315,46 @@ impl ClusterZone {
         out
     }
 
+    /// The index entry of `name`.
+    fn entry(&self, name: &Name) -> Option<&NameEntry> {
+        self.index.get(&NameKey(name.clone()))
+    }
+
     fn index_entry(&mut self, name: &Name, data: &RData) {
-        self.index.entry(name.clone()).or_default().data.push(data.clone());
+        let entry = self.index.entry(NameKey(name.clone())).or_default();
+        match entry.data.iter_mut().find(|(d, _)| d == data) {
+            Some((_, count)) => *count += 1,
+            None => entry.data.push((data.clone(), 1)),
+        }
         for ancestor in self.ancestors(name) {
-            self.index.entry(ancestor).or_default().below += 1;
+            self.index.entry(NameKey(ancestor)).or_default().below += 1;
         }
     }
 
     fn unindex(&mut self, name: &Name, data: &RData) {
-        if let Some(entry) = self.index.get_mut(name) {
-            if let Some(pos) = entry.data.iter().position(|d| d == data) {
-                entry.data.swap_remove(pos);
+        let key = NameKey(name.clone());
+        if let Some(entry) = self.index.get_mut(&key) {
+            if let Some(pos) = entry.data.iter().position(|(d, _)| d == data) {
+                entry.data[pos].1 -= 1;
+                if entry.data[pos].1 == 0 {
+                    entry.data.remove(pos);
+                }
             }
         }
-        self.prune(name);
+        self.prune(key);
         for ancestor in self.ancestors(name) {
-            if let Some(entry) = self.index.get_mut(&ancestor) {
+            let key = NameKey(ancestor);
+            if let Some(entry) = self.index.get_mut(&key) {
                 entry.below = entry.below.saturating_sub(1);
             }
-            self.prune(&ancestor);
+            self.prune(key);
         }
     }
 
     /// Drops the index entry of a name that no longer owns or covers anything.
-    fn prune(&mut self, name: &Name) {
-        if self.index.get(name).is_some_and(|e| e.data.is_empty() && e.below == 0) {
-            self.index.remove(name);
+    fn prune(&mut self, key: NameKey) {
+        if self.index.get(&key).is_some_and(|e| e.data.is_empty() && e.below == 0) {
+            self.index.remove(&key);
         }
     }
 }

@@ -92,6 +92,21 @@ impl Drop for Registry {
 impl Registry {
     /// Starts a registry storing under `dir`; `tls` enables HTTPS, `htpasswd` basic auth.
     pub fn start(dir: &Path, tls: Option<&TestCa>, htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_full(dir, tls, htpasswd, None)
+    }
+
+    fn start_with_auth(dir: &Path, auth_yaml: &str, creds: (&str, &str)) -> Registry {
+        let mut r = Registry::start_full(dir, None, None, Some(auth_yaml));
+        r.creds = Some((creds.0.to_string(), creds.1.to_string()));
+        r
+    }
+
+    fn start_full(
+        dir: &Path,
+        tls: Option<&TestCa>,
+        htpasswd: Option<(&str, &str)>,
+        auth_yaml: Option<&str>,
+    ) -> Registry {
         let program = PathBuf::from("/usr/bin/docker-registry");
         let port = skerry_testkit::free_port();
         let storage = dir.join("storage");
@@ -113,6 +128,9 @@ impl Registry {
             let file = dir.join("htpasswd");
             run(Command::new("htpasswd").args(["-Bbc"]).arg(&file).args([u, pw]));
             cfg += &format!("auth:\n  htpasswd:\n    realm: skerry-test\n    path: {}\n", file.display());
+        }
+        if let Some(a) = auth_yaml {
+            cfg += a;
         }
         let cfg_path = dir.join("config.yml");
         std::fs::write(&cfg_path, cfg).unwrap();
@@ -510,4 +528,159 @@ pub fn registry_yaml(reg: &Registry, ca: Option<&TestCa>, auth: Option<(&str, &s
         s += &format!("    auth:\n      username: {u}\n      password: {p}\n");
     }
     s
+}
+
+/// A bearer-token server for `docker-registry`'s token auth: it checks HTTP basic credentials
+/// and returns an RS256 JWT (signed with the `openssl` CLI) granting the requested scope.
+pub struct TokenServer {
+    pub port: u16,
+    pub cert: PathBuf,
+    stop: Arc<AtomicBool>,
+    /// Token requests answered with a token.
+    pub issued: Arc<AtomicU64>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+pub const TOKEN_ISSUER: &str = "skerry-test-issuer";
+pub const TOKEN_SERVICE: &str = "skerry-test-registry";
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+impl TokenServer {
+    pub fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
+        use base64::Engine;
+        std::fs::create_dir_all(dir).unwrap();
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let expected = format!(
+            "basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let issued = Arc::new(AtomicU64::new(0));
+        let (s, n) = (stop.clone(), issued.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => req.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let authorized = text
+                    .lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.to_ascii_lowercase().ends_with(&expected.to_ascii_lowercase()));
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(percent_decode)
+                    .collect();
+                let response = if !authorized {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    let access: Vec<serde_json::Value> = scopes
+                        .iter()
+                        .filter_map(|s| {
+                            let mut parts = s.splitn(3, ':');
+                            let (t, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                            Some(serde_json::json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                        })
+                        .collect();
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+                    let claims = serde_json::json!({"iss": TOKEN_ISSUER, "sub": "alice", "aud": TOKEN_SERVICE,
+                        "exp": now + 3600, "nbf": now - 60, "iat": now, "jti": format!("{now}-{}", n.load(Ordering::SeqCst)), "access": access});
+                    let signing_input = format!(
+                        "{}.{}",
+                        b64url(&serde_json::to_vec(&header).unwrap()),
+                        b64url(&serde_json::to_vec(&claims).unwrap())
+                    );
+                    let mut child = Command::new("openssl")
+                        .args(["dgst", "-sha256", "-sign"])
+                        .arg(&key)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    child.stdin.take().unwrap().write_all(signing_input.as_bytes()).unwrap();
+                    let sig = child.wait_with_output().unwrap().stdout;
+                    let token = format!("{signing_input}.{}", b64url(&sig));
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 3600}).to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = conn.write_all(response.as_bytes());
+            }
+        });
+        TokenServer { port, cert, stop, issued }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Registry {
+    /// Starts a plain-HTTP registry that uses `tokens` for bearer-token auth.
+    pub fn start_with_tokens(dir: &Path, tokens: &TokenServer, creds: (&str, &str)) -> Registry {
+        Registry::start_with_auth(
+            dir,
+            &format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                tokens.port,
+                tokens.cert.display()
+            ),
+            creds,
+        )
+    }
 }

@@ -87,12 +87,13 @@ impl Attrs {
 
     /// Appends a nested attribute whose content `f` writes.
     pub fn nest(&mut self, kind: u16, f: impl FnOnce(&mut Attrs)) -> &mut Self {
-        let mut inner = Attrs::new();
-        f(&mut inner);
-        let len = 4 + inner.buf.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        // Written in place: a header now, its length patched once the children are in.
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
         self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        self.buf.extend_from_slice(&inner.buf);
+        f(self);
+        let len = (self.buf.len() - start) as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         self
     }
 

@@ -79,6 +79,8 @@ pub struct ServiceProxy {
     sock: NfSocket,
     /// Desired objects per service (`namespace/name`).
     state: BTreeMap<String, Vec<ServiceObjects>>,
+    /// How many service ports use each endpoint address (the hairpin set holds those > 0).
+    hairpin_refs: BTreeMap<Ipv4Addr, usize>,
 }
 
 impl ServiceProxy {
@@ -88,14 +90,20 @@ impl ServiceProxy {
             .map_err(|source| ProxyError::Nft { table: cfg.table.clone(), source })?;
         let layout =
             Layout { cluster_cidr: cfg.cluster_cidr, masquerade_mark: cfg.masquerade_mark };
-        Ok(ServiceProxy { cfg, layout, sock, state: BTreeMap::new() })
+        Ok(ServiceProxy {
+            cfg,
+            layout,
+            sock,
+            state: BTreeMap::new(),
+            hairpin_refs: BTreeMap::new(),
+        })
     }
 
     fn err(&self) -> impl FnOnce(NftError) -> ProxyError + '_ {
         move |source| ProxyError::Nft { table: self.cfg.table.clone(), source }
     }
 
-    fn objects(&self, svc: &Service, slices: &[EndpointSlice]) -> Vec<ServiceObjects> {
+    fn objects(&self, svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServiceObjects> {
         model::service_ports(svc, slices, &self.cfg.node_name, &self.cfg.node_ips)
             .iter()
             .map(|p| plan::service_objects(p, &self.layout))
@@ -109,19 +117,19 @@ impl ServiceProxy {
         slices: &[EndpointSlice],
     ) -> Result<SyncStats, ProxyError> {
         // Index slices by service so each service only scans its own.
-        let mut by_service: BTreeMap<String, Vec<EndpointSlice>> = BTreeMap::new();
+        let mut by_service: BTreeMap<String, Vec<&EndpointSlice>> = BTreeMap::new();
         for s in slices {
             let owner = s.metadata.labels.as_ref().and_then(|l| l.get(model::SERVICE_NAME_LABEL));
             if let Some(owner) = owner {
                 let id = model::service_id(s.metadata.namespace.as_deref(), Some(owner));
-                by_service.entry(id).or_default().push(s.clone());
+                by_service.entry(id).or_default().push(s);
             }
         }
         let mut state = BTreeMap::new();
         for svc in services {
             let id =
                 model::service_id(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref());
-            let own = by_service.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+            let own = by_service.get(&id).map(Vec::as_slice).unwrap_or_default();
             let objs = self.objects(svc, own);
             if !objs.is_empty() {
                 state.insert(id, objs);
@@ -133,7 +141,11 @@ impl ServiceProxy {
 
     /// Reprograms the whole table from the remembered state.
     pub fn resync(&mut self) -> Result<SyncStats, ProxyError> {
-        let all: Vec<ServiceObjects> = self.state.values().flatten().cloned().collect();
+        let all: Vec<&ServiceObjects> = self.state.values().flatten().collect();
+        self.hairpin_refs.clear();
+        for ip in all.iter().flat_map(|o| o.endpoint_ips.iter()) {
+            *self.hairpin_refs.entry(*ip).or_default() += 1;
+        }
         let mut batch = self.sock.batch();
         plan::write_full(&mut batch, &self.cfg.table, &self.layout, &self.cfg.node_ips, &all);
         let commands = batch.len();
@@ -148,7 +160,8 @@ impl ServiceProxy {
         slices: &[EndpointSlice],
     ) -> Result<(), ProxyError> {
         let id = model::service_id(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref());
-        let new = self.objects(svc, slices);
+        let refs: Vec<&EndpointSlice> = slices.iter().collect();
+        let new = self.objects(svc, &refs);
         self.apply(id, new)
     }
 
@@ -162,9 +175,11 @@ impl ServiceProxy {
         if old == new {
             return Ok(());
         }
+        let (add, del) = self.count_endpoints(&old, &new);
         let mut batch = self.sock.batch();
         let mut tx = TableTx::new(&mut batch, &self.cfg.table);
         plan::write_update(&mut tx, &old, &new);
+        plan::write_hairpin(&mut tx, &add, &del);
         let result = self.sock.commit(batch);
         if new.is_empty() {
             self.state.remove(&id);
@@ -177,6 +192,40 @@ impl ServiceProxy {
             self.resync()?;
         }
         Ok(())
+    }
+
+    /// Moves endpoint reference counts from `old` to `new`; returns the hairpin set's
+    /// (additions, deletions).
+    fn count_endpoints(
+        &mut self,
+        old: &[ServiceObjects],
+        new: &[ServiceObjects],
+    ) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+        let mut add = Vec::new();
+        let mut del = Vec::new();
+        for ip in new.iter().flat_map(|o| o.endpoint_ips.iter()) {
+            let n = self.hairpin_refs.entry(*ip).or_default();
+            *n += 1;
+            if *n == 1 {
+                add.push(*ip);
+            }
+        }
+        for ip in old.iter().flat_map(|o| o.endpoint_ips.iter()) {
+            if let Some(n) = self.hairpin_refs.get_mut(ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.hairpin_refs.remove(ip);
+                    // Re-added above and gone again: no change on the kernel side.
+                    match add.iter().position(|a| a == ip) {
+                        Some(i) => {
+                            add.swap_remove(i);
+                        }
+                        None => del.push(*ip),
+                    }
+                }
+            }
+        }
+        (add, del)
     }
 
     /// Resyncs when the table has disappeared; returns whether it had to.

@@ -89,7 +89,7 @@ pub fn service_id(namespace: Option<&str>, name: Option<&str>) -> String {
 /// Headless, ExternalName and IPv6-only services produce nothing.
 pub fn service_ports(
     svc: &Service,
-    slices: &[EndpointSlice],
+    slices: &[&EndpointSlice],
     node_name: &str,
     node_ips: &[Ipv4Addr],
 ) -> Vec<ServicePortSpec> {
@@ -126,6 +126,7 @@ pub fn service_ports(
     let id = service_id(ns, Some(name));
     let own: Vec<&EndpointSlice> = slices
         .iter()
+        .copied()
         .filter(|s| s.metadata.namespace.as_deref().unwrap_or("default") == ns.unwrap_or("default"))
         .filter(|s| {
             let labels = s.metadata.labels.as_ref();
@@ -237,7 +238,7 @@ mod tests {
             {"addresses": ["10.42.0.3"],
              "conditions": {"ready": false, "serving": true, "terminating": true}},
         ]));
-        let ports = service_ports(&http_svc(), &[both], "me", &[]);
+        let ports = service_ports(&http_svc(), &[&both], "me", &[]);
         assert_eq!(ports.len(), 1);
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         assert_eq!(
@@ -249,7 +250,7 @@ mod tests {
              "conditions": {"ready": false, "serving": true, "terminating": true}},
             {"addresses": ["10.42.0.4"], "conditions": {"ready": false}},
         ]));
-        let ports = service_ports(&http_svc(), &[only_terminating], "me", &[]);
+        let ports = service_ports(&http_svc(), &[&only_terminating], "me", &[]);
         assert_eq!(
             ports[0].endpoints,
             vec![Endpoint { ip: ip("10.42.0.3"), port: 8080, local: false }]
@@ -260,7 +261,7 @@ mod tests {
     fn slices_of_other_services_or_namespaces_are_ignored() {
         let mut other = slice(json!([{"addresses": ["10.42.0.9"]}]));
         other.metadata.namespace = Some("elsewhere".into());
-        let ports = service_ports(&http_svc(), &[other], "me", &[]);
+        let ports = service_ports(&http_svc(), &[&other], "me", &[]);
         assert!(ports[0].endpoints.is_empty());
     }
 
@@ -293,8 +294,8 @@ mod tests {
             json!({}),
         ];
         for spec in cases {
-            let slices = [slice(json!([{"addresses": ["bogus", "10.42.0.2"]}]))];
-            assert!(service_ports(&svc(spec.clone()), &slices, "me", &[]).is_empty(), "{spec}");
+            let sl = slice(json!([{"addresses": ["bogus", "10.42.0.2"]}]));
+            assert!(service_ports(&svc(spec.clone()), &[&sl], "me", &[]).is_empty(), "{spec}");
         }
         let no_spec: Service = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
         assert!(service_ports(&no_spec, &[], "me", &[]).is_empty());
@@ -311,7 +312,7 @@ mod tests {
             "ports": [{"port": 5353, "protocol": "UDP"}],
         }))
         .unwrap();
-        let p = &service_ports(&s, &[sl], "me", &[])[0];
+        let p = &service_ports(&s, &[&sl], "me", &[])[0];
         assert_eq!(p.protocol, 17);
         assert_eq!(p.key, "ns/web/udp/53");
         assert_eq!(p.endpoints.len(), 1);

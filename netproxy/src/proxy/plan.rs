@@ -152,8 +152,14 @@ pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Add
             Expr::Payload {
                 base: expr::PayloadBase::Network,
                 offset: 12,
-                len: 8,
+                len: 4,
                 dreg: expr::REG32_00,
+            },
+            Expr::Payload {
+                base: expr::PayloadBase::Network,
+                offset: 16,
+                len: 4,
+                dreg: expr::REG32_00 + 1,
             },
             Expr::Lookup { set: HAIRPIN.into(), sreg: expr::REG32_00, dreg: None, invert: false },
             Expr::Masquerade,
@@ -197,7 +203,8 @@ fn to_endpoint(spec: &ServicePortSpec, e: &Endpoint) -> Vec<Expr> {
             timeout_ms: u64::from(t) * 1000,
         });
     }
-    r.extend(expr::match_l4proto(spec.protocol));
+    // No `meta l4proto` match before the DNAT: the dispatch map keyed on it already (nft's
+    // syntax wants one; the kernel does not, and every expression costs at load time).
     r.extend(expr::dnat_to(e.ip, e.port));
     r
 }
@@ -320,6 +327,25 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
     objs
 }
 
+/// The [`HAIRPIN`] set key of an endpoint address.
+pub fn hairpin_key(ip: Ipv4Addr) -> Vec<u8> {
+    let mut k = ip.octets().to_vec();
+    k.extend_from_slice(&ip.octets());
+    k
+}
+
+/// Appends hairpin set changes.
+pub fn write_hairpin(tx: &mut TableTx<'_>, add: &[Ipv4Addr], del: &[Ipv4Addr]) {
+    if !del.is_empty() {
+        let keys: Vec<Vec<u8>> = del.iter().map(|ip| hairpin_key(*ip)).collect();
+        tx.del_elements(HAIRPIN, &keys);
+    }
+    if !add.is_empty() {
+        let elems: Vec<_> = add.iter().map(|ip| (hairpin_key(*ip), None)).collect();
+        tx.add_elements(HAIRPIN, &elems);
+    }
+}
+
 /// Appends the commands turning `old` into `new` (both for the same service) to a batch,
 /// keeping chains and affinity sets that stay (so affinity state survives an update).
 pub fn write_update(tx: &mut TableTx<'_>, old: &[ServiceObjects], new: &[ServiceObjects]) {
@@ -368,11 +394,12 @@ pub fn write_update(tx: &mut TableTx<'_>, old: &[ServiceObjects], new: &[Service
             tx.del_set(s);
         }
     }
-    write_elements(tx, new);
+    let new_refs: Vec<&ServiceObjects> = new.iter().collect();
+    write_elements(tx, &new_refs);
 }
 
 /// Appends the creation of every object of `objs` (into a table just made).
-pub fn write_create(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
+pub fn write_create(tx: &mut TableTx<'_>, objs: &[&ServiceObjects]) {
     for o in objs {
         for s in &o.sets {
             tx.add_set(s);
@@ -391,7 +418,7 @@ pub fn write_create(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
 /// Appends the map elements of `objs`, grouped per map (fewer, larger messages). A key
 /// claimed twice (two services sharing an IP and port, which validation should prevent) keeps
 /// its first owner: one conflicting element would otherwise fail the whole transaction.
-pub fn write_elements(tx: &mut TableTx<'_>, objs: &[ServiceObjects]) {
+pub fn write_elements(tx: &mut TableTx<'_>, objs: &[&ServiceObjects]) {
     for map in [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS] {
         let mut seen = std::collections::HashSet::new();
         let elems: Vec<(Vec<u8>, Option<Verdict>)> = objs
@@ -419,7 +446,7 @@ pub fn write_full(
     table: &str,
     layout: &Layout,
     node_ips: &[Ipv4Addr],
-    objs: &[ServiceObjects],
+    objs: &[&ServiceObjects],
 ) {
     let mut tx = TableTx::new(batch, table);
     // add + delete + add: replaces an existing table and works when there is none.
@@ -428,6 +455,10 @@ pub fn write_full(
     write_skeleton(&mut tx, layout, node_ips);
     write_create(&mut tx, objs);
     write_elements(&mut tx, objs);
+    let mut ips: Vec<Ipv4Addr> = objs.iter().flat_map(|o| o.endpoint_ips.iter().copied()).collect();
+    ips.sort();
+    ips.dedup();
+    write_hairpin(&mut tx, &ips, &[]);
 }
 
 #[cfg(test)]
@@ -476,7 +507,8 @@ mod tests {
             })
             .collect();
         assert_eq!(moduli, vec![Some(3), Some(2), None]);
-        assert_eq!(objs.chains.len(), 4, "3 endpoint chains + the service chain");
+        assert_eq!(objs.chains.len(), 1, "endpoints are rules of the service chain");
+        assert_eq!(objs.endpoint_ips.len(), 3);
     }
 
     #[test]

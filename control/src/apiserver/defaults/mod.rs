@@ -81,8 +81,8 @@ mod tests {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
             "spec": {"containers": [{"name": "web", "image": "nginx",
                                      "ports": [{"containerPort": 80}]}]}});
-        // As `kubectl get pod -o yaml` shows it against the reference apiserver (before the
-        // admission plugins add priority, tolerations and the service account).
+        // As `kubectl get pod -o yaml` shows it against the reference apiserver (less the
+        // service account token volume, which comes with token issuance).
         assert_eq!(
             defaulted("", "pods", pod),
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
@@ -92,8 +92,15 @@ mod tests {
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File"}],
                     "dnsPolicy": "ClusterFirst", "enableServiceLinks": true,
+                    "preemptionPolicy": "PreemptLowerPriority", "priority": 0,
                     "restartPolicy": "Always", "schedulerName": "default-scheduler",
-                    "securityContext": {}, "terminationGracePeriodSeconds": 30},
+                    "securityContext": {}, "serviceAccount": "default",
+                    "serviceAccountName": "default", "terminationGracePeriodSeconds": 30,
+                    "tolerations": [
+                        {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready",
+                         "operator": "Exists", "tolerationSeconds": 300},
+                        {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable",
+                         "operator": "Exists", "tolerationSeconds": 300}]},
                 "status": {"phase": "Pending", "qosClass": "BestEffort"}})
         );
     }

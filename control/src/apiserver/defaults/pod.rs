@@ -11,6 +11,7 @@ pub(super) fn pod(obj: &mut Value) {
         pod_spec(spec);
         // SetDefaults_Pod: pods (not templates) get enableServiceLinks.
         set(spec, "enableServiceLinks", json!(true));
+        admission_defaults(spec);
         for key in ["containers", "initContainers"] {
             each(spec, key, requests_from_limits);
         }
@@ -58,6 +59,40 @@ fn qos_class(spec: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+/// What the reference's always-on admission plugins add to every pod: `Priority` (priority 0
+/// without a class), `DefaultTolerationSeconds` (tolerate not-ready and unreachable nodes for
+/// 300 s) and `ServiceAccount` (the `default` account).
+fn admission_defaults(spec: &mut Value) {
+    let has_class =
+        spec.get("priorityClassName").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
+    if !has_class {
+        set(spec, "priority", json!(0));
+        set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    }
+    set(spec, "serviceAccountName", json!("default"));
+    let account = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
+    set(spec, "serviceAccount", account);
+    set(spec, "tolerations", json!([]));
+    if let Some(tolerations) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            let tolerated = tolerations.iter().any(|t| {
+                let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+                let key_matches = match t.get("key").and_then(Value::as_str) {
+                    Some(k) if !k.is_empty() => k == key,
+                    // An empty key with Exists tolerates every taint.
+                    _ => exists,
+                };
+                key_matches && (effect.is_empty() || effect == "NoExecute")
+            });
+            if !tolerated {
+                tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                        "tolerationSeconds": 300}));
+            }
+        }
     }
 }
 

@@ -76,14 +76,14 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value, errs: &mut
                 errs.immutable("type", after.unwrap_or(&Value::Null));
             }
         }
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            if old.get("roleRef") != new.get("roleRef") {
-                errs.invalid(
-                    "roleRef",
-                    new.get("roleRef").unwrap_or(&Value::Null),
-                    "cannot change roleRef",
-                );
-            }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding")
+            if old.get("roleRef") != new.get("roleRef") =>
+        {
+            errs.invalid(
+                "roleRef",
+                new.get("roleRef").unwrap_or(&Value::Null),
+                "cannot change roleRef",
+            );
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             for key in ["group", "scope"] {
@@ -94,10 +94,10 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value, errs: &mut
                 }
             }
         }
-        ("discovery.k8s.io", "EndpointSlice") => {
-            if old.get("addressType") != new.get("addressType") {
-                errs.immutable("addressType", new.get("addressType").unwrap_or(&Value::Null));
-            }
+        ("discovery.k8s.io", "EndpointSlice")
+            if old.get("addressType") != new.get("addressType") =>
+        {
+            errs.immutable("addressType", new.get("addressType").unwrap_or(&Value::Null));
         }
         _ => {}
     }

@@ -13,6 +13,7 @@ mod kinds;
 mod meta;
 mod names;
 mod pod;
+mod quantity;
 mod schema;
 mod workloads;
 

@@ -221,6 +221,7 @@ fn validate_container(c: &Value, field: &str, volumes: &[String], errs: &mut Err
             errs.required(&format!("{mf}.mountPath"), "");
         }
     }
+    validate_resources(c.get("resources"), &format!("{field}.resources"), errs);
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get(probe).filter(|p| p.is_object()) {
             let handlers = ["exec", "httpGet", "tcpSocket", "grpc"]
@@ -234,6 +235,45 @@ fn validate_container(c: &Value, field: &str, volumes: &[String], errs: &mut Err
                     &format!("{field}.{probe}"),
                     "may not specify more than 1 handler type",
                 ),
+            }
+        }
+    }
+}
+
+/// Requests and limits: valid non-negative quantities, each request at most its limit.
+fn validate_resources(resources: Option<&Value>, field: &str, errs: &mut Errors) {
+    let Some(resources) = resources.filter(|r| r.is_object()) else { return };
+    let mut parsed = [Vec::new(), Vec::new()];
+    for (slot, kind) in ["limits", "requests"].iter().enumerate() {
+        let Some(map) = resources.get(*kind).and_then(Value::as_object) else { continue };
+        for (name, q) in map {
+            let qf = format!("{field}.{kind}[{name}]");
+            let text = match q {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    errs.invalid(&qf, other, super::quantity::QUANTITY_MSG);
+                    continue;
+                }
+            };
+            match super::quantity::parse(&text) {
+                Some(v) if v < 0.0 => {
+                    errs.invalid_str(&qf, &text, "must be greater than or equal to 0")
+                }
+                Some(v) => parsed[slot].push((name.as_str(), v, text)),
+                None => errs.invalid_str(&qf, &text, super::quantity::QUANTITY_MSG),
+            }
+        }
+    }
+    let [limits, requests] = parsed;
+    for (name, request, text) in &requests {
+        if let Some((_, limit, limit_text)) = limits.iter().find(|(n, _, _)| n == name) {
+            if request > limit {
+                errs.invalid_str(
+                    &format!("{field}.requests"),
+                    text,
+                    &format!("must be less than or equal to {name} limit of {limit_text}"),
+                );
             }
         }
     }
@@ -387,6 +427,28 @@ mod tests {
             "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
         );
         assert_eq!(errs[5].2, "Not found: \"missing\"");
+    }
+
+    #[test]
+    fn requests_may_not_exceed_limits() {
+        let errs = causes(json!({"containers": [{"name": "a", "image": "x", "resources": {
+            "limits": {"cpu": "500m", "memory": "1Gi"},
+            "requests": {"cpu": "1", "memory": "lots"}}}]}));
+        assert_eq!(
+            errs,
+            [
+                (
+                    "FieldValueInvalid".into(),
+                    "spec.containers[0].resources.requests[memory]".into(),
+                    format!("Invalid value: \"lots\": {}", super::super::quantity::QUANTITY_MSG)
+                ),
+                (
+                    "FieldValueInvalid".into(),
+                    "spec.containers[0].resources.requests".into(),
+                    "Invalid value: \"1\": must be less than or equal to cpu limit of 500m".into()
+                ),
+            ]
+        );
     }
 
     #[test]

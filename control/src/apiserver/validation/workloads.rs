@@ -142,6 +142,9 @@ fn validate_template(template: Option<&Value>, policies: &[&str], errs: &mut Err
     }
 }
 
+const PERCENT_MSG: &str = "a valid percent string must be a numeric string followed by an \
+     ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')";
+
 /// A percentage (`"25%"`) or a non-negative integer; returns whether it is zero.
 fn int_or_percent(v: Option<&Value>, field: &str, errs: &mut Errors) -> bool {
     match v {
@@ -164,7 +167,7 @@ fn int_or_percent(v: Option<&Value>, field: &str, errs: &mut Errors) -> bool {
                 false
             }
             _ => {
-                errs.invalid_str(field, s, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')");
+                errs.invalid_str(field, s, PERCENT_MSG);
                 false
             }
         },
@@ -409,13 +412,10 @@ const STATEFULSET_MUTABLE: &[&str] = &[
 pub fn validate_update(kind: &str, old: &Value, new: &Value, errs: &mut Errors) {
     let old_selector = old.pointer("/spec/selector");
     let new_selector = new.pointer("/spec/selector");
-    match kind {
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
-            if old_selector.is_some_and(|s| !s.is_null()) && old_selector != new_selector {
-                errs.immutable("spec.selector", new_selector.unwrap_or(&Value::Null));
-            }
-        }
-        _ => {}
+    let selector_kind =
+        matches!(kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job");
+    if selector_kind && old_selector.is_some_and(|s| !s.is_null()) && old_selector != new_selector {
+        errs.immutable("spec.selector", new_selector.unwrap_or(&Value::Null));
     }
     match kind {
         "StatefulSet" => {

@@ -2,9 +2,10 @@
 //! busy ports and unreadable certificates are reported before serving), then runs one tonic
 //! server per listener over the same routes until shutdown.
 //!
-//! TLS is rustls with the ring provider. With `client_cert_auth`, clients must present a
-//! certificate signed by the trusted CA (etcd's `--client-cert-auth`); without it, a trusted
-//! CA only verifies certificates that clients choose to present.
+//! TLS is rustls with the ring provider, done here rather than by tonic so that every
+//! connection, TLS or not, goes through [`AuthorityFix`]. With `client_cert_auth`, clients
+//! must present a certificate signed by the trusted CA (etcd's `--client-cert-auth`); without
+//! it, a trusted CA only verifies certificates that clients choose to present.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,14 +15,17 @@ use std::time::Duration;
 use etcd_client::proto::{
     PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
 };
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch as signal;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{mpsc, watch as signal};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use super::auth::AuthService;
+use super::authority::AuthorityFix;
 use super::kv::KvService;
 use super::lease::LeaseService;
 use super::maintenance::MaintenanceService;
@@ -34,6 +38,8 @@ use crate::store::Store;
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// How long shutdown waits for open connections before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +55,7 @@ pub enum ServeError {
     #[error("--client-cert-auth needs --trusted-ca-file")]
     ClientAuthWithoutCa,
     #[error("TLS configuration: {0}")]
-    Tls(#[source] tonic::transport::Error),
+    Tls(#[source] rustls::Error),
     #[error("serving {url}: {source}")]
     Serve { url: String, source: tonic::transport::Error },
 }
@@ -72,7 +78,7 @@ impl Bound {
 pub struct BoundServer {
     front: Arc<Front>,
     listeners: Vec<Bound>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsAcceptor>,
     shutdown: signal::Sender<bool>,
 }
 
@@ -138,8 +144,9 @@ async fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ServeError
     })
 }
 
-/// Reads and checks the TLS files, so a wrong path or file is reported by name at startup.
-async fn tls_config(config: &ServeConfig) -> Result<ServerTlsConfig, ServeError> {
+/// Reads and checks the TLS files and builds the rustls configuration (ring provider, HTTP/2
+/// by ALPN), so a wrong path or file is reported by name at startup.
+async fn tls_config(config: &ServeConfig) -> Result<TlsAcceptor, ServeError> {
     let url = config
         .listen
         .iter()
@@ -147,45 +154,95 @@ async fn tls_config(config: &ServeConfig) -> Result<ServerTlsConfig, ServeError>
         .map(|l| format!("{l:?}"))
         .unwrap_or_default();
     let files = config.tls.as_ref().ok_or(ServeError::TlsMissing { url })?;
-    let cert = read_pem("certificate", &files.cert_file).await?;
-    let key = read_pem("key", &files.key_file).await?;
     let bad = |what, path: &Path, expected| ServeError::BadPem {
         what,
         path: path.to_path_buf(),
         expected,
     };
-    if !has_certificate(&cert) {
+    let cert_pem = read_pem("certificate", &files.cert_file).await?;
+    let certs = certificates(&cert_pem);
+    if certs.is_empty() {
         return Err(bad("certificate", &files.cert_file, "certificate"));
     }
-    if !matches!(rustls_pemfile::private_key(&mut key.as_slice()), Ok(Some(_))) {
+    let key_pem = read_pem("key", &files.key_file).await?;
+    let Ok(Some(key)) = rustls_pemfile::private_key(&mut key_pem.as_slice()) else {
         return Err(bad("key", &files.key_file, "private key"));
-    }
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    match &files.trusted_ca_file {
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(ServeError::Tls)?;
+    let builder = match &files.trusted_ca_file {
         Some(ca_file) => {
-            let ca = read_pem("trusted CA", ca_file).await?;
-            if !has_certificate(&ca) {
+            let ca_pem = read_pem("trusted CA", ca_file).await?;
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(certificates(&ca_pem));
+            if added == 0 {
                 return Err(bad("trusted CA", ca_file, "certificate"));
             }
-            tls = tls
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(!files.client_cert_auth);
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            // Without --client-cert-auth a presented certificate is still checked.
+            let verifier =
+                if files.client_cert_auth { verifier } else { verifier.allow_unauthenticated() };
+            let verifier = verifier
+                .build()
+                .map_err(|e| ServeError::Tls(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
         }
         None if files.client_cert_auth => return Err(ServeError::ClientAuthWithoutCa),
-        None => {}
-    }
-    // tonic builds its rustls config from the process-wide provider: make that ring, which
-    // also cross-compiles, whatever other crates enable.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // Building the acceptor once here checks that the key matches the certificate.
-    Server::builder().tls_config(tls.clone()).map_err(ServeError::Tls)?;
-    Ok(tls)
+        None => builder.with_no_client_auth(),
+    };
+    // Also checks that the key matches the certificate.
+    let mut tls = builder.with_single_cert(certs, key).map_err(ServeError::Tls)?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-fn has_certificate(pem: &[u8]) -> bool {
+/// The PEM certificates in `pem` (unparsable entries skipped).
+fn certificates(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     let mut reader = pem;
-    let first = rustls_pemfile::certs(&mut reader).next();
-    first.is_some_and(|c| c.is_ok())
+    rustls_pemfile::certs(&mut reader).filter_map(Result::ok).collect()
+}
+
+/// Accepted TLS connections: each handshake runs in its own task, so a slow client does not
+/// hold up the others. Ends when the server drops the stream.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> ReceiverStream<std::io::Result<AuthorityFix<tokio_rustls::server::TlsStream<TcpStream>>>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(AuthorityFix::new(tls))).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 impl BoundServer {
@@ -234,25 +291,31 @@ impl BoundServer {
             let mut builder = Server::builder()
                 .max_concurrent_streams(u32::MAX)
                 .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)));
+            let router = builder.add_routes(routes.clone());
             let url = bound.url().to_string();
             match bound {
-                Bound::Tcp { listener, tls, .. } => {
-                    if tls {
-                        if let Some(cfg) = &self.tls {
-                            builder = builder.tls_config(cfg.clone()).map_err(ServeError::Tls)?;
-                        }
+                Bound::Tcp { listener, tls, .. } => match (&self.tls, tls) {
+                    (Some(acceptor), true) => {
+                        let incoming = tls_incoming(listener, acceptor.clone());
+                        servers.spawn(async move {
+                            let res = router.serve_with_incoming_shutdown(incoming, signal).await;
+                            res.map_err(|source| ServeError::Serve { url, source })
+                        });
                     }
-                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                    let router = builder.add_routes(routes.clone());
-                    servers.spawn(async move {
-                        let res = router.serve_with_incoming_shutdown(incoming, signal).await;
-                        res.map_err(|source| ServeError::Serve { url, source })
-                    });
-                }
+                    _ => {
+                        let incoming = TcpIncoming::from(listener)
+                            .with_nodelay(Some(true))
+                            .map(|conn| conn.map(AuthorityFix::new));
+                        servers.spawn(async move {
+                            let res = router.serve_with_incoming_shutdown(incoming, signal).await;
+                            res.map_err(|source| ServeError::Serve { url, source })
+                        });
+                    }
+                },
                 Bound::Unix { listener, path, .. } => {
                     sockets.push(path);
-                    let incoming = UnixListenerStream::new(listener);
-                    let router = builder.add_routes(routes.clone());
+                    let incoming =
+                        UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
                     servers.spawn(async move {
                         let res = router.serve_with_incoming_shutdown(incoming, signal).await;
                         res.map_err(|source| ServeError::Serve { url, source })

@@ -9,6 +9,7 @@
 //! server per listener over the same routes.
 
 mod auth;
+mod authority;
 mod config;
 mod convert;
 mod errors;

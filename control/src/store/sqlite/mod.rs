@@ -69,6 +69,8 @@ pub struct SqliteOptions {
     pub lease_check_interval: Duration,
     /// Messages buffered per watcher before it falls back to replaying from the database.
     pub watch_buffer: usize,
+    /// How long `open` waits for another store to release the file before giving up.
+    pub lock_timeout: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -83,6 +85,7 @@ impl Default for SqliteOptions {
             min_lease_ttl: 2,
             lease_check_interval: Duration::from_millis(250),
             watch_buffer: 256,
+            lock_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -149,6 +152,7 @@ impl SqliteStore {
     /// maintenance threads.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        let lock = schema::lock_exclusive(&path, options.lock_timeout)?;
         let conn = schema::open_writer(&path)?;
         let (rev, compact) = read::read_meta(&conn)?;
         let leases = LeaseClocks::default();
@@ -170,7 +174,7 @@ impl SqliteStore {
             leases,
         });
         let (jobs, queue) = std_mpsc::channel();
-        let writer = Writer::new(conn, shared.clone(), rev, compact);
+        let writer = Writer::new(conn, lock, shared.clone(), rev, compact);
         std::thread::Builder::new()
             .name("skerry-store-writer".into())
             .spawn(move || writer.run(queue))

@@ -92,6 +92,19 @@ fn kv_from_row(row: &Row<'_>) -> rusqlite::Result<KeyValue> {
     })
 }
 
+/// A join yielding, as `l`, the latest log row at or before `at` of every key in `range`
+/// (tombstones included). The grouping runs on the `(key, rev)` index alone, so only the
+/// winning rows are read from the table.
+fn latest_at(range: &KeyRange, at: Revision, params: &mut Vec<Value>) -> String {
+    let cond = range.sql("key", params);
+    params.push(Value::Integer(at));
+    format!(
+        "(SELECT key AS k, max(rev) AS r FROM log WHERE {cond} AND rev <= ?{} GROUP BY key) m \
+         JOIN log l ON l.key = m.k AND l.rev = m.r",
+        params.len()
+    )
+}
+
 /// Keys in `range` as of revision `at` (`historic` when `at` is not the current revision),
 /// ordered by key, at most `limit` of them.
 fn select_kvs(
@@ -104,14 +117,11 @@ fn select_kvs(
 ) -> Result<Vec<KeyValue>> {
     let mut params = Vec::new();
     let sql = if historic {
-        let cond = range.sql("l.key", &mut params);
-        params.push(Value::Integer(at));
+        let latest = latest_at(range, at, &mut params);
         format!(
-            "SELECT l.key, l.create_rev, l.rev, l.version, l.lease, {value} FROM log l \
-             WHERE {cond} AND l.rev = (SELECT max(m.rev) FROM log m \
-             WHERE m.key = l.key AND m.rev <= ?{at}) AND l.deleted = 0 ORDER BY l.key",
+            "SELECT l.key, l.create_rev, l.rev, l.version, l.lease, {value} FROM {latest} \
+             WHERE l.deleted = 0 ORDER BY l.key",
             value = if values { "l.value" } else { "X''" },
-            at = params.len(),
         )
     } else {
         let cond = range.sql("c.key", &mut params);
@@ -127,10 +137,9 @@ fn select_kvs(
             )
         }
     };
-    let sql = match limit {
-        Some(n) => format!("{sql} LIMIT {n}"),
-        None => sql,
-    };
+    // A bound parameter (-1 = no limit) keeps one cached statement per query shape.
+    params.push(Value::Integer(limit.unwrap_or(-1)));
+    let sql = format!("{sql} LIMIT ?{}", params.len());
     let mut stmt = conn.prepare_cached(&sql).map_err(db("preparing range"))?;
     let rows = stmt.query_map(params_from_iter(params), kv_from_row).map_err(db("range"))?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("range"))
@@ -140,13 +149,8 @@ fn select_kvs(
 fn count_keys(conn: &Connection, range: &KeyRange, at: Revision, historic: bool) -> Result<i64> {
     let mut params = Vec::new();
     let sql = if historic {
-        let cond = range.sql("l.key", &mut params);
-        params.push(Value::Integer(at));
-        format!(
-            "SELECT count(*) FROM log l WHERE {cond} AND l.rev = (SELECT max(m.rev) FROM log m \
-             WHERE m.key = l.key AND m.rev <= ?{}) AND l.deleted = 0",
-            params.len()
-        )
+        let latest = latest_at(range, at, &mut params);
+        format!("SELECT count(*) FROM {latest} WHERE l.deleted = 0")
     } else {
         let cond = range.sql("key", &mut params);
         format!("SELECT count(*) FROM current WHERE {cond}")

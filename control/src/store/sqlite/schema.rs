@@ -9,13 +9,47 @@
 //! - `leases`: granted leases and their TTL (expiry deadlines live in memory and restart
 //!   with a full TTL, as etcd's do after a leader change).
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::read::db;
-use crate::store::Result;
+use crate::store::{Result, StoreError};
+
+/// Takes the exclusive lock on `<path>.lock` that makes the caller the file's only writer:
+/// revisions are assigned in the writer's memory, so two writers would hand out the same ones.
+/// The kernel drops the lock when the holder exits, even on SIGKILL. Waits up to `wait` for a
+/// previous owner (e.g. a store still shutting down).
+pub(crate) fn lock_exclusive(path: &Path, wait: Duration) -> Result<File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{} is in use by another store",
+                    path.display()
+                )))
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(StoreError::Backend(format!("locking {}: {e}", path.display())))
+            }
+        }
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (

@@ -9,6 +9,7 @@
 //! Revisions are assigned here and only here, so they are dense and ordered exactly as the
 //! events the hub sees.
 
+use std::fs::File;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -78,6 +79,8 @@ struct Pending {
 /// The writer thread's state.
 pub(crate) struct Writer {
     conn: Connection,
+    /// The exclusive lock on the database; declared after `conn` so it is released last.
+    _lock: File,
     shared: Arc<Shared>,
     rev: Revision,
     compact: Revision,
@@ -88,13 +91,14 @@ impl Writer {
     /// A writer over `conn`, whose committed revision and compaction point are given.
     pub(crate) fn new(
         conn: Connection,
+        lock: File,
         shared: Arc<Shared>,
         rev: Revision,
         compact: Revision,
     ) -> Self {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let rng = seed ^ (u64::from(std::process::id()) << 32) | 1;
-        Writer { conn, shared, rev, compact, rng }
+        Writer { conn, _lock: lock, shared, rev, compact, rng }
     }
 
     /// Serves jobs until every sender is gone; checkpoints the WAL when idle.

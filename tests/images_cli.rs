@@ -1,0 +1,152 @@
+//! `skerry ctr images` end to end: the real binary imports an OCI archive built here with the
+//! `tar` CLI, lists, inspects, exports, pulls from a real local `docker-registry` with a
+//! registries.yaml, reports clear errors, and removes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::json;
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+/// Stores `path` as a blob of the layout; returns its descriptor.
+fn add_blob(layout: &Path, path: &Path, media_type: &str) -> serde_json::Value {
+    let digest = sha256(path);
+    let size = std::fs::metadata(path).unwrap().len();
+    std::fs::copy(path, layout.join("blobs/sha256").join(&digest[7..])).unwrap();
+    json!({"mediaType": media_type, "digest": digest, "size": size})
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// An OCI layout with a busybox rootfs, tagged `tag`; returns (layout dir, manifest digest).
+fn busybox_layout(tmp: &Path, tag: &str) -> (PathBuf, String) {
+    let rootfs = tmp.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    let layer = tmp.join("layer.tar");
+    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&layer).arg(".").status().unwrap().success());
+    let layout = tmp.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let layer_desc = add_blob(&layout, &layer, "application/vnd.oci.image.layer.v1.tar");
+    let config = json!({"architecture": arch(), "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}});
+    let config_path = tmp.join("config.json");
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let config_desc = add_blob(&layout, &config_path, "application/vnd.oci.image.config.v1+json");
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc, "layers": [layer_desc]});
+    let manifest_path = tmp.join("manifest.json");
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let mut desc = add_blob(&layout, &manifest_path, "application/vnd.oci.image.manifest.v1+json");
+    desc["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap()).unwrap();
+    let digest = sha256(&manifest_path);
+    (layout, digest)
+}
+
+fn skerry(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .args(["ctr", "--data-dir"])
+        .arg(data_dir)
+        .arg("images")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn import_ls_inspect_export_rm_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, digest) = busybox_layout(tmp.path(), "example.com/cli/busybox:1");
+    let archive = tmp.path().join("image.tar");
+    assert!(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status().unwrap().success());
+    let data = tmp.path().join("data");
+
+    let out = ok(skerry(&data, &["import", archive.to_str().unwrap()]));
+    assert!(out.contains("example.com/cli/busybox:1") && out.contains(&digest), "{out}");
+    assert!(data.join("images/blobs/sha256").join(&digest[7..]).is_file(), "store under <data-dir>/images");
+    let ls = ok(skerry(&data, &["ls"]));
+    assert!(ls.contains("example.com/cli/busybox:1") && ls.contains(&format!("linux/{}", arch())), "{ls}");
+    let inspect: serde_json::Value = serde_json::from_str(&ok(skerry(&data, &["inspect", "example.com/cli/busybox:1"]))).unwrap();
+    assert_eq!(inspect["config"]["cmd"], json!(["/bin/sh"]));
+    assert_eq!(inspect["image"]["digest"], json!(digest));
+
+    let exported = tmp.path().join("out.tar");
+    ok(skerry(&data, &["export", "example.com/cli/busybox:1", exported.to_str().unwrap()]));
+    let data2 = tmp.path().join("data2");
+    assert!(ok(skerry(&data2, &["import", exported.to_str().unwrap()])).contains(&digest));
+
+    let missing = skerry(&data, &["inspect", "example.com/nope:1"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    ok(skerry(&data, &["rm", "example.com/cli/busybox:1"]));
+    assert_eq!(ok(skerry(&data, &["ls", "-q"])).trim(), "");
+    assert_eq!(std::fs::read_dir(data.join("images/blobs/sha256")).unwrap().count(), 0);
+}
+
+struct Registry(std::process::Child);
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pull_from_a_local_registry_with_a_registries_yaml() {
+    let (Some(registry), Some(skopeo)) = (
+        skerry_testkit::require_program(&["/usr/bin/docker-registry"]),
+        skerry_testkit::require_program(&["/usr/bin/skopeo"]),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let port = skerry_testkit::free_port();
+    let cfg = tmp.path().join("registry.yml");
+    std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", tmp.path().join("storage").display())).unwrap();
+    let _reg = Registry(Command::new(registry).arg("serve").arg(&cfg).stderr(std::process::Stdio::null()).spawn().unwrap());
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let (layout, digest) = busybox_layout(tmp.path(), "v1");
+    let push = Command::new(skopeo)
+        .args(["--insecure-policy", "copy", "-q", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://127.0.0.1:{port}/cli/busybox:v1"))
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+
+    let yaml = tmp.path().join("registries.yaml");
+    std::fs::write(&yaml, format!("configs:\n  \"127.0.0.1:{port}\":\n    plain_http: true\n")).unwrap();
+    let data = tmp.path().join("data");
+    let reference = format!("127.0.0.1:{port}/cli/busybox:v1");
+    let out = ok(skerry(&data, &["pull", "-q", "--registry-config", yaml.to_str().unwrap(), &reference]));
+    assert_eq!(out.trim(), digest);
+    // The wrong platform is a clear error.
+    let wrong = skerry(&data, &["pull", "--registry-config", yaml.to_str().unwrap(), "--platform", "linux/riscv64", &reference]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("no match for platform linux/riscv64"), "{}", String::from_utf8_lossy(&wrong.stderr));
+}
