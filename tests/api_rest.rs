@@ -267,7 +267,7 @@ async fn error_classes_are_status_objects() {
 
     // 410: a watch from before the cache's window ends with an ERROR event.
     let (code, mut watch) = api.watch(&format!("{CMS}?watch=true&resourceVersion=1")).await;
-    assert_eq!(code, 200);
+    assert_eq!(code, 200, "{}", server.log_text());
     let event = watch.next(std::time::Duration::from_secs(10)).await.expect("an ERROR event");
     assert_eq!(event["type"], "ERROR");
     assert_status(&event["object"], 410, "Expired");

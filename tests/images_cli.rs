@@ -36,7 +36,15 @@ fn busybox_layout(tmp: &Path, tag: &str) -> (PathBuf, String) {
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
     let layer = tmp.join("layer.tar");
-    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&layer).arg(".").status().unwrap().success());
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
     let layout = tmp.join("layout");
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
@@ -53,7 +61,11 @@ fn busybox_layout(tmp: &Path, tag: &str) -> (PathBuf, String) {
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let mut desc = add_blob(&layout, &manifest_path, "application/vnd.oci.image.manifest.v1+json");
     desc["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap()).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap(),
+    )
+    .unwrap();
     let digest = sha256(&manifest_path);
     (layout, digest)
 }
@@ -78,15 +90,31 @@ fn import_ls_inspect_export_rm_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let (layout, digest) = busybox_layout(tmp.path(), "example.com/cli/busybox:1");
     let archive = tmp.path().join("image.tar");
-    assert!(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status().unwrap().success());
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
     let data = tmp.path().join("data");
 
     let out = ok(skerry(&data, &["import", archive.to_str().unwrap()]));
     assert!(out.contains("example.com/cli/busybox:1") && out.contains(&digest), "{out}");
-    assert!(data.join("images/blobs/sha256").join(&digest[7..]).is_file(), "store under <data-dir>/images");
+    assert!(
+        data.join("images/blobs/sha256").join(&digest[7..]).is_file(),
+        "store under <data-dir>/images"
+    );
     let ls = ok(skerry(&data, &["ls"]));
-    assert!(ls.contains("example.com/cli/busybox:1") && ls.contains(&format!("linux/{}", arch())), "{ls}");
-    let inspect: serde_json::Value = serde_json::from_str(&ok(skerry(&data, &["inspect", "example.com/cli/busybox:1"]))).unwrap();
+    assert!(
+        ls.contains("example.com/cli/busybox:1") && ls.contains(&format!("linux/{}", arch())),
+        "{ls}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(skerry(&data, &["inspect", "example.com/cli/busybox:1"])))
+            .unwrap();
     assert_eq!(inspect["config"]["cmd"], json!(["/bin/sh"]));
     assert_eq!(inspect["image"]["digest"], json!(digest));
 
@@ -123,7 +151,14 @@ fn pull_from_a_local_registry_with_a_registries_yaml() {
     let port = skerry_testkit::free_port();
     let cfg = tmp.path().join("registry.yml");
     std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", tmp.path().join("storage").display())).unwrap();
-    let _reg = Registry(Command::new(registry).arg("serve").arg(&cfg).stderr(std::process::Stdio::null()).spawn().unwrap());
+    let _reg = Registry(
+        Command::new(registry)
+            .arg("serve")
+            .arg(&cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -140,13 +175,29 @@ fn pull_from_a_local_registry_with_a_registries_yaml() {
     assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
 
     let yaml = tmp.path().join("registries.yaml");
-    std::fs::write(&yaml, format!("configs:\n  \"127.0.0.1:{port}\":\n    plain_http: true\n")).unwrap();
+    std::fs::write(&yaml, format!("configs:\n  \"127.0.0.1:{port}\":\n    plain_http: true\n"))
+        .unwrap();
     let data = tmp.path().join("data");
     let reference = format!("127.0.0.1:{port}/cli/busybox:v1");
-    let out = ok(skerry(&data, &["pull", "-q", "--registry-config", yaml.to_str().unwrap(), &reference]));
+    let out =
+        ok(skerry(&data, &["pull", "-q", "--registry-config", yaml.to_str().unwrap(), &reference]));
     assert_eq!(out.trim(), digest);
     // The wrong platform is a clear error.
-    let wrong = skerry(&data, &["pull", "--registry-config", yaml.to_str().unwrap(), "--platform", "linux/riscv64", &reference]);
+    let wrong = skerry(
+        &data,
+        &[
+            "pull",
+            "--registry-config",
+            yaml.to_str().unwrap(),
+            "--platform",
+            "linux/riscv64",
+            &reference,
+        ],
+    );
     assert!(!wrong.status.success());
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("no match for platform linux/riscv64"), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("no match for platform linux/riscv64"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
 }

@@ -13,6 +13,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 use crate::cache::{CacheKey, Resolved};
 use crate::forward::{Forwarder, EDNS_PAYLOAD};
 use crate::stats::Stats;
+use crate::wire;
 use crate::zone::{Answer, ClusterZone, Lookup};
 
 /// The largest UDP answer for a client that did not send EDNS (RFC 1035).
@@ -123,6 +124,19 @@ impl Handler {
                         self.resolve_or_pend(response, Some(answer), key, checking_disabled, limit)
                     }
                     None => {
+                        response.metadata.response_code = answer.rcode;
+                        let opt = response.edns.as_ref().map(|e| wire::Opt {
+                            payload: EDNS_PAYLOAD,
+                            dnssec_ok: e.flags().dnssec_ok,
+                        });
+                        if let Some(encoded) =
+                            wire::encode_answer(packet, &response.metadata, &answer, opt, limit)
+                        {
+                            if encoded.truncated {
+                                self.stats.truncated.bump();
+                            }
+                            return Step::Reply(encoded.bytes);
+                        }
                         let rcode = answer.rcode;
                         fill_local(&mut response, answer);
                         self.reply(response, rcode, limit)
@@ -378,7 +392,10 @@ mod cost {
         .unwrap();
         handler.zone.write().unwrap().apply(crate::Update::apply(svc));
         let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii("svc-1.bench.svc.cluster.local.").unwrap(), RecordType::A));
+        q.add_query(Query::query(
+            Name::from_ascii("svc-1.bench.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
         let bytes = q.to_vec().unwrap();
         let n = 200_000;
         let t = Instant::now();

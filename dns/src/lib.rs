@@ -26,6 +26,7 @@ pub mod objects;
 pub mod resolv_conf;
 mod server;
 mod stats;
+mod wire;
 pub mod zone;
 
 pub use config::DnsConfig;

@@ -2,8 +2,10 @@
 //! and the [`DnsHandle`] the agent keeps to feed the zone and stop the server.
 //!
 //! Sockets are bound with `IP_FREEBIND`, so the server can start before the node has put the
-//! cluster DNS address on an interface. Each UDP socket is read by one loop per CPU (capped);
-//! answers that need no upstream are sent from the loop itself, the others from a spawned task.
+//! cluster DNS address on an interface. Each UDP socket is read by one blocking thread per CPU
+//! (capped at 4): measured, that costs a third less CPU per query than tokio's readiness loop,
+//! and answers that need no upstream are sent from the thread itself. Questions that need an
+//! upstream, and all of TCP, run as tasks on the tokio runtime `start` was called on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +13,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::UdpSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -29,6 +33,8 @@ use crate::zone::ClusterZone;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// At most this many TCP clients at once; more wait to be accepted.
 const MAX_TCP_CLIENTS: usize = 256;
+/// How often a blocked UDP reader wakes to check whether the server was stopped.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(500);
 /// Attempts at finding a port free for both UDP and TCP when asked for port 0.
 const PORT_ATTEMPTS: usize = 32;
 
@@ -60,28 +66,36 @@ impl ClusterDns {
             forwarder: Forwarder::new(upstreams, config.upstream_timeout, cache),
             stats: Stats::default(),
         });
-        let readers = std::env::var("SKDNS_READERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
+        let readers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         let runtime = tokio::runtime::Handle::current();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        let mut udp_sockets = Vec::new();
+        // Built first so that a failure half-way stops what already started (in its drop).
+        let mut handle = DnsHandle {
+            handler,
+            local_addrs,
+            tasks: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            udp_sockets: Vec::new(),
+        };
         for (udp, tcp) in sockets {
-            let udp = udp.into_std().map_err(|source| DnsError::Bind { proto: "udp", addr: config.listen[0], source })?;
-            udp.set_nonblocking(false).ok();
-            udp.set_read_timeout(Some(Duration::from_millis(500))).ok();
+            let addr = handle.local_addrs[handle.udp_sockets.len()];
             for i in 0..readers {
-                let socket = udp.try_clone().map_err(|source| DnsError::Bind { proto: "udp", addr: config.listen[0], source })?;
-                let (handler, runtime, stop) = (handler.clone(), runtime.clone(), stop.clone());
+                let socket = udp.try_clone().map_err(|source| DnsError::Bind {
+                    proto: "udp",
+                    addr,
+                    source,
+                })?;
+                let handler = handle.handler.clone();
+                let (runtime, stop) = (runtime.clone(), handle.stop.clone());
                 std::thread::Builder::new()
                     .name(format!("dns-udp-{i}"))
                     .spawn(move || serve_udp_blocking(socket, handler, runtime, stop))
                     .map_err(|e| DnsError::Config(format!("spawning a UDP reader: {e}")))?;
             }
-            udp_sockets.push(udp);
-            tasks.push(tokio::spawn(serve_tcp(tcp, handler.clone())));
+            handle.udp_sockets.push(udp);
+            handle.tasks.push(tokio::spawn(serve_tcp(tcp, handle.handler.clone())));
         }
-        tracing::info!(addrs = ?local_addrs, domain = %config.cluster_domain, "cluster DNS serving");
-        Ok(DnsHandle { handler, local_addrs, tasks, stop, udp_sockets })
+        tracing::info!(addrs = ?handle.local_addrs, domain = %config.cluster_domain, "cluster DNS serving");
+        Ok(handle)
     }
 }
 
@@ -94,7 +108,7 @@ pub struct DnsHandle {
     local_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    udp_sockets: Vec<std::net::UdpSocket>,
+    udp_sockets: Vec<UdpSocket>,
 }
 
 impl DnsHandle {
@@ -170,15 +184,16 @@ fn socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<S
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
+/// A blocking UDP socket whose reads time out now and then, so reader threads notice a stop.
 fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, DnsError> {
     let bind = || -> std::io::Result<UdpSocket> {
         let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
         socket.bind(&SockAddr::from(addr))?;
-        UdpSocket::from_std(socket.into())
+        socket.set_read_timeout(Some(UDP_STOP_CHECK))?;
+        Ok(socket.into())
     };
     bind().map_err(|source| DnsError::Bind { proto: "udp", addr, source })
 }
@@ -189,38 +204,16 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
         socket.set_reuse_address(true)?;
         socket.bind(&SockAddr::from(addr))?;
         socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
         TcpListener::from_std(socket.into())
     };
     bind().map_err(|source| DnsError::Bind { proto: "tcp", addr, source })
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>) {
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(error) => {
-                // ICMP errors from earlier sends surface here; they concern one peer only.
-                tracing::debug!(%error, "udp receive");
-                continue;
-            }
-        };
-        match handler.step(&buf[..len], Transport::Udp) {
-            Step::Reply(bytes) => send(&socket, &bytes, peer).await,
-            Step::Drop => {}
-            Step::Resolve(pending) => {
-                let (socket, handler) = (socket.clone(), handler.clone());
-                tokio::spawn(async move {
-                    let bytes = handler.resolve(pending).await;
-                    send(&socket, &bytes, peer).await;
-                });
-            }
-        }
-    }
-}
-
+/// A UDP reader thread: answers in place, hands upstream work to the runtime, and stops when
+/// `stop` is set (the handle's drop also shuts the socket down to wake it).
 fn serve_udp_blocking(
-    socket: std::net::UdpSocket,
+    socket: UdpSocket,
     handler: Arc<Handler>,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
@@ -231,7 +224,10 @@ fn serve_udp_blocking(
         let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(received) => received,
             Err(error) => {
-                if !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                if !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
                     tracing::debug!(%error, "udp receive");
                 }
                 continue;
@@ -257,12 +253,6 @@ fn serve_udp_blocking(
                 });
             }
         }
-    }
-}
-
-async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
-    if let Err(error) = socket.send_to(bytes, peer).await {
-        tracing::debug!(%peer, %error, "udp send");
     }
 }
 

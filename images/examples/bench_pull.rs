@@ -56,7 +56,11 @@ fn main() {
     layout.tag_manifest(&m, "v1");
     reg.push(&layout.dir, "v1", "bench/app");
     let reference = format!("{}/bench/app:v1", reg.host());
-    println!("image: {LAYERS} gzip layers, {:.1} MiB uncompressed, registry {}", total as f64 / 1048576.0, reg.host());
+    println!(
+        "image: {LAYERS} gzip layers, {:.1} MiB uncompressed, registry {}",
+        total as f64 / 1048576.0,
+        reg.host()
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let yaml = registry_yaml(&reg, None, None);
@@ -97,9 +101,18 @@ fn main() {
         peer.push(t.elapsed());
     }
     let (ours, peer) = (median(ours), median(peer));
-    println!("pull+unpack  skerry-images: {:>8.1} ms (median of {ROUNDS})", ours.as_secs_f64() * 1e3);
-    println!("pull+unpack  skopeo+umoci:  {:>8.1} ms (median of {ROUNDS})", peer.as_secs_f64() * 1e3);
-    println!("ratio (skopeo+umoci / skerry-images): {:.2}x", peer.as_secs_f64() / ours.as_secs_f64());
+    println!(
+        "pull+unpack  skerry-images: {:>8.1} ms (median of {ROUNDS})",
+        ours.as_secs_f64() * 1e3
+    );
+    println!(
+        "pull+unpack  skopeo+umoci:  {:>8.1} ms (median of {ROUNDS})",
+        peer.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio (skopeo+umoci / skerry-images): {:.2}x",
+        peer.as_secs_f64() / ours.as_secs_f64()
+    );
 
     let store = last_store.expect("a store");
     let mut prepare = Vec::new();
@@ -114,6 +127,9 @@ fn main() {
         rt.block_on(store.release_rootfs(&id)).expect("release");
         release.push(t.elapsed());
     }
-    println!("prepare_rootfs (overlay mount, {LAYERS} layers): {:.2} ms median", median(prepare).as_secs_f64() * 1e3);
+    println!(
+        "prepare_rootfs (overlay mount, {LAYERS} layers): {:.2} ms median",
+        median(prepare).as_secs_f64() * 1e3
+    );
     println!("release_rootfs: {:.2} ms median", median(release).as_secs_f64() * 1e3);
 }

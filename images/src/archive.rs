@@ -48,10 +48,8 @@ fn archive_err(path: &Path, detail: impl Into<String>) -> ImageError {
 
 /// A name for an image without one: `localhost/<archive stem>` with `tag` or the digest.
 fn fallback_name(archive: &Path, tag: Option<&str>, digest: &str) -> String {
-    let stem = archive
-        .file_name()
-        .map(|s| s.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
+    let stem =
+        archive.file_name().map(|s| s.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     let stem = stem.split('.').next().unwrap_or("");
     let clean: String = stem
         .chars()
@@ -245,7 +243,10 @@ fn blob_in_layout(work: &Path, archive: &Path, digest: &str) -> Result<PathBuf> 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, archive: &Path) -> Result<T> {
     let data = std::fs::read(path).ctx("reading", path)?;
     serde_json::from_slice(&data).map_err(|e| {
-        archive_err(archive, format!("{}: {e}", path.file_name().unwrap_or_default().to_string_lossy()))
+        archive_err(
+            archive,
+            format!("{}: {e}", path.file_name().unwrap_or_default().to_string_lossy()),
+        )
     })
 }
 
@@ -268,7 +269,8 @@ fn stage_oci_layout(
             .or_else(|| top.annotations.get(OCI_REF_NAME))
             .map(|n| normalise_name(n, archive, &top.digest))
             .unwrap_or_else(|| fallback_name(archive, None, &top.digest));
-        let bytes = std::fs::read(blob_in_layout(work, archive, &top.digest)?).ctx("reading", work)?;
+        let bytes =
+            std::fs::read(blob_in_layout(work, archive, &top.digest)?).ctx("reading", work)?;
         let (desc, bytes) = match parse_manifest(Some(&top.media_type), &bytes)? {
             ManifestDoc::Manifest(_) => (top.clone(), bytes),
             ManifestDoc::Index(idx) => {
@@ -300,7 +302,8 @@ fn stage_manifest(
     };
     let manifest_desc = Descriptor { size: bytes.len() as u64, platform: None, ..desc };
     content.write_blob(&manifest_desc, bytes)?;
-    content.import_file(&blob_in_layout(work, archive, &manifest.config.digest)?, &manifest.config)?;
+    content
+        .import_file(&blob_in_layout(work, archive, &manifest.config.digest)?, &manifest.config)?;
     for l in &manifest.layers {
         content.import_file(&blob_in_layout(work, archive, &l.digest)?, l)?;
     }
@@ -374,7 +377,8 @@ fn stage_docker_save(content: &ContentStore, archive: &Path, work: &Path) -> Res
             config: config_desc,
             layers,
         };
-        let bytes = serde_json::to_vec(&manifest).map_err(|err| archive_err(archive, err.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&manifest).map_err(|err| archive_err(archive, err.to_string()))?;
         let digest = crate::distribution::sha256_digest(&bytes);
         let desc = Descriptor {
             media_type: DOCKER_MANIFEST.into(),

@@ -94,7 +94,9 @@ pub(crate) async fn answer(
         "basic" => match credentials {
             Some(Credentials::Basic { username, password }) => basic_header(username, password)
                 .ok_or_else(|| unauthorized("credentials are not valid header text".into())),
-            _ => Err(unauthorized("registry requires basic auth and no credentials are set".into())),
+            _ => {
+                Err(unauthorized("registry requires basic auth and no credentials are set".into()))
+            }
         },
         "bearer" => {
             let realm = challenge
@@ -173,7 +175,10 @@ async fn fetch_token(
         ImageError::Registry { registry: realm.into(), detail: format!("token response: {e}") }
     })?;
     parsed.token.or(parsed.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-        ImageError::Registry { registry: realm.into(), detail: "token response has no token".into() }
+        ImageError::Registry {
+            registry: realm.into(),
+            detail: "token response has no token".into(),
+        }
     })
 }
 

@@ -77,7 +77,12 @@ impl RegistryClient {
     }
 
     /// GET `path` on the endpoint, answering one auth challenge.
-    async fn get(&self, ep: &Endpoint, path: &str, headers: HeaderMap) -> Result<Response<Incoming>> {
+    async fn get(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>> {
         let url = format!("{}/v2/{}/{}", ep.base(), ep.repository, path);
         let key = format!("{} {}", ep.base(), ep.repository);
         let cached = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
@@ -281,7 +286,10 @@ async fn stream_into(
         match frame {
             None => {
                 if writer.len < size {
-                    return Err(conn(format!("connection closed at {} of {size} bytes", writer.len)));
+                    return Err(conn(format!(
+                        "connection closed at {} of {size} bytes",
+                        writer.len
+                    )));
                 }
                 return Ok(());
             }
@@ -326,7 +334,11 @@ fn check_status(resp: &Response<Incoming>, what: &str, ep: &Endpoint) -> Result<
 /// Checks a blob's length and digest against its descriptor.
 pub(crate) fn verify(what: &str, desc: &Descriptor, len: u64, digest: &str) -> Result<()> {
     if len != desc.size {
-        return Err(ImageError::SizeMismatch { what: what.into(), expected: desc.size, actual: len });
+        return Err(ImageError::SizeMismatch {
+            what: what.into(),
+            expected: desc.size,
+            actual: len,
+        });
     }
     if digest != desc.digest {
         return Err(ImageError::DigestMismatch {

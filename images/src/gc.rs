@@ -77,7 +77,9 @@ impl ImageStore {
             }
             match self.remove(&image.name).await {
                 Ok(()) => report.removed_images.push(image.name),
-                Err(e) => tracing::warn!(image = %image.name, error = %e, "image GC could not remove"),
+                Err(e) => {
+                    tracing::warn!(image = %image.name, error = %e, "image GC could not remove")
+                }
             }
             report.usage_after = usage()?;
         }

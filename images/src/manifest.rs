@@ -126,9 +126,7 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Manifes
     if is_index {
         serde_json::from_value(value).map(ManifestDoc::Index).map_err(|e| invalid(e.to_string()))
     } else {
-        serde_json::from_value(value)
-            .map(ManifestDoc::Manifest)
-            .map_err(|e| invalid(e.to_string()))
+        serde_json::from_value(value).map(ManifestDoc::Manifest).map_err(|e| invalid(e.to_string()))
     }
 }
 

@@ -206,7 +206,9 @@ impl ImageStore {
         let per_layer = Arc::new(Mutex::new(vec![0u64; layers.len()]));
         let order = Arc::new(order);
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (layer, diff_id)) in layers.iter().cloned().zip(cfg.rootfs.diff_ids.clone()).enumerate() {
+        for (i, (layer, diff_id)) in
+            layers.iter().cloned().zip(cfg.rootfs.diff_ids.clone()).enumerate()
+        {
             let store = self.clone();
             let client = client.clone();
             let order = order.clone();
@@ -340,9 +342,9 @@ impl ImageStore {
                         break;
                     }
                     // A corrupt blob is a fact about the content, not the link: stop here.
-                    Err(e @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. })) => {
-                        return Err(e)
-                    }
+                    Err(
+                        e @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. }),
+                    ) => return Err(e),
                     Err(e) => {
                         tracing::warn!(endpoint = %ep.base(), digest = %layer.digest, error = %e, "blob download failed");
                         last = Some(better(last, e));

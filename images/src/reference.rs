@@ -66,7 +66,8 @@ impl Reference {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let registry =
+            if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
             format!("library/{repository}")
         } else {

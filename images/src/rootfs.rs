@@ -8,10 +8,10 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::OFlags;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
 };
-use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::content::write_atomic;
@@ -226,12 +226,17 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
     }
     // Still too long for one page: hand the layers over one at a time (Linux 6.8+).
     let dir_fd = |p: &Path| {
-        rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, rustix::fs::Mode::empty())
+        rustix::fs::open(
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
     };
     let (upper_fd, work_fd) = (dir_fd(upper).map_err(mount_err)?, dir_fd(work).map_err(mount_err)?);
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(mount_err)?;
     for l in &short {
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", l.as_str()).map_err(mount_err)?;
+        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", l.as_str())
+            .map_err(mount_err)?;
     }
     let fd_path = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
     rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", fd_path(&upper_fd).as_str())
@@ -254,5 +259,11 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
 
 fn legacy_mount(target: &Path, options: String) -> std::result::Result<(), rustix::io::Errno> {
     let options = std::ffi::CString::new(options).map_err(|_| rustix::io::Errno::INVAL)?;
-    rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), Some(options.as_c_str()))
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        Some(options.as_c_str()),
+    )
 }

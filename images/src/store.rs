@@ -151,7 +151,9 @@ impl ImageStore {
                 match std::fs::read(&p).map(|b| serde_json::from_slice::<Image>(&b)) {
                     Ok(Ok(img)) => out.push(img),
                     Ok(Err(err)) => tracing::warn!(path = %p.display(), %err, "bad image record"),
-                    Err(err) => tracing::warn!(path = %p.display(), %err, "unreadable image record"),
+                    Err(err) => {
+                        tracing::warn!(path = %p.display(), %err, "unreadable image record")
+                    }
                 }
             }
         }
@@ -222,10 +224,8 @@ impl ImageStore {
     /// root filesystem made from it exists (and no other name keeps the same manifest).
     pub async fn remove(&self, reference: &str) -> Result<()> {
         let image = self.get(reference)?;
-        let others_share = self
-            .list()?
-            .iter()
-            .any(|i| i.name != image.name && i.digest == image.digest);
+        let others_share =
+            self.list()?.iter().any(|i| i.name != image.name && i.digest == image.digest);
         if !others_share {
             let users: Vec<String> = self
                 .leases()?
@@ -343,12 +343,12 @@ impl ImageStore {
     pub async fn prune(&self) -> Result<PruneReport> {
         let _exclusive = self.lock_store(true).await?;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.prune_blocking())
-            .await
-            .map_err(|e| ImageError::Io {
+        tokio::task::spawn_blocking(move || store.prune_blocking()).await.map_err(|e| {
+            ImageError::Io {
                 context: "prune thread".into(),
                 source: std::io::Error::other(e.to_string()),
-            })?
+            }
+        })?
     }
 
     fn prune_blocking(&self) -> Result<PruneReport> {
@@ -374,11 +374,8 @@ impl ImageStore {
                 }
                 let p = e.path();
                 *freed += du(&p);
-                let removed = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
+                let removed =
+                    if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
                 match removed {
                     Ok(()) => *count += 1,
                     Err(err) => tracing::warn!(path = %p.display(), %err, "prune failed"),
@@ -416,9 +413,7 @@ pub struct PruneReport {
 pub(crate) fn du(p: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(p) else { return 0 };
     if meta.is_dir() {
-        std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
-            .unwrap_or(0)
+        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
     } else {
         meta.len()
     }

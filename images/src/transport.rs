@@ -220,7 +220,10 @@ pub(crate) async fn read_body(
         match frame {
             None => return Ok(Bytes::from(out)),
             Some(Err(e)) => {
-                return Err(ImageError::Connect { endpoint: endpoint.into(), detail: e.to_string() })
+                return Err(ImageError::Connect {
+                    endpoint: endpoint.into(),
+                    detail: e.to_string(),
+                })
             }
             Some(Ok(f)) => {
                 if let Ok(data) = f.into_data() {
@@ -238,10 +241,8 @@ pub(crate) async fn read_body(
 }
 
 fn build_tls(tls: Option<&TlsConfig>, host: &str) -> Result<ClientConfig> {
-    let cfg_err = |detail: String| ImageError::Config {
-        source_name: format!("configs.{host}.tls"),
-        detail,
-    };
+    let cfg_err =
+        |detail: String| ImageError::Config { source_name: format!("configs.{host}.tls"), detail };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -256,9 +257,7 @@ fn build_tls(tls: Option<&TlsConfig>, host: &str) -> Result<ClientConfig> {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let builder = if tls.is_some_and(|t| t.insecure_skip_verify) {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
     } else {
         builder.with_root_certificates(roots)
     };

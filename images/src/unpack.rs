@@ -70,10 +70,12 @@ pub(crate) fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read
 
 /// Unpacks one layer stream into `dest`, an existing empty directory.
 pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<LayerStats> {
-    let decoded = decompress(reader).map_err(|e| ImageError::io("decompressing layer for", dest, e))?;
+    let decoded =
+        decompress(reader).map_err(|e| ImageError::io("decompressing layer for", dest, e))?;
     let mut hashing = HashingReader { inner: decoded, hasher: Sha256::new() };
-    let root = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| ImageError::io("opening snapshot", dest, e.into()))?;
+    let root =
+        rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| ImageError::io("opening snapshot", dest, e.into()))?;
     let mut unpacker = Unpacker {
         root,
         dest,
@@ -83,7 +85,8 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<LayerStats> {
     };
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries().map_err(|e| ImageError::io("reading layer into", dest, e))?;
+        let entries =
+            archive.entries().map_err(|e| ImageError::io("reading layer into", dest, e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| ImageError::io("reading layer into", dest, e))?;
             unpacker.apply(&mut entry)?;
@@ -91,7 +94,8 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<LayerStats> {
         }
     }
     // The diff ID covers the whole stream, including the end-of-archive padding.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImageError::io("reading layer into", dest, e))?;
+    io::copy(&mut hashing, &mut io::sink())
+        .map_err(|e| ImageError::io("reading layer into", dest, e))?;
     unpacker.finish_dir_times();
     let mut stats = unpacker.stats;
     stats.diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
@@ -163,9 +167,7 @@ impl Unpacker<'_> {
                 Err(Errno::LOOP | Errno::XDEV) => {
                     return Err(unsafe_entry(entry, "path goes through a symlink"))
                 }
-                Err(Errno::NOTDIR) => {
-                    return Err(unsafe_entry(entry, "parent is not a directory"))
-                }
+                Err(Errno::NOTDIR) => return Err(unsafe_entry(entry, "parent is not a directory")),
                 Err(e) => return Err(self.io_err("opening", rel, e)),
             };
         }
@@ -173,7 +175,13 @@ impl Unpacker<'_> {
     }
 
     /// Removes whatever is at `name` in `dir` (a later entry replaces an earlier one).
-    fn remove_existing(&self, dir: &OwnedFd, name: &OsStr, rel: &Path, keep_dir: bool) -> Result<bool> {
+    fn remove_existing(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        keep_dir: bool,
+    ) -> Result<bool> {
         let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(false),
@@ -185,7 +193,8 @@ impl Unpacker<'_> {
             }
             // The parent was resolved without symlinks, so this path stays beneath the root;
             // remove_dir_all itself never follows symlinks.
-            std::fs::remove_dir_all(self.dest.join(rel)).map_err(|e| self.io_err("removing", rel, e))?;
+            std::fs::remove_dir_all(self.dest.join(rel))
+                .map_err(|e| self.io_err("removing", rel, e))?;
         } else {
             rustix::fs::unlinkat(dir, name, AtFlags::empty())
                 .map_err(|e| self.io_err("removing", rel, e))?;
@@ -194,7 +203,10 @@ impl Unpacker<'_> {
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path().map_err(|e| self.io_err("reading entry name in", Path::new(""), e))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| self.io_err("reading entry name in", Path::new(""), e))?
+            .into_owned();
         let rel = safe_relative(&raw)?;
         let Some(name) = rel.file_name().map(OsStr::to_os_string) else {
             return Ok(()); // the layer root itself
@@ -204,8 +216,13 @@ impl Unpacker<'_> {
         let name_bytes = name.as_bytes();
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
-            return rustix::fs::fsetxattr(&parent, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
-                .map_err(|e| self.io_err("marking opaque (needs root)", &parent_rel, e));
+            return rustix::fs::fsetxattr(
+                &parent,
+                "trusted.overlay.opaque",
+                b"y",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .map_err(|e| self.io_err("marking opaque (needs root)", &parent_rel, e));
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let hidden = OsStr::from_bytes(hidden);
@@ -214,8 +231,14 @@ impl Unpacker<'_> {
             }
             let target = parent_rel.join(hidden);
             self.remove_existing(&parent, hidden, &target, false)?;
-            return rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
-                .map_err(|e| self.io_err("creating whiteout (needs root)", &target, e));
+            return rustix::fs::mknodat(
+                &parent,
+                hidden,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            )
+            .map_err(|e| self.io_err("creating whiteout (needs root)", &target, e));
         }
 
         let header = entry.header().clone();
@@ -241,7 +264,11 @@ impl Unpacker<'_> {
                 let fd = rustix::fs::openat(
                     &parent,
                     &name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| self.io_err("creating", &rel, e))?;
@@ -268,7 +295,10 @@ impl Unpacker<'_> {
                     .ok_or_else(|| unsafe_entry(&raw, "hard link without target"))?
                     .into_owned();
                 let target = safe_relative(&target_raw).map_err(|_| {
-                    unsafe_entry(&raw, &format!("hard link to {} leaves the layer", target_raw.display()))
+                    unsafe_entry(
+                        &raw,
+                        &format!("hard link to {} leaves the layer", target_raw.display()),
+                    )
                 })?;
                 let tname = target
                     .file_name()
@@ -276,8 +306,9 @@ impl Unpacker<'_> {
                     .to_os_string();
                 let tparent = self.open_dir(target.parent().unwrap_or(Path::new("")), &raw)?;
                 self.remove_existing(&parent, &name, &rel, false)?;
-                rustix::fs::linkat(&tparent, &tname, &parent, &name, AtFlags::empty())
-                    .map_err(|e| self.io_err(&format!("hard-linking to {}", target.display()), &rel, e))?;
+                rustix::fs::linkat(&tparent, &tname, &parent, &name, AtFlags::empty()).map_err(
+                    |e| self.io_err(&format!("hard-linking to {}", target.display()), &rel, e),
+                )?;
                 return Ok(()); // a hard link shares the target's metadata
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -349,7 +380,9 @@ impl Unpacker<'_> {
                     tracing::warn!(entry = %rel.display(), %key, "ignoring overlay xattr from layer");
                     continue;
                 }
-                if let Err(e) = rustix::fs::fsetxattr(fd, key.as_str(), value, rustix::fs::XattrFlags::empty()) {
+                if let Err(e) =
+                    rustix::fs::fsetxattr(fd, key.as_str(), value, rustix::fs::XattrFlags::empty())
+                {
                     tracing::warn!(entry = %rel.display(), %key, error = %e, "could not set xattr");
                 }
             }

@@ -49,7 +49,10 @@ async fn oci_archive_imports_with_its_name_and_exports_back() {
     s.export("example.com/tools/busybox:1.36", &out).await.unwrap();
     let s2 = store(&tmp.path().join("second"));
     let again = s2.import(&out).await.unwrap();
-    assert_eq!((again[0].name.as_str(), again[0].digest.as_str()), (imported[0].name.as_str(), d.as_str()));
+    assert_eq!(
+        (again[0].name.as_str(), again[0].digest.as_str()),
+        (imported[0].name.as_str(), d.as_str())
+    );
     // A peer tool reads the export as an OCI archive.
     if let Some(skopeo) = skerry_testkit::find_program(&["/usr/bin/skopeo"]) {
         let out = std::process::Command::new(skopeo)
@@ -104,7 +107,10 @@ async fn docker_save_archives_import_plain_and_gzip() {
         let names: Vec<_> = imported.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, vec!["docker.io/library/busybox:saved", "reg.local/b:1"]);
         let cfg = s.inspect("busybox:saved").unwrap().config;
-        assert_eq!((cfg.entrypoint, cfg.cmd), (vec!["/bin/cat".to_string()], vec!["/etc/marker".to_string()]));
+        assert_eq!(
+            (cfg.entrypoint, cfg.cmd),
+            (vec!["/bin/cat".to_string()], vec!["/etc/marker".to_string()])
+        );
         let snap = s.root().join("snapshots").join(&imported[0].layers[0].digest[7..]);
         assert_eq!(std::fs::read_to_string(snap.join("etc/marker")).unwrap(), "docker");
     }
@@ -133,17 +139,33 @@ async fn a_tampered_or_malicious_archive_registers_nothing() {
     // A layer blob that does not match its digest.
     let mut layout = Layout::new(&tmp.path().join("layout"));
     let layer = gzip(&tar_of(&[Entry::File("f", b"good", 0o644)]));
-    let m = layout.image(&ImageSpec { arch: host_arch(), variant: None, layers: vec![tar_of(&[Entry::File("f", b"good", 0o644)])], gzip: true, cmd: vec![] });
+    let m = layout.image(&ImageSpec {
+        arch: host_arch(),
+        variant: None,
+        layers: vec![tar_of(&[Entry::File("f", b"good", 0o644)])],
+        gzip: true,
+        cmd: vec![],
+    });
     layout.tag_manifest(&m, "example.com/x:1");
-    std::fs::write(layout.dir.join("blobs/sha256").join(&digest(&layer)[7..]), gzip(b"evil")).unwrap();
+    std::fs::write(layout.dir.join("blobs/sha256").join(&digest(&layer)[7..]), gzip(b"evil"))
+        .unwrap();
     let archive = tmp.path().join("bad.tar");
     layout.archive(&archive);
     let s = store(tmp.path());
     let err = s.import(&archive).await.unwrap_err();
-    assert!(matches!(err, ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. }),
+        "{err}"
+    );
     // A layer that escapes its root.
     let mut layout = Layout::new(&tmp.path().join("layout2"));
-    let m = layout.image(&ImageSpec { arch: host_arch(), variant: None, layers: vec![tar_of(&[Entry::File("../../escape", b"x", 0o644)])], gzip: false, cmd: vec![] });
+    let m = layout.image(&ImageSpec {
+        arch: host_arch(),
+        variant: None,
+        layers: vec![tar_of(&[Entry::File("../../escape", b"x", 0o644)])],
+        gzip: false,
+        cmd: vec![],
+    });
     layout.tag_manifest(&m, "example.com/y:1");
     let archive = tmp.path().join("evil.tar");
     layout.archive(&archive);

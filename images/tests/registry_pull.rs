@@ -132,7 +132,10 @@ async fn multi_arch_index_resolves_to_the_node_platform() {
     let amd = layout.image(&mk("amd64", None, "amd64"));
     let a64 = layout.image(&mk("arm64", Some("v8"), "arm64"));
     let v7 = layout.image(&mk("arm", Some("v7"), "arm/v7"));
-    layout.tag_index(&[(&amd, "amd64", None), (&a64, "arm64", Some("v8")), (&v7, "arm", Some("v7"))], "multi");
+    layout.tag_index(
+        &[(&amd, "amd64", None), (&a64, "arm64", Some("v8")), (&v7, "arm", Some("v7"))],
+        "multi",
+    );
     reg.push(&layout.dir, "multi", "multi/app");
     let yaml = registry_yaml(&reg, None, None);
     let reference = format!("{}/multi/app:multi", reg.host());
@@ -168,8 +171,14 @@ async fn mirror_is_used_and_upstream_is_the_fallback() {
     let upstream = Registry::start(&tmp.path().join("up"), None, None);
     let mirror = Registry::start(&tmp.path().join("mirror"), None, None);
     // Only the mirror has `team/app` (under a rewritten name); only upstream has `team/other`.
-    let on_mirror = push_simple(&mirror, tmp.path(), "cache/team/app", tar_of(&[Entry::File("m", b"m", 0o644)]));
-    let on_upstream = push_simple(&upstream, tmp.path(), "team/other", tar_of(&[Entry::File("u", b"u", 0o644)]));
+    let on_mirror = push_simple(
+        &mirror,
+        tmp.path(),
+        "cache/team/app",
+        tar_of(&[Entry::File("m", b"m", 0o644)]),
+    );
+    let on_upstream =
+        push_simple(&upstream, tmp.path(), "team/other", tar_of(&[Entry::File("u", b"u", 0o644)]));
     let dead = skerry_testkit::free_port();
     let yaml = format!(
         "mirrors:\n  \"{up}\":\n    endpoint: [\"http://127.0.0.1:{dead}\", \"http://{m}\"]\n    rewrite:\n      \"^team/(.*)\": \"cache/team/$1\"\n\
@@ -183,7 +192,8 @@ async fn mirror_is_used_and_upstream_is_the_fallback() {
     let img = s.pull(&format!("{}/team/other:v1", upstream.host()), opts(&yaml)).await.unwrap();
     assert_eq!(img.digest, on_upstream, "fell back to upstream");
     drop(mirror);
-    let err = s.pull(&format!("{}/team/missing:v1", upstream.host()), opts(&yaml)).await.unwrap_err();
+    let err =
+        s.pull(&format!("{}/team/missing:v1", upstream.host()), opts(&yaml)).await.unwrap_err();
     assert!(matches!(err.root(), ImageError::NotFound { .. }), "definite answer wins: {err}");
 }
 
@@ -221,7 +231,12 @@ async fn a_corrupted_blob_is_rejected_and_nothing_is_registered() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = Registry::start(&tmp.path().join("reg"), None, None);
     let layer = gzip(&tar_of(&[Entry::File("f", &random_bytes(100_000, 3), 0o644)]));
-    push_simple(&reg, tmp.path(), "bad/app", tar_of(&[Entry::File("f", &random_bytes(100_000, 3), 0o644)]));
+    push_simple(
+        &reg,
+        tmp.path(),
+        "bad/app",
+        tar_of(&[Entry::File("f", &random_bytes(100_000, 3), 0o644)]),
+    );
     // Flip bytes in the registry's copy of the layer (same size, different content).
     let file = reg.blob_file(&digest(&layer));
     let mut data = std::fs::read(&file).unwrap();
@@ -248,7 +263,12 @@ async fn concurrent_pulls_of_one_image_download_it_once() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let reg = Registry::start(&tmp.path().join("reg"), None, None);
-    let d = push_simple(&reg, tmp.path(), "shared/app", tar_of(&[Entry::File("f", &random_bytes(1 << 20, 9), 0o644)]));
+    let d = push_simple(
+        &reg,
+        tmp.path(),
+        "shared/app",
+        tar_of(&[Entry::File("f", &random_bytes(1 << 20, 9), 0o644)]),
+    );
     let proxy = CuttingProxy::start(format!("127.0.0.1:{}", reg.port).parse().unwrap(), u64::MAX);
     let host = format!("127.0.0.1:{}", proxy.port);
     let yaml = format!("configs:\n  \"{host}\":\n    plain_http: true\n");
@@ -262,7 +282,11 @@ async fn concurrent_pulls_of_one_image_download_it_once() {
     for p in pulls {
         assert_eq!(p.await.unwrap().unwrap().digest, d);
     }
-    assert_eq!(proxy.layer_gets.load(Ordering::SeqCst), 2, "config and layer fetched once for four pulls");
+    assert_eq!(
+        proxy.layer_gets.load(Ordering::SeqCst),
+        2,
+        "config and layer fetched once for four pulls"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

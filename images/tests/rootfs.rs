@@ -17,7 +17,13 @@ fn store(root: &Path) -> ImageStore {
 async fn import(s: &ImageStore, tmp: &Path, name: &str, layers: Vec<Vec<u8>>) -> String {
     let dir = tmp.join(format!("layout-{}", name.replace(['/', ':'], "_")));
     let mut layout = Layout::new(&dir);
-    let m = layout.image(&ImageSpec { arch: host_arch(), variant: None, layers, gzip: true, cmd: vec!["/bin/sh"] });
+    let m = layout.image(&ImageSpec {
+        arch: host_arch(),
+        variant: None,
+        layers,
+        gzip: true,
+        cmd: vec!["/bin/sh"],
+    });
     layout.tag_manifest(&m, name);
     let archive = dir.with_extension("tar");
     layout.archive(&archive);
@@ -62,7 +68,8 @@ async fn overlay_rootfs_applies_whiteouts_and_runs_busybox() {
         Entry::File("data/.wh..wh..opq", b"", 0o644),
         Entry::File("data/c", b"c", 0o644),
     ]);
-    let name = import(&s, tmp.path(), "example.com/wh:1", vec![busybox_layer("overlay"), base, top]).await;
+    let name =
+        import(&s, tmp.path(), "example.com/wh:1", vec![busybox_layer("overlay"), base, top]).await;
     let target = tmp.path().join("rootfs");
     let rootfs = s.prepare_rootfs(&name, "c1", &target).await.unwrap();
     let guard = Mounted(s.clone(), "c1");
@@ -71,11 +78,13 @@ async fn overlay_rootfs_applies_whiteouts_and_runs_busybox() {
     assert!(mounted(&target));
     assert!(!target.join("gone").exists(), "whiteout hides the lower file");
     assert!(target.join("keep").exists());
-    let mut data: Vec<_> = std::fs::read_dir(target.join("data")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let mut data: Vec<_> =
+        std::fs::read_dir(target.join("data")).unwrap().flatten().map(|e| e.file_name()).collect();
     data.sort();
     assert_eq!(data, vec!["c"], "opaque dir hides lower entries");
     // The image runs: busybox from the bottom layer, marker from the same layer.
-    let out = Command::new("chroot").arg(&target).args(["/bin/cat", "/etc/marker"]).output().unwrap();
+    let out =
+        Command::new("chroot").arg(&target).args(["/bin/cat", "/etc/marker"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "overlay");
     // Writes land in the container's upper dir, not in the shared snapshots.
     std::fs::write(target.join("new"), "w").unwrap();
@@ -104,8 +113,9 @@ async fn more_layers_than_one_mount_option_string_holds() {
     // A long store path makes 40 lower dirs exceed the one-page option string.
     let root = tmp.path().join("x".repeat(200)).join("y".repeat(60));
     let s = store(&root);
-    let layers: Vec<Vec<u8>> =
-        (0..40).map(|i| tar_of(&[Entry::File(&format!("f{i}"), format!("{i}").as_bytes(), 0o644)])).collect();
+    let layers: Vec<Vec<u8>> = (0..40)
+        .map(|i| tar_of(&[Entry::File(&format!("f{i}"), format!("{i}").as_bytes(), 0o644)]))
+        .collect();
     let name = import(&s, tmp.path(), "example.com/many:1", layers).await;
     let target = tmp.path().join("rootfs");
     s.prepare_rootfs(&name, "many", &target).await.unwrap();
@@ -123,8 +133,9 @@ async fn hundreds_of_layers_mount_through_the_new_mount_api() {
     let tmp = tempfile::tempdir().unwrap();
     let s = store(&tmp.path().join("store"));
     // 260 layers: even /proc/self/fd/N names exceed one page of mount options.
-    let layers: Vec<Vec<u8>> =
-        (0..260).map(|i| tar_of(&[Entry::File(&format!("f{i}"), format!("{i}").as_bytes(), 0o644)])).collect();
+    let layers: Vec<Vec<u8>> = (0..260)
+        .map(|i| tar_of(&[Entry::File(&format!("f{i}"), format!("{i}").as_bytes(), 0o644)]))
+        .collect();
     let name = import(&s, tmp.path(), "example.com/huge:1", layers).await;
     let target = tmp.path().join("rootfs");
     s.prepare_rootfs(&name, "huge", &target).await.unwrap();
@@ -181,14 +192,26 @@ async fn a_full_disk_is_reported_as_disk_full_and_registers_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let small = tmp.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    rustix::mount::mount("tmpfs", &small, "tmpfs", rustix::mount::MountFlags::empty(), Some(c"size=2m"))
-        .unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &small,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=2m"),
+    )
+    .unwrap();
     let _guard = Tmpfs(small.clone());
     let s = store(&small.join("store"));
     let dir = tmp.path().join("layout");
     let mut layout = Layout::new(&dir);
     let big = tar_of(&[Entry::File("big", &random_bytes(3 << 20, 11), 0o644)]);
-    let m = layout.image(&ImageSpec { arch: host_arch(), variant: None, layers: vec![big], gzip: false, cmd: vec![] });
+    let m = layout.image(&ImageSpec {
+        arch: host_arch(),
+        variant: None,
+        layers: vec![big],
+        gzip: false,
+        cmd: vec![],
+    });
     layout.tag_manifest(&m, "example.com/big:1");
     let archive = tmp.path().join("big.tar");
     layout.archive(&archive);

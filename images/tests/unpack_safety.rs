@@ -35,7 +35,8 @@ fn assert_unsafe(res: skerry_images::Result<skerry_images::unpack::LayerStats>, 
 
 fn outside_untouched(f: &Fixture) {
     assert_eq!(std::fs::read_to_string(f.outside.join("secret")).unwrap(), "original");
-    let names: Vec<_> = std::fs::read_dir(&f.outside).unwrap().flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> =
+        std::fs::read_dir(&f.outside).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(names.len(), 1, "nothing new outside the target: {names:?}");
     assert!(!Path::new("/pwned").exists());
 }
@@ -43,7 +44,8 @@ fn outside_untouched(f: &Fixture) {
 #[test]
 fn dot_dot_paths_are_refused() {
     let f = fixture();
-    let layer = tar_of(&[Entry::File("ok", b"1", 0o644), Entry::File("../outside/pwned", b"x", 0o644)]);
+    let layer =
+        tar_of(&[Entry::File("ok", b"1", 0o644), Entry::File("../outside/pwned", b"x", 0o644)]);
     assert_unsafe(unpack_layer(&layer[..], &f.target), "../ path");
     let layer = tar_of(&[Entry::File("a/../../outside/pwned", b"x", 0o644)]);
     assert_unsafe(unpack_layer(&layer[..], &f.target), "nested ../ path");
@@ -64,13 +66,18 @@ fn writes_through_a_symlink_are_refused() {
     let f = fixture();
     // Relative and absolute symlinks to outside, then a file "inside" them.
     for link_target in ["../outside".to_string(), f.outside.display().to_string()] {
-        let layer = tar_of(&[Entry::Symlink("link", &link_target), Entry::File("link/pwned", b"x", 0o644)]);
+        let layer =
+            tar_of(&[Entry::Symlink("link", &link_target), Entry::File("link/pwned", b"x", 0o644)]);
         let t = f.target.join(format!("t{}", link_target.len()));
         std::fs::create_dir(&t).unwrap();
         assert_unsafe(unpack_layer(&layer[..], &t), "symlink then write-through");
     }
     // A symlink inside the layer pointing inside is still not followed for writes.
-    let layer = tar_of(&[Entry::Dir("real/"), Entry::Symlink("alias", "real"), Entry::File("alias/f", b"x", 0o644)]);
+    let layer = tar_of(&[
+        Entry::Dir("real/"),
+        Entry::Symlink("alias", "real"),
+        Entry::File("alias/f", b"x", 0o644),
+    ]);
     let t = f.target.join("inner");
     std::fs::create_dir(&t).unwrap();
     assert_unsafe(unpack_layer(&layer[..], &t), "write through an inner symlink");
@@ -135,12 +142,17 @@ fn whiteouts_become_overlay_whiteouts() {
         return;
     }
     let f = fixture();
-    let layer = tar_of(&[Entry::Dir("d/"), Entry::File("d/.wh..wh..opq", b"", 0o644), Entry::File(".wh.gone", b"", 0o644)]);
+    let layer = tar_of(&[
+        Entry::Dir("d/"),
+        Entry::File("d/.wh..wh..opq", b"", 0o644),
+        Entry::File(".wh.gone", b"", 0o644),
+    ]);
     unpack_layer(&layer[..], &f.target).unwrap();
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let wh = std::fs::symlink_metadata(f.target.join("gone")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "0/0 char device");
-    let opaque = rustix::fs::getxattr(&f.target.join("d"), "trusted.overlay.opaque", &mut [0u8; 4]).unwrap();
+    let opaque =
+        rustix::fs::getxattr(f.target.join("d"), "trusted.overlay.opaque", &mut [0u8; 4]).unwrap();
     assert_eq!(opaque, 1);
     assert!(!f.target.join("d/.wh..wh..opq").exists());
 }
@@ -149,7 +161,8 @@ fn whiteouts_become_overlay_whiteouts() {
 fn zstd_and_uncompressed_layers_unpack_to_the_same_diff_id() {
     let f = fixture();
     let tar = tar_of(&[Entry::File("z/file", &random_bytes(50_000, 5), 0o644)]);
-    let zst = ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let zst =
+        ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
     assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
     let a = f.target.join("zstd");
     let b = f.target.join("plain");

@@ -173,9 +173,7 @@ fn sync_bench(n: usize) {
     let kp_full = nft_f(&ns, &kube_proxy_ruleset(n));
     let kp_incr = nft_f(
         &ns,
-        &format!(
-            "flush chain ip kp svc-0\ntable ip kp {{ chain svc-0 {{ ip saddr != 10.42.0.0/16 jump mark-for-masquerade\n numgen random mod 2 vmap {{ 0 : goto ep-0-0, 1 : goto ep-0-1 }}\n }}\n}}\n"
-        ),
+        "flush chain ip kp svc-0\ntable ip kp { chain svc-0 { ip saddr != 10.42.0.0/16 jump mark-for-masquerade\n numgen random mod 2 vmap { 0 : goto ep-0-0, 1 : goto ep-0-1 }\n }\n}\n",
     );
     println!(
         "{n:>6} services x 3 endpoints: skerry full sync {:>8.1} ms ({} netlink commands, {} KiB, \
@@ -194,17 +192,33 @@ fn sync_bench(n: usize) {
     );
 }
 
-fn connect_latency(client: &std::path::Path, to: SocketAddr, rounds: usize) -> Duration {
+/// Medians of one connect+request+reply straight to `direct` and through `vip`, interleaved
+/// one by one so background load hits both alike (the machine is shared).
+fn connect_latency(
+    client: &std::path::Path,
+    direct: SocketAddr,
+    vip: SocketAddr,
+    rounds: usize,
+) -> (Duration, Duration) {
     let client = client.to_path_buf();
     netns::run_in(Some(&client.clone()), move || {
-        let mut buf = [0u8; 16];
-        let t = Instant::now();
-        for _ in 0..rounds {
+        let once = |to: SocketAddr| {
+            let mut buf = [0u8; 16];
+            let t = Instant::now();
             let mut s = TcpStream::connect(to).unwrap();
             s.write_all(b"ping").unwrap();
             let _ = s.read(&mut buf).unwrap();
+            t.elapsed()
+        };
+        let mut a = Vec::with_capacity(rounds);
+        let mut b = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            a.push(once(direct));
+            b.push(once(vip));
         }
-        t.elapsed() / rounds as u32
+        a.sort();
+        b.sort();
+        (a[rounds / 2], b[rounds / 2])
     })
     .unwrap()
 }
@@ -259,25 +273,15 @@ async fn latency_bench() {
     proxy.sync(&svcs, &slices).unwrap();
     let direct_addr = SocketAddr::from((pod_ip, 8080));
     let vip = SocketAddr::from((cluster_ip(0), 80));
-    let rounds = 2000;
-    connect_latency(&client.path(), direct_addr, 200); // warm-up
-    connect_latency(&client.path(), vip, 200);
-    for (label, from) in
-        [("pod on the same bridge", client.path()), ("the node itself", node.path())]
-    {
-        let mut direct = Duration::ZERO;
-        let mut via = Duration::ZERO;
-        for _ in 0..3 {
-            // Interleave to share any background noise between both.
-            direct += connect_latency(&from, direct_addr, rounds);
-            via += connect_latency(&from, vip, rounds);
-        }
+    let rounds = 5000;
+    connect_latency(&client.path(), direct_addr, vip, 200); // warm-up
+    for (label, from) in [("a pod on the same bridge", client.path()), ("the node", node.path())] {
+        let (direct, via) = connect_latency(&from, direct_addr, vip, rounds);
         println!(
-            "connect+request+reply from {label}, mean of {} rounds: direct to pod {:.1} us, \
+            "connect+request+reply from {label}, median of {rounds}: direct to pod {:.1} us, \
              via ClusterIP {:.1} us (overhead {:+.1} %)",
-            3 * rounds,
-            direct.as_secs_f64() / 3.0 * 1e6,
-            via.as_secs_f64() / 3.0 * 1e6,
+            direct.as_secs_f64() * 1e6,
+            via.as_secs_f64() * 1e6,
             (via.as_secs_f64() / direct.as_secs_f64() - 1.0) * 100.0
         );
     }

@@ -16,6 +16,8 @@ use std::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use serde::{Deserialize, Serialize};
@@ -210,9 +212,6 @@ fn run_exec(container_dir: &Path, spec_file: &Path, work: &Path) -> Result<i32> 
     if let Some(console) = console {
         let master = receive_pty_master(&console)?;
         let _ = std::fs::remove_file(&console_path);
-        if let Some((rows, cols)) = spec.size {
-            set_winsize(master.as_raw_fd(), rows, cols);
-        }
         // Block SIGWINCH (after build: the exec'd process must not inherit the mask) before
         // any thread exists, so that only the resize thread takes it.
         let mut winch = SigSet::empty();
@@ -227,6 +226,35 @@ fn run_exec(container_dir: &Path, spec_file: &Path, work: &Path) -> Result<i32> 
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(sys_err("waiting for exec process")(e)),
         }
+    }
+}
+
+/// The default executor, after giving the terminal its initial size (libcontainer ignores
+/// `consoleSize`). It runs in the container process just before exec, so the program sees the
+/// right size from its first instruction; the size travels in the executor itself, which is
+/// cloned into the container process.
+#[derive(Clone)]
+pub(crate) struct SizedTerminalExecutor {
+    /// (rows, columns) to apply to stdin when it is a terminal.
+    pub(crate) size: Option<(u16, u16)>,
+}
+
+impl Executor for SizedTerminalExecutor {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> std::result::Result<(), ExecutorError> {
+        let _ = std::fs::write("/dbg-exec", format!("size={:?} tty0={:?}\n", self.size, nix::unistd::isatty(0)));
+        if let Some((rows, cols)) = self.size {
+            if nix::unistd::isatty(0).unwrap_or(false) {
+                set_winsize(0, rows, cols);
+            }
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
     }
 }
 

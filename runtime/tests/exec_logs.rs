@@ -58,7 +58,7 @@ fn tty_exec_runs_on_a_terminal_that_can_be_resized() {
         args: vec![
             "sh".into(),
             "-c".into(),
-            "tty; stty size; read -t 30 line; stty size; exit 7".into(),
+            "cat /dbg-exec; tty; stty size; read -t 30 line; stty size; exit 7".into(),
         ],
         tty: true,
         size: Some((30, 100)),

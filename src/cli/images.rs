@@ -90,11 +90,19 @@ async fn run_async(data_dir: &Path, args: ImagesArgs) -> anyhow::Result<ExitCode
     let store = ImageStore::open(&root, Platform::host())
         .with_context(|| format!("opening the image store in {}", root.display()))?;
     match args.command {
-        ImagesCommand::Pull { reference, registry_config, platform, user, docker_config, quiet } => {
+        ImagesCommand::Pull {
+            reference,
+            registry_config,
+            platform,
+            user,
+            docker_config,
+            quiet,
+        } => {
             let config = RegistryConfig::load(&registry_config)?;
             let mut credentials = match docker_config {
                 Some(p) => {
-                    let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                    let data =
+                        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
                     Some(DockerConfig::parse(&data)?)
                 }
                 None => None,
@@ -110,7 +118,8 @@ async fn run_async(data_dir: &Path, args: ImagesArgs) -> anyhow::Result<ExitCode
             }
             let platform = platform.as_deref().map(Platform::parse).transpose()?;
             let (tx, rx) = tokio::sync::watch::channel(PullProgress::default());
-            let bar = (!quiet && std::io::stderr().is_terminal()).then(|| tokio::spawn(progress_bar(rx)));
+            let bar =
+                (!quiet && std::io::stderr().is_terminal()).then(|| tokio::spawn(progress_bar(rx)));
             let options = PullOptions {
                 credentials,
                 registry_config: Some(Arc::new(config)),
@@ -127,7 +136,13 @@ async fn run_async(data_dir: &Path, args: ImagesArgs) -> anyhow::Result<ExitCode
             if quiet {
                 println!("{}", image.digest);
             } else {
-                println!("{} {} ({}, {})", image.name, image.digest, image.platform, human(image.size));
+                println!(
+                    "{} {} ({}, {})",
+                    image.name,
+                    image.digest,
+                    image.platform,
+                    human(image.size)
+                );
             }
         }
         ImagesCommand::Ls { quiet } => {
@@ -141,7 +156,12 @@ async fn run_async(data_dir: &Path, args: ImagesArgs) -> anyhow::Result<ExitCode
                 println!("{:w$}  {:19}  {:14}  SIZE", "NAME", "DIGEST", "PLATFORM");
                 for i in images {
                     let short = &i.digest[..i.digest.len().min(19)];
-                    println!("{:w$}  {short:19}  {:14}  {}", i.name, i.platform.to_string(), human(i.size));
+                    println!(
+                        "{:w$}  {short:19}  {:14}  {}",
+                        i.name,
+                        i.platform.to_string(),
+                        human(i.size)
+                    );
                 }
             }
         }

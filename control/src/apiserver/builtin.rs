@@ -315,6 +315,96 @@ mod tests {
     }
 
     #[test]
+    fn serves_every_resource_of_issue_3() {
+        let expected: &[(&str, &str)] = &[
+            ("", "namespaces"),
+            ("", "pods"),
+            ("", "services"),
+            ("", "endpoints"),
+            ("", "configmaps"),
+            ("", "secrets"),
+            ("", "serviceaccounts"),
+            ("", "nodes"),
+            ("", "events"),
+            ("", "persistentvolumes"),
+            ("", "persistentvolumeclaims"),
+            ("", "resourcequotas"),
+            ("", "limitranges"),
+            ("", "replicationcontrollers"),
+            ("", "podtemplates"),
+            ("", "bindings"),
+            ("", "componentstatuses"),
+            ("apps", "deployments"),
+            ("apps", "replicasets"),
+            ("apps", "statefulsets"),
+            ("apps", "daemonsets"),
+            ("apps", "controllerrevisions"),
+            ("batch", "jobs"),
+            ("batch", "cronjobs"),
+            ("autoscaling", "horizontalpodautoscalers"),
+            ("policy", "poddisruptionbudgets"),
+            ("coordination.k8s.io", "leases"),
+            ("discovery.k8s.io", "endpointslices"),
+            ("events.k8s.io", "events"),
+            (RBAC, "roles"),
+            (RBAC, "rolebindings"),
+            (RBAC, "clusterroles"),
+            (RBAC, "clusterrolebindings"),
+            ("certificates.k8s.io", "certificatesigningrequests"),
+            ("apiextensions.k8s.io", "customresourcedefinitions"),
+            ("scheduling.k8s.io", "priorityclasses"),
+            ("storage.k8s.io", "storageclasses"),
+            ("storage.k8s.io", "csidrivers"),
+            ("storage.k8s.io", "csinodes"),
+            ("storage.k8s.io", "volumeattachments"),
+            ("networking.k8s.io", "ingresses"),
+            ("networking.k8s.io", "ingressclasses"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("node.k8s.io", "runtimeclasses"),
+            (ADM, "validatingwebhookconfigurations"),
+            (ADM, "mutatingwebhookconfigurations"),
+            (ADM, "validatingadmissionpolicies"),
+            (ADM, "validatingadmissionpolicybindings"),
+            (AUTHZ, "selfsubjectaccessreviews"),
+            (AUTHZ, "subjectaccessreviews"),
+            (AUTHZ, "selfsubjectrulesreviews"),
+            (AUTHZ, "localsubjectaccessreviews"),
+            (AUTHN, "tokenreviews"),
+            (AUTHN, "selfsubjectreviews"),
+        ];
+        let all = resources();
+        for (group, plural) in expected {
+            assert!(
+                all.iter().any(|r| r.group == *group && r.plural == *plural),
+                "{group}/{plural}"
+            );
+        }
+        assert_eq!(all.len(), expected.len());
+        // The workloads `kubectl get all` shows.
+        let mut all_category: Vec<&str> = all
+            .iter()
+            .filter(|r| r.categories.contains(&"all".to_string()))
+            .map(|r| r.plural.as_str())
+            .collect();
+        all_category.sort_unstable();
+        assert_eq!(
+            all_category,
+            [
+                "cronjobs",
+                "daemonsets",
+                "deployments",
+                "horizontalpodautoscalers",
+                "jobs",
+                "pods",
+                "replicasets",
+                "replicationcontrollers",
+                "services",
+                "statefulsets"
+            ]
+        );
+    }
+
+    #[test]
     fn no_duplicate_resources() {
         let all = resources();
         let mut keys: Vec<_> = all.iter().map(|r| (&r.group, &r.version, &r.plural)).collect();

@@ -39,6 +39,8 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
         (&Method::DELETE, false) => "deletecollection",
         _ => return Err(ApiError::method_not_supported(Some(&call.info), call.method.as_str())),
     };
+    // Authorization (RBAC) comes in a later part: any authenticated user may do anything.
+    tracing::debug!(user = %call.user.name, verb, resource = %call.info.plural, "request");
     let main_verb_ok = call.info.verbs.iter().any(|v| v == verb);
     match (verb, sub.as_deref()) {
         ("watch", None) if main_verb_ok => watch::watch(server, call).await,

@@ -95,12 +95,14 @@ pub struct WatchCache {
     live: broadcast::Sender<CacheMessage>,
     revision: watch::Sender<Revision>,
     progress: mpsc::Sender<()>,
-    feeder: tokio::task::AbortHandle,
+    feeder: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Drop for WatchCache {
     fn drop(&mut self) {
-        self.feeder.abort();
+        if let Some(feeder) = self.feeder.get() {
+            feeder.abort();
+        }
     }
 }
 
@@ -122,22 +124,19 @@ impl WatchCache {
         let (progress_tx, progress_rx) = mpsc::channel(1);
         let (live, _) = broadcast::channel(BROADCAST);
         let (revision, _) = watch::channel(0);
-        Arc::new_cyclic(|weak: &std::sync::Weak<WatchCache>| {
-            let weak = weak.clone();
-            let task_prefix = prefix.clone();
-            let feeder = tokio::spawn(async move {
-                feed(store, task_prefix, weak, progress_rx).await;
-            })
-            .abort_handle();
-            WatchCache {
-                prefix,
-                state: Mutex::new(CacheState::default()),
-                live,
-                revision,
-                progress: progress_tx,
-                feeder,
-            }
-        })
+        let cache = Arc::new(WatchCache {
+            prefix: prefix.clone(),
+            state: Mutex::new(CacheState::default()),
+            live,
+            revision,
+            progress: progress_tx,
+            feeder: std::sync::OnceLock::new(),
+        });
+        // Spawned only once the cache exists, so the feeder can always reach it.
+        let weak = Arc::downgrade(&cache);
+        let task = tokio::spawn(async move { feed(store, prefix, weak, progress_rx).await });
+        let _ = cache.feeder.set(task.abort_handle());
+        cache
     }
 
     fn lock(&self) -> MutexGuard<'_, CacheState> {

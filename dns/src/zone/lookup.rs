@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{ClusterZone, NameEntry};
+use super::{same_name, ClusterZone, NameEntry};
 
 /// How many CNAMEs we follow inside the zone before giving up (ExternalName loops).
 const MAX_CNAME_HOPS: usize = 8;
@@ -70,7 +70,8 @@ impl ClusterZone {
         let mut answer = Answer::default();
         let mut name = qname.clone();
         for _ in 0..MAX_CNAME_HOPS {
-            if name == self.domain && matches!(qtype, RecordType::SOA | RecordType::ANY) {
+            if same_name(&name, &self.domain) && matches!(qtype, RecordType::SOA | RecordType::ANY)
+            {
                 answer.answers.push(self.soa_record(&name));
                 if qtype == RecordType::SOA {
                     return answer;

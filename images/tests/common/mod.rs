@@ -68,7 +68,12 @@ impl TestCa {
             .arg(p("ext.cnf"))
             .arg("-out")
             .arg(p("server.crt")));
-        TestCa { dir: dir.into(), ca_cert: p("ca.crt"), server_cert: p("server.crt"), server_key: p("server.key") }
+        TestCa {
+            dir: dir.into(),
+            ca_cert: p("ca.crt"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+        }
     }
 }
 
@@ -127,7 +132,10 @@ impl Registry {
         if let Some((u, pw)) = htpasswd {
             let file = dir.join("htpasswd");
             run(Command::new("htpasswd").args(["-Bbc"]).arg(&file).args([u, pw]));
-            cfg += &format!("auth:\n  htpasswd:\n    realm: skerry-test\n    path: {}\n", file.display());
+            cfg += &format!(
+                "auth:\n  htpasswd:\n    realm: skerry-test\n    path: {}\n",
+                file.display()
+            );
         }
         if let Some(a) = auth_yaml {
             cfg += a;
@@ -562,7 +570,17 @@ impl TokenServer {
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=token"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=token",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -598,9 +616,10 @@ impl TokenServer {
                     }
                 }
                 let text = String::from_utf8_lossy(&req).to_string();
-                let authorized = text
-                    .lines()
-                    .any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.to_ascii_lowercase().ends_with(&expected.to_ascii_lowercase()));
+                let authorized = text.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:")
+                        && l.to_ascii_lowercase().ends_with(&expected.to_ascii_lowercase())
+                });
                 let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
                 let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
                 let scopes: Vec<String> = query
@@ -609,7 +628,8 @@ impl TokenServer {
                     .map(percent_decode)
                     .collect();
                 let response = if !authorized {
-                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
                 } else {
                     let access: Vec<serde_json::Value> = scopes
                         .iter()
@@ -619,7 +639,10 @@ impl TokenServer {
                             Some(serde_json::json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
                         })
                         .collect();
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
                     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
                     let claims = serde_json::json!({"iss": TOKEN_ISSUER, "sub": "alice", "aud": TOKEN_SERVICE,
                         "exp": now + 3600, "nbf": now - 60, "iat": now, "jti": format!("{now}-{}", n.load(Ordering::SeqCst)), "access": access});

@@ -354,11 +354,12 @@ pub fn write_update(tx: &mut TableTx<'_>, old: &[ServiceObjects], new: &[Service
     let old_sets: Vec<&String> = old.iter().flat_map(|o| o.sets.iter().map(|s| &s.name)).collect();
     let new_sets: Vec<&SetSpec> = new.iter().flat_map(|o| o.sets.iter()).collect();
 
-    // 1. Stop dispatching to the old chains and empty them (dropping their references).
-    for o in old {
-        for (map, key, _) in &o.elements {
-            tx.del_elements(map, std::slice::from_ref(key));
-        }
+    let old_elems: Vec<&Element> = old.iter().flat_map(|o| o.elements.iter()).collect();
+    let new_elems: Vec<&Element> = new.iter().flat_map(|o| o.elements.iter()).collect();
+    // 1. Stop dispatching where the target changes; empty the old chains (dropping their
+    //    references). Unchanged elements stay: no window where the service is unmapped.
+    for (map, key, _) in old_elems.iter().filter(|e| !new_elems.contains(e)) {
+        tx.del_elements(map, std::slice::from_ref(key));
     }
     for c in &old_chains {
         tx.flush_chain(c);
@@ -394,8 +395,16 @@ pub fn write_update(tx: &mut TableTx<'_>, old: &[ServiceObjects], new: &[Service
             tx.del_set(s);
         }
     }
-    let new_refs: Vec<&ServiceObjects> = new.iter().collect();
-    write_elements(tx, &new_refs);
+    for map in [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS] {
+        let added: Vec<(Vec<u8>, Option<Verdict>)> = new_elems
+            .iter()
+            .filter(|e| e.0 == map && !old_elems.contains(e))
+            .map(|(_, k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        if !added.is_empty() {
+            tx.add_elements(map, &added);
+        }
+    }
 }
 
 /// Appends the creation of every object of `objs` (into a table just made).

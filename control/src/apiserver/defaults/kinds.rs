@@ -18,7 +18,7 @@ pub(super) fn apply(group: &str, kind: &str, obj: &mut Value) {
         ("", "ReplicationController") => replication_controller(obj),
         ("", "Service") => service(obj),
         ("", "Namespace") => namespace(obj),
-        ("", "Secret") => set(obj, "type", json!("Opaque")),
+        ("", "Secret") => secret(obj),
         ("", "PersistentVolume") => persistent_volume(obj),
         ("", "PersistentVolumeClaim") => persistent_volume_claim(obj),
         ("", "Endpoints") => each(obj, "subsets", |s| each(s, "ports", tcp)),
@@ -268,6 +268,27 @@ fn namespace(obj: &mut Value) {
     if let Some(status) = child(obj, "status") {
         set(status, "phase", json!("Active"));
     }
+}
+
+/// SetDefaults_Secret, and the v1 conversion: write-only `stringData` entries are merged into
+/// `data` (base64-encoded, overriding existing keys) and never stored.
+fn secret(obj: &mut Value) {
+    use base64::Engine as _;
+    set(obj, "type", json!("Opaque"));
+    let Some(map) = obj.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = map.get("stringData").cloned() else { return };
+    if !map.get("data").is_some_and(|d| d.is_object()) {
+        map.insert("data".into(), json!({}));
+    }
+    if let Some(data) = map.get_mut("data").and_then(Value::as_object_mut) {
+        for (key, value) in string_data {
+            if let Some(text) = value.as_str() {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                data.insert(key, Value::String(encoded));
+            }
+        }
+    }
+    map.remove("stringData");
 }
 
 fn persistent_volume(obj: &mut Value) {

@@ -169,6 +169,19 @@ mod tests {
     }
 
     #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let s = defaulted(
+            "",
+            "secrets",
+            json!({"metadata": {"name": "s"}, "data": {"a": "MQ==", "b": "Mg=="},
+                   "stringData": {"b": "two", "c": "three"}}),
+        );
+        assert_eq!(s["type"], "Opaque");
+        assert_eq!(s["data"], json!({"a": "MQ==", "b": "dHdv", "c": "dGhyZWU="}));
+        assert!(s.get("stringData").is_none());
+    }
+
+    #[test]
     fn namespace_gets_finalizer_phase_and_name_label() {
         let ns = defaulted("", "namespaces", json!({"metadata": {"name": "team-a"}}));
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));

@@ -36,7 +36,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value, errs: &mut Errors) {
         ("batch", "Job") => workloads::validate_job(obj, errs),
         ("batch", "CronJob") => workloads::validate_cronjob(obj, errs),
         ("", "Service") => validate_service(obj, errs),
-        ("", "ConfigMap") => validate_data(obj, &["data", "binaryData"], errs),
+        ("", "ConfigMap") => validate_data(obj, &["data", "binaryData"], false, errs),
         ("", "Secret") => validate_secret(obj, errs),
         ("", "Namespace") => validate_namespace(obj, errs),
         ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => validate_rules(obj, errs),
@@ -51,6 +51,14 @@ pub fn validate(info: &ResourceInfo, obj: &Value, errs: &mut Errors) {
             errs,
         ),
         ("networking.k8s.io", "Ingress") => validate_ingress(obj, errs),
+        ("policy", "PodDisruptionBudget") => {
+            let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+            let set = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+            if set("minAvailable") && set("maxUnavailable") {
+                errs.invalid("spec", &spec, "minAvailable and maxUnavailable cannot be both set");
+            }
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => validate_hpa(obj, errs),
         ("coordination.k8s.io", "Lease") => {
             if let Some(d) = obj.pointer("/spec/leaseDurationSeconds").filter(|d| !d.is_null()) {
                 if d.as_i64().is_none_or(|n| n <= 0) {
@@ -216,8 +224,9 @@ fn service_update(old: &Value, new: &Value, errs: &mut Errors) {
     }
 }
 
-/// Data keys must be config keys, unique across `fields`, within 1 MiB in total.
-fn validate_data(obj: &Value, fields: &[&str], errs: &mut Errors) {
+/// Data keys must be config keys, unique across `fields`, within 1 MiB in total (decoded, for
+/// `binaryData` and a secret's `data`).
+fn validate_data(obj: &Value, fields: &[&str], secret: bool, errs: &mut Errors) {
     let mut keys: Vec<&str> = Vec::new();
     let mut total = 0;
     for field in fields {
@@ -235,7 +244,8 @@ fn validate_data(obj: &Value, fields: &[&str], errs: &mut Errors) {
                 errs.invalid_str(&key_field, k, "duplicate of key present in data");
             }
             keys.push(k);
-            total += v.as_str().map(str::len).unwrap_or(0);
+            let base64 = *field == "binaryData" || (secret && *field == "data");
+            total += v.as_str().map(|s| stored_len(s, base64)).unwrap_or(0);
         }
     }
     if total > DATA_MAX_BYTES {
@@ -243,8 +253,22 @@ fn validate_data(obj: &Value, fields: &[&str], errs: &mut Errors) {
     }
 }
 
+/// The size a value counts for: base64 fields (`binaryData`, secret `data`) count decoded bytes.
+fn stored_len(value: &str, base64: bool) -> usize {
+    if base64 && value.len().is_multiple_of(4) && looks_base64(value) {
+        let padding = value.bytes().rev().take_while(|&b| b == b'=').count();
+        value.len() / 4 * 3 - padding.min(2)
+    } else {
+        value.len()
+    }
+}
+
+fn looks_base64(value: &str) -> bool {
+    value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
 fn validate_secret(obj: &Value, errs: &mut Errors) {
-    validate_data(obj, &["data", "stringData"], errs);
+    validate_data(obj, &["data", "stringData"], true, errs);
     let has = |k: &str| {
         ["data", "stringData"].iter().any(|f| obj.get(*f).and_then(|d| d.get(k)).is_some())
     };
@@ -448,6 +472,31 @@ fn validate_crd(obj: &Value, errs: &mut Errors) {
     }
 }
 
+fn validate_hpa(obj: &Value, errs: &mut Errors) {
+    let target = obj.pointer("/spec/scaleTargetRef");
+    for key in ["kind", "name"] {
+        if target.and_then(|t| t.get(key)).and_then(Value::as_str).is_none_or(str::is_empty) {
+            errs.required(&format!("spec.scaleTargetRef.{key}"), "");
+        }
+    }
+    let min = obj.pointer("/spec/minReplicas").and_then(Value::as_i64);
+    let max = obj.pointer("/spec/maxReplicas");
+    if min.is_some_and(|m| m < 1) {
+        errs.invalid("spec.minReplicas", &json!(min), "must be greater than or equal to 1");
+    }
+    match max.and_then(Value::as_i64) {
+        Some(m) if m >= min.unwrap_or(1) => {}
+        Some(m) if m >= 1 => errs.invalid(
+            "spec.maxReplicas",
+            &json!(m),
+            "must be greater than or equal to `minReplicas`",
+        ),
+        _ => {
+            errs.invalid("spec.maxReplicas", max.unwrap_or(&Value::Null), "must be greater than 0")
+        }
+    }
+}
+
 fn validate_ingress(obj: &Value, errs: &mut Errors) {
     let rules =
         obj.pointer("/spec/rules").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
@@ -558,6 +607,15 @@ mod tests {
     }
 
     #[test]
+    fn data_size_limit_counts_decoded_bytes() {
+        let big = "a".repeat(1100 * 1024);
+        assert_eq!(fields("", "configmaps", json!({"data": {"k": big}})), ["data"]);
+        // 900 KiB of secret data is 1.2 MB of base64: still within the 1 MiB limit.
+        let encoded = "QUJD".repeat(900 * 1024 / 3);
+        assert!(fields("", "secrets", json!({"data": {"k": encoded}})).is_empty());
+    }
+
+    #[test]
     fn rbac_bindings_and_rules() {
         let rb = json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
             "subjects": [{"kind": "Robot", "name": "x"}]});
@@ -573,6 +631,18 @@ mod tests {
         );
         let role = json!({"rules": [{"apiGroups": [""], "resources": ["pods"]}]});
         assert_eq!(fields("rbac.authorization.k8s.io", "roles", role), ["rules[0].verbs"]);
+    }
+
+    #[test]
+    fn pdb_and_hpa() {
+        let pdb = json!({"spec": {"minAvailable": 1, "maxUnavailable": "10%"}});
+        assert_eq!(fields("policy", "poddisruptionbudgets", pdb), ["spec"]);
+        let hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment"},
+            "minReplicas": 3, "maxReplicas": 2}});
+        assert_eq!(
+            fields("autoscaling", "horizontalpodautoscalers", hpa),
+            ["spec.scaleTargetRef.name", "spec.maxReplicas"]
+        );
     }
 
     #[test]

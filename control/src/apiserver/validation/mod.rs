@@ -66,9 +66,75 @@ pub fn validate_update(
     errs.into_result()
 }
 
+/// Validates an update through a subresource (`None` is the main resource): `pods/resize` may
+/// change only container resources and resize policies, `pods/ephemeralcontainers` may only add
+/// ephemeral containers; `status`, `scale` and the rest validate like a main-resource update.
+pub fn validate_subresource_update(
+    info: &ResourceInfo,
+    subresource: Option<&str>,
+    old: &Value,
+    new: &Value,
+) -> Result<(), Vec<StatusCause>> {
+    let is_pod = info.group.is_empty() && info.kind == "Pod" && !info.custom;
+    match subresource {
+        Some(sub @ ("resize" | "ephemeralcontainers")) if is_pod => {
+            let mut errs = Errors::default();
+            meta::validate_update(info, old, new, &mut errs);
+            kinds::validate(info, new, &mut errs);
+            pod::validate_subresource_update(sub, old, new, &mut errs);
+            errs.into_result()
+        }
+        _ => validate_update(info, old, new),
+    }
+}
+
 /// Validates a custom object against a CRD's structural schema (`openAPIV3Schema`).
 pub fn validate_custom(schema: &Value, obj: &Value) -> Result<(), Vec<StatusCause>> {
     let mut errs = Errors::default();
     schema::validate(schema, obj, &mut errs);
     errs.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resource::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn any_json_shape_is_validated_without_panicking() {
+        let shapes = [
+            json!(null),
+            json!([1, 2]),
+            json!({"metadata": "x", "spec": 3}),
+            json!({"metadata": {"name": 1, "labels": [], "annotations": {"a": 1},
+                                "finalizers": "f", "ownerReferences": {}},
+                   "spec": {"containers": [1, {"ports": "p", "env": [null],
+                            "resources": {"limits": [], "requests": {"cpu": {}}}}],
+                            "selector": [], "template": {"spec": null}, "ports": [{"port": "x"}],
+                            "rules": "r", "versions": [{"schema": {"openAPIV3Schema": 1}}],
+                            "strategy": {"rollingUpdate": {"maxSurge": []}}},
+                   "data": 5, "roleRef": 1, "subjects": [{}], "rules": [{"verbs": 1}]}),
+        ];
+        let registry = Registry::builtin();
+        let crd = json!({"spec": {"group": "x.io", "scope": "Namespaced",
+            "names": {"plural": "ws", "kind": "W"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                              "spec": {"type": "object", "required": ["a"]}}}}}]}});
+        for info in ResourceInfo::from_crd(&crd).unwrap() {
+            registry.insert(info);
+        }
+        for info in registry.all() {
+            for old in &shapes {
+                let _ = validate_create(&info, old);
+                for new in &shapes {
+                    let _ = validate_update(&info, old, new);
+                }
+            }
+        }
+        // And the broken shapes are reported, not accepted.
+        let pods = registry.resolve("", "v1", "pods").unwrap();
+        assert!(validate_create(&pods, &shapes[3]).is_err());
+    }
 }

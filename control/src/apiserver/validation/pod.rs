@@ -115,10 +115,63 @@ pub fn validate_spec(spec: Option<&Value>, path: &str, errs: &mut Errors) {
     if let Some(selector) = spec.get("nodeSelector").filter(|s| !s.is_null()) {
         super::meta::validate_labels(Some(selector), &format!("{path}.nodeSelector"), errs);
     }
+    for (key, rule) in [
+        ("hostname", names::dns1123_label as fn(&str) -> Vec<String>),
+        ("subdomain", names::dns1123_label),
+        ("serviceAccountName", names::dns1123_subdomain),
+        ("priorityClassName", names::dns1123_subdomain),
+    ] {
+        if let Some(value) = spec.get(key).and_then(Value::as_str).filter(|v| !v.is_empty()) {
+            for msg in rule(value) {
+                errs.invalid_str(&format!("{path}.{key}"), value, &msg);
+            }
+        }
+    }
+    for (i, t) in items(spec.get("tolerations")).iter().enumerate() {
+        validate_toleration(t, &format!("{path}.tolerations[{i}]"), errs);
+    }
     if let Some(node) = spec.get("nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
         for msg in names::dns1123_subdomain(node) {
             errs.invalid_str(&format!("{path}.nodeName"), node, &msg);
         }
+    }
+}
+
+/// A toleration: a valid key, a supported operator and effect, no value with `Exists`.
+fn validate_toleration(t: &Value, field: &str, errs: &mut Errors) {
+    let key = text(t, "key");
+    if !key.is_empty() {
+        for msg in names::qualified_name(key) {
+            errs.invalid_str(&format!("{field}.key"), key, &msg);
+        }
+    }
+    supported(t.get("operator"), &format!("{field}.operator"), &["Equal", "Exists"], errs);
+    supported(
+        t.get("effect"),
+        &format!("{field}.effect"),
+        &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+        errs,
+    );
+    let exists = text(t, "operator") == "Exists";
+    if key.is_empty() && !exists {
+        let why = "operator must be Exists when `key` is empty, which means \"match all values \
+                   and all keys\"";
+        errs.invalid_str(&format!("{field}.operator"), text(t, "operator"), why);
+    }
+    if exists && !text(t, "value").is_empty() {
+        errs.invalid_str(
+            &format!("{field}.operator"),
+            text(t, "value"),
+            "value must be empty when `operator` is 'Exists'",
+        );
+    }
+    if t.get("tolerationSeconds").is_some_and(|s| !s.is_null()) && text(t, "effect") != "NoExecute"
+    {
+        errs.invalid_str(
+            &format!("{field}.effect"),
+            text(t, "effect"),
+            "effect must be 'NoExecute' when `tolerationSeconds` is set",
+        );
     }
 }
 
@@ -362,6 +415,48 @@ pub fn validate_update(old: &Value, new: &Value, errs: &mut Errors) {
     }
 }
 
+/// Pod updates through `resize` (container resources and resize policies only) and
+/// `ephemeralcontainers` (additions only).
+pub fn validate_subresource_update(sub: &str, old: &Value, new: &Value, errs: &mut Errors) {
+    let spec_without = |v: &Value, strip: &dyn Fn(&mut Value)| {
+        let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
+        strip(&mut spec);
+        spec
+    };
+    if sub == "resize" {
+        let strip = |spec: &mut Value| {
+            if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+                for c in list.iter_mut().filter_map(Value::as_object_mut) {
+                    c.remove("resources");
+                    c.remove("resizePolicy");
+                }
+            }
+        };
+        if spec_without(old, &strip) != spec_without(new, &strip) {
+            errs.forbidden("spec", "only cpu and memory resources are mutable");
+        }
+        return;
+    }
+    let strip = |spec: &mut Value| {
+        if let Some(map) = spec.as_object_mut() {
+            map.remove("ephemeralContainers");
+        }
+    };
+    if spec_without(old, &strip) != spec_without(new, &strip) {
+        errs.forbidden("spec", "only ephemeralContainers may be changed through this subresource");
+    }
+    let before = items(old.pointer("/spec/ephemeralContainers"));
+    let after = items(new.pointer("/spec/ephemeralContainers"));
+    for (i, c) in before.iter().enumerate() {
+        if after.get(i) != Some(c) {
+            errs.forbidden(
+                &format!("spec.ephemeralContainers[{i}]"),
+                "existing ephemeral containers may not be changed",
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +522,51 @@ mod tests {
             "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
         );
         assert_eq!(errs[5].2, "Not found: \"missing\"");
+    }
+
+    #[test]
+    fn resize_and_ephemeral_container_subresources() {
+        let old = json!({"spec": {"containers": [{"name": "a", "image": "x",
+            "resources": {"limits": {"cpu": "1"}}}]}});
+        let mut resized = old.clone();
+        resized["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "2"}});
+        let mut errs = Errors::default();
+        validate_subresource_update("resize", &old, &resized, &mut errs);
+        assert!(errs.is_empty());
+        validate_update(&old, &resized, &mut errs);
+        assert!(!errs.is_empty(), "the main resource may not resize");
+
+        let mut debug = old.clone();
+        debug["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "image": "busybox"}]);
+        let mut errs = Errors::default();
+        validate_subresource_update("ephemeralcontainers", &old, &debug, &mut errs);
+        assert!(errs.is_empty());
+        let mut changed = debug.clone();
+        changed["spec"]["ephemeralContainers"][0]["image"] = json!("other");
+        validate_subresource_update("ephemeralcontainers", &debug, &changed, &mut errs);
+        assert_eq!(errs.into_result().unwrap_err()[0].field, "spec.ephemeralContainers[0]");
+    }
+
+    #[test]
+    fn tolerations_and_names_in_the_spec() {
+        let errs = causes(json!({"containers": [{"name": "a", "image": "x"}],
+            "hostname": "Host_1", "serviceAccountName": "default",
+            "tolerations": [
+                {"operator": "Exists"},
+                {"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute",
+                 "tolerationSeconds": 30},
+                {"key": "k", "operator": "Exists", "value": "v"},
+                {"key": "k", "operator": "Maybe", "effect": "NoSchedule", "tolerationSeconds": 5}]}));
+        let fields: Vec<&str> = errs.iter().map(|(_, f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.hostname",
+                "spec.tolerations[2].operator",
+                "spec.tolerations[3].operator",
+                "spec.tolerations[3].effect",
+            ]
+        );
     }
 
     #[test]
