@@ -1,0 +1,1 @@
+//! The Skerry node agent. For now: the node self-check (`check`).
