@@ -90,7 +90,10 @@ async fn generate_name_generation_and_status_split() {
     let name = created["metadata"]["name"].as_str().unwrap().to_string();
     assert!(name.starts_with("web-") && name.len() == 9, "{name}");
     assert_eq!(created["metadata"]["generation"], 1);
-    assert!(created.get("status").is_none_or(|s| s.get("replicas").is_none()), "status is not settable on create");
+    assert!(
+        created.get("status").is_none_or(|s| s.get("replicas").is_none()),
+        "status is not settable on create"
+    );
     let path = format!("{deploys}/{name}");
 
     // A label change is not a spec change: generation stays.
@@ -141,7 +144,12 @@ async fn patches_dry_run_and_body_formats() {
 
     // Merge patch (RFC 7386): null deletes.
     let resp = api
-        .request("PATCH", &path, Some("application/merge-patch+json"), br#"{"data":{"k":null,"m":"1"}}"#)
+        .request(
+            "PATCH",
+            &path,
+            Some("application/merge-patch+json"),
+            br#"{"data":{"k":null,"m":"1"}}"#,
+        )
         .await
         .unwrap();
     assert_eq!(resp.status, 200);
@@ -165,7 +173,12 @@ async fn patches_dry_run_and_body_formats() {
     // YAML in, YAML out; and a POST without Content-Type is JSON.
     let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n";
     let resp = api
-        .request_with("POST", CMS, &[("content-type", "application/yaml"), ("accept", "application/yaml")], yaml)
+        .request_with(
+            "POST",
+            CMS,
+            &[("content-type", "application/yaml"), ("accept", "application/yaml")],
+            yaml,
+        )
         .await
         .unwrap();
     assert_eq!(resp.status, 201);
@@ -177,7 +190,10 @@ async fn patches_dry_run_and_body_formats() {
 
     // dryRun=All answers like a write but stores nothing.
     let body = serde_json::to_vec(&configmap("dry")).unwrap();
-    let resp = api.request("POST", &format!("{CMS}?dryRun=All"), Some("application/json"), &body).await.unwrap();
+    let resp = api
+        .request("POST", &format!("{CMS}?dryRun=All"), Some("application/json"), &body)
+        .await
+        .unwrap();
     assert_eq!(resp.status, 201);
     let (code, _) = api.json("GET", &format!("{CMS}/dry"), None).await;
     assert_eq!(code, 404);
@@ -192,8 +208,10 @@ async fn patches_dry_run_and_body_formats() {
     let body = serde_json::to_vec(&odd).unwrap();
     let resp = api.request("POST", CMS, Some("application/json"), &body).await.unwrap();
     assert_eq!(resp.status, 201);
-    assert!(resp.headers["warning"].to_str().unwrap().contains("unknown field \\\"metadata.bogus\\\"")
-        || resp.headers["warning"].to_str().unwrap().contains("metadata.bogus"));
+    assert!(
+        resp.headers["warning"].to_str().unwrap().contains("unknown field \\\"metadata.bogus\\\"")
+            || resp.headers["warning"].to_str().unwrap().contains("metadata.bogus")
+    );
     odd["metadata"]["name"] = json!("odd2");
     let body = serde_json::to_vec(&odd).unwrap();
     let resp = api
@@ -235,7 +253,8 @@ async fn error_classes_are_status_objects() {
     let (code, body) = api.json("GET", "/api/v1/namespaces/default/nothings", None).await;
     assert_eq!(code, 404);
     assert_status(&body, 404, "NotFound");
-    let (code, body) = api.json("POST", "/api/v1/namespaces/nowhere/configmaps", Some(&configmap("x"))).await;
+    let (code, body) =
+        api.json("POST", "/api/v1/namespaces/nowhere/configmaps", Some(&configmap("x"))).await;
     assert_eq!(code, 404, "{body}");
     assert_eq!(body["details"]["kind"], "namespaces");
 
@@ -295,7 +314,12 @@ async fn finalizers_and_graceful_pod_deletion() {
     assert_eq!(code, 200);
     // Removing the last finalizer completes the deletion.
     let resp = api
-        .request("PATCH", &format!("{CMS}/held"), Some("application/merge-patch+json"), br#"{"metadata":{"finalizers":null}}"#)
+        .request(
+            "PATCH",
+            &format!("{CMS}/held"),
+            Some("application/merge-patch+json"),
+            br#"{"metadata":{"finalizers":null}}"#,
+        )
         .await
         .unwrap();
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
@@ -327,7 +351,8 @@ async fn finalizers_and_graceful_pod_deletion() {
 
     // Preconditions: a wrong uid is a 409 Conflict.
     api.json("POST", CMS, Some(&configmap("pre"))).await;
-    let options = json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "nope"}});
+    let options =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "nope"}});
     let (code, body) = api.json("DELETE", &format!("{CMS}/pre"), Some(&options)).await;
     assert_eq!(code, 409);
     assert_status(&body, 409, "Conflict");
@@ -341,7 +366,12 @@ async fn finalizers_and_graceful_pod_deletion() {
     let (code, _) = api.json("DELETE", &format!("{CMS}?labelSelector=app%3Dx"), None).await;
     assert_eq!(code, 200);
     let (_, list) = api.json("GET", &format!("{CMS}?labelSelector=app"), None).await;
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["b1"]);
 }
 
@@ -351,7 +381,12 @@ async fn namespaces_and_service_allocation() {
     let api = server.admin();
     // The system namespaces and the kubernetes service exist from the start.
     let (_, list) = api.json("GET", "/api/v1/namespaces", None).await;
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     for ns in ["default", "kube-node-lease", "kube-public", "kube-system"] {
         assert!(names.contains(&ns), "{names:?}");
     }
@@ -361,12 +396,19 @@ async fn namespaces_and_service_allocation() {
     assert_eq!(code, 403, "{body}");
 
     // A terminating namespace refuses new content (403 Forbidden).
-    let (code, _) = api.json("POST", "/api/v1/namespaces", Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}}))).await;
+    let (code, _) = api
+        .json(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}})),
+        )
+        .await;
     assert_eq!(code, 201);
     let (code, ns) = api.json("DELETE", "/api/v1/namespaces/gone", None).await;
     assert_eq!(code, 200);
     assert_eq!(ns["status"]["phase"], "Terminating");
-    let (code, body) = api.json("POST", "/api/v1/namespaces/gone/configmaps", Some(&configmap("x"))).await;
+    let (code, body) =
+        api.json("POST", "/api/v1/namespaces/gone/configmaps", Some(&configmap("x"))).await;
     assert_eq!(code, 403, "{body}");
     assert_status(&body, 403, "Forbidden");
 

@@ -17,7 +17,12 @@ fn configmap(name: &str, labels: Value) -> Value {
 }
 
 fn names(list: &Value) -> Vec<String> {
-    list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect()
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -29,7 +34,12 @@ async fn label_and_field_selectors_and_paging() {
         let (code, _) = api.json("POST", CMS, Some(&configmap(&format!("cm{i}"), labels))).await;
         assert_eq!(code, 201);
     }
-    let q = |s: &str| format!("{CMS}?labelSelector={}", s.replace(' ', "%20").replace('=', "%3D").replace('!', "%21"));
+    let q = |s: &str| {
+        format!(
+            "{CMS}?labelSelector={}",
+            s.replace(' ', "%20").replace('=', "%3D").replace('!', "%21")
+        )
+    };
     let (_, list) = api.json("GET", &q("app=even"), None).await;
     assert_eq!(names(&list), ["cm0", "cm2", "cm4", "cm6"]);
     let (_, list) = api.json("GET", &q("app!=even,idx notin (1,3)"), None).await;
@@ -38,9 +48,12 @@ async fn label_and_field_selectors_and_paging() {
     assert_eq!(names(&list), ["cm0", "cm6"]);
     let (_, list) = api.json("GET", &q("!idx"), None).await;
     assert_eq!(names(&list), Vec::<String>::new());
-    let (_, list) = api.json("GET", &format!("{CMS}?fieldSelector=metadata.name%3Dcm3"), None).await;
+    let (_, list) =
+        api.json("GET", &format!("{CMS}?fieldSelector=metadata.name%3Dcm3"), None).await;
     assert_eq!(names(&list), ["cm3"]);
-    let (_, list) = api.json("GET", "/api/v1/configmaps?fieldSelector=metadata.namespace%21%3Ddefault", None).await;
+    let (_, list) = api
+        .json("GET", "/api/v1/configmaps?fieldSelector=metadata.namespace%21%3Ddefault", None)
+        .await;
     assert!(names(&list).iter().all(|n| !n.starts_with("cm")));
 
     // Paging: limit + continue walk every item exactly once, at one revision.
@@ -48,20 +61,30 @@ async fn label_and_field_selectors_and_paging() {
     let mut token = String::new();
     let mut revision = None;
     loop {
-        let path = if token.is_empty() { format!("{CMS}?limit=3") } else { format!("{CMS}?limit=3&continue={token}") };
+        let path = if token.is_empty() {
+            format!("{CMS}?limit=3")
+        } else {
+            format!("{CMS}?limit=3&continue={token}")
+        };
         let (code, page) = api.json("GET", &path, None).await;
         assert_eq!(code, 200, "{page}");
         assert!(names(&page).len() <= 3);
         seen.extend(names(&page));
         let rv = page["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-        assert_eq!(revision.get_or_insert(rv.clone()), &rv, "every page is served at the first page's revision");
+        assert_eq!(
+            revision.get_or_insert(rv.clone()),
+            &rv,
+            "every page is served at the first page's revision"
+        );
         if seen.len() == 3 {
             // Writes between pages do not show up in the remaining pages.
             api.json("POST", CMS, Some(&configmap("cm99", json!({})))).await;
             assert_eq!(page["metadata"]["remainingItemCount"], 4);
         }
         match page["metadata"]["continue"].as_str() {
-            Some(next) if !next.is_empty() => token = next.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F"),
+            Some(next) if !next.is_empty() => {
+                token = next.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F")
+            }
             _ => break,
         }
     }
@@ -79,7 +102,9 @@ async fn label_and_field_selectors_and_paging() {
     assert_eq!(names(&list).len(), 8);
     // Exact reads an older revision.
     let rv = revision.unwrap();
-    let (code, list) = api.json("GET", &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact"), None).await;
+    let (code, list) = api
+        .json("GET", &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact"), None)
+        .await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(names(&list).len(), 7);
     let (code, _) = api.json("GET", &format!("{CMS}?resourceVersionMatch=Exact"), None).await;
@@ -103,7 +128,10 @@ async fn watch_from_resource_version_with_selector_transitions() {
     let (code, mut all) = api.watch(&format!("{CMS}?watch=1&resourceVersion={rv}")).await;
     assert_eq!(code, 200);
     let e = all.next_event(WAIT).await.unwrap();
-    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("w")));
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("w"))
+    );
     assert_eq!(e["object"]["kind"], "ConfigMap");
     assert_eq!(e["object"]["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
     let e = all.next_event(WAIT).await.unwrap();
@@ -164,13 +192,18 @@ async fn watch_list_bookmarks_and_timeout() {
     assert_eq!(end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
     api.json("POST", CMS, Some(&configmap("x3", json!({})))).await;
     let e = stream.next_event(WAIT).await.unwrap();
-    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("x3")));
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("x3"))
+    );
     // Watch-list needs NotOlderThan.
-    let (code, body) = api.json("GET", &format!("{CMS}?watch=1&sendInitialEvents=true"), None).await;
+    let (code, body) =
+        api.json("GET", &format!("{CMS}?watch=1&sendInitialEvents=true"), None).await;
     assert_eq!(code, 400, "{body}");
 
     // timeoutSeconds ends the stream.
-    let (_, mut short) = api.watch(&format!("{CMS}?watch=1&resourceVersion=0&timeoutSeconds=1")).await;
+    let (_, mut short) =
+        api.watch(&format!("{CMS}?watch=1&resourceVersion=0&timeoutSeconds=1")).await;
     let mut events = 0;
     while short.next(WAIT).await.is_some() {
         events += 1;
@@ -179,11 +212,16 @@ async fn watch_list_bookmarks_and_timeout() {
 
     // Table output inside watch events.
     let resp = api
-        .request_with("GET", &format!("{CMS}?watch=1&resourceVersion=0&timeoutSeconds=1"),
-            &[("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")], b"")
+        .request_with(
+            "GET",
+            &format!("{CMS}?watch=1&resourceVersion=0&timeoutSeconds=1"),
+            &[("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")],
+            b"",
+        )
         .await
         .unwrap();
-    let first: Value = serde_json::from_slice(resp.body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let first: Value =
+        serde_json::from_slice(resp.body.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(first["object"]["kind"], "Table");
     assert_eq!(first["object"]["rows"][0]["cells"][0], "x1");
 }

@@ -1,1 +1,3 @@
 //! The Skerry node agent. For now: the node self-check (`check`).
+
+pub mod check;

@@ -119,7 +119,10 @@ impl ClusterCa {
                 .map_err(|source| PkiError::Parse { path: key_path.clone(), source })?;
             // Signing needs only the CA's subject and key, so rebuilding its parameters (same
             // name) is enough; the certificate on disk stays the one clients trust.
-            return Ok(ClusterCa { cert_pem: read(&cert_path)?, issuer: Issuer::new(ca_params(), key) });
+            return Ok(ClusterCa {
+                cert_pem: read(&cert_path)?,
+                issuer: Issuer::new(ca_params(), key),
+            });
         }
         fs::create_dir_all(dir).map_err(|source| PkiError::Io {
             action: "creating",
@@ -138,8 +141,15 @@ impl ClusterCa {
     }
 
     /// A new server certificate for `sans` (DNS names and IP addresses).
-    pub fn issue_serving(&self, common_name: &str, sans: &[String]) -> Result<CertifiedKey, PkiError> {
-        let gen = |source| PkiError::Generate { what: format!("a serving certificate for {sans:?}"), source };
+    pub fn issue_serving(
+        &self,
+        common_name: &str,
+        sans: &[String],
+    ) -> Result<CertifiedKey, PkiError> {
+        let gen = |source| PkiError::Generate {
+            what: format!("a serving certificate for {sans:?}"),
+            source,
+        };
         let mut params = CertificateParams::new(sans.to_vec()).map_err(gen)?;
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -154,8 +164,10 @@ impl ClusterCa {
         common_name: &str,
         organizations: &[&str],
     ) -> Result<CertifiedKey, PkiError> {
-        let gen =
-            |source| PkiError::Generate { what: format!("a client certificate for {common_name}"), source };
+        let gen = |source| PkiError::Generate {
+            what: format!("a client certificate for {common_name}"),
+            source,
+        };
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, common_name);
         for org in organizations {
@@ -237,9 +249,10 @@ mod tests {
         assert_eq!(ca.cert_pem, again.cert_pem);
         let same = load_or_issue(dir.path(), "serving", "a", || panic!("must reuse")).unwrap();
         assert_eq!(first.cert_pem, same.cert_pem);
-        let other =
-            load_or_issue(dir.path(), "serving", "b", || again.issue_serving("skerry", &["x".into()]))
-                .unwrap();
+        let other = load_or_issue(dir.path(), "serving", "b", || {
+            again.issue_serving("skerry", &["x".into()])
+        })
+        .unwrap();
         assert_ne!(first.cert_pem, other.cert_pem);
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();

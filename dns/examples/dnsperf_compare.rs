@@ -4,12 +4,14 @@
 //! Run (Debian's dnsperf, unbound and dnsmasq-base installed by scripts/install-deps.sh):
 //!
 //! ```text
-//! cargo run -p skerry-dns --release --example dnsperf_compare -- [seconds per run, default 10]
+//! cargo run -p skerry-dns --release --example dnsperf_compare -- [seconds per run] [rounds]
 //! ```
 //!
 //! Each server gets the same query file (every name once, in order, looped) and the same
-//! dnsperf settings; unbound gets as many threads as Skerry has UDP readers. It prints one line
-//! per server and Skerry's ratio to each peer.
+//! dnsperf settings; unbound gets as many threads as Skerry has UDP readers. The servers take
+//! turns for `rounds` rounds (default 10 s x 3) so that load from elsewhere on the machine hits
+//! them alike; the median of each is printed with Skerry's ratio to each peer, and the server
+//! CPU time per query, which depends far less on that load than queries per second do.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -112,6 +114,7 @@ fn free_udp_port() -> u16 {
 
 fn main() {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rounds: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
     let records: Vec<(String, String)> = (0..SERVICES).map(record).collect();
     let queries = dir.path().join("queries.txt");
@@ -197,15 +200,38 @@ fn main() {
         "dnsperf, {SERVICES} service A records, {seconds} s per server, -c 4 -q 200, \
          {threads} server thread(s) for skerry and unbound:"
     );
-    let skerry_run = dnsperf(skerry_addr, "self", &queries, seconds);
-    let unbound_run = dnsperf(unbound_addr, &unbound.0.id().to_string(), &queries, seconds);
-    let dnsmasq_run = dnsperf(dnsmasq_addr, &dnsmasq.0.id().to_string(), &queries, seconds);
-    println!("server   queries/s   server CPU us/query   skerry q/s ratio");
-    for (name, run) in
-        [("skerry", &skerry_run), ("unbound", &unbound_run), ("dnsmasq", &dnsmasq_run)]
-    {
-        let ratio = skerry_run.qps / run.qps;
-        println!("{name:<8} {:>9.0}   {:>19.1}   {ratio:>16.2}", run.qps, run.cpu_us);
+    let servers = [
+        ("skerry", skerry_addr, "self".to_string()),
+        ("unbound", unbound_addr, unbound.0.id().to_string()),
+        ("dnsmasq", dnsmasq_addr, dnsmasq.0.id().to_string()),
+    ];
+    let mut runs: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}");
+        for (i, (_, addr, pid)) in servers.iter().enumerate() {
+            runs[i].push(dnsperf(*addr, pid, &queries, seconds));
+        }
+    }
+    let median = |values: Vec<f64>| -> f64 {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let medians: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                median(r.iter().map(|x| x.qps).collect()),
+                median(r.iter().map(|x| x.cpu_us).collect()),
+            )
+        })
+        .collect();
+    println!(
+        "median of {rounds} x {seconds} s   queries/s   server CPU us/query   skerry q/s ratio"
+    );
+    for ((name, _, _), (qps, cpu_us)) in servers.iter().zip(&medians) {
+        let ratio = medians[0].0 / qps;
+        println!("{name:<20} {qps:>12.0}   {cpu_us:>19.1}   {ratio:>16.2}");
     }
     drop((unbound, dnsmasq, skerry));
 }

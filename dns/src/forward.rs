@@ -17,6 +17,15 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::cache::{CacheKey, Resolved, ResponseCache};
 use crate::stats::Stats;
 
+/// With a stale answer at hand, wait no longer than this for the upstreams (RFC 8767's
+/// client response timer): stub resolvers give up after about 5 s, and there may be several
+/// upstreams to try in turn.
+const STALE_DEADLINE: Duration = Duration::from_millis(1800);
+
+/// At most this many questions wait for upstreams at once: each holds a socket, and a flood of
+/// random names must not exhaust the agent's file descriptors.
+const MAX_IN_FLIGHT: usize = 1024;
+
 /// The EDNS buffer size we advertise (the DNS Flag Day 2020 value: no IP fragmentation).
 pub(crate) const EDNS_PAYLOAD: u16 = 1232;
 
@@ -45,6 +54,12 @@ pub(crate) enum ForwardError {
         /// The decoder's complaint.
         reason: String,
     },
+    /// Too many questions are already waiting for upstreams.
+    #[error("too many upstream queries in flight")]
+    Busy,
+    /// The upstreams were slower than the deadline for falling back to a stale answer.
+    #[error("upstreams slower than the serve-stale deadline")]
+    Slow,
     /// Encoding our query failed (a name too long to send).
     #[error("encoding the upstream query: {0}")]
     Encode(String),
@@ -56,12 +71,18 @@ pub(crate) struct Forwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     cache: Mutex<ResponseCache>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Forwarder {
     /// A forwarder to `upstreams`, each asked with `timeout`, caching in `cache`.
     pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration, cache: ResponseCache) -> Self {
-        Forwarder { upstreams, timeout, cache: Mutex::new(cache) }
+        Forwarder {
+            upstreams,
+            timeout,
+            cache: Mutex::new(cache),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        }
     }
 
     /// Whether there is anyone to forward to (the RA bit says so to clients).
@@ -89,7 +110,20 @@ impl Forwarder {
             return Ok(hit);
         }
         stats.forwarded.bump();
-        match self.ask_upstreams(key, checking_disabled).await {
+        let has_stale = self.lock_cache().get_stale(key, Instant::now()).is_some();
+        let permit = self.in_flight.try_acquire();
+        let attempt = async {
+            match permit {
+                Ok(_permit) => self.ask_upstreams(key, checking_disabled).await,
+                Err(_) => Err(ForwardError::Busy),
+            }
+        };
+        let result = if has_stale {
+            tokio::time::timeout(STALE_DEADLINE, attempt).await.unwrap_or(Err(ForwardError::Slow))
+        } else {
+            attempt.await
+        };
+        match result {
             Ok(resolved) => {
                 self.lock_cache().insert(key.clone(), resolved.clone(), Instant::now());
                 Ok(resolved)

@@ -26,6 +26,7 @@ pub mod objects;
 pub mod resolv_conf;
 mod server;
 mod stats;
+mod udp_batch;
 mod wire;
 pub mod zone;
 

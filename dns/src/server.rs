@@ -27,6 +27,7 @@ use crate::forward::Forwarder;
 use crate::handler::{Handler, Step, Transport};
 use crate::objects::{Snapshot, Update};
 use crate::stats::{DnsStats, Stats};
+use crate::udp_batch::{recv_batch, send_batch, Received, BATCH};
 use crate::zone::ClusterZone;
 
 /// A TCP client silent this long is disconnected (RFC 7766 suggests seconds, not minutes).
@@ -219,40 +220,41 @@ fn serve_udp_blocking(
     stop: Arc<AtomicBool>,
 ) {
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 65535];
+    let mut received = Received::new();
+    let mut replies = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let (len, peer) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(error) => {
-                if !matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) {
-                    tracing::debug!(%error, "udp receive");
-                }
-                continue;
+        if let Err(error) = recv_batch(&socket, &mut received) {
+            let quiet = matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+            );
+            if !quiet {
+                // ICMP errors from earlier sends surface here; they concern one peer only.
+                tracing::debug!(%error, "udp receive");
             }
-        };
-        if len == 0 && stop.load(Ordering::Relaxed) {
-            break;
+            continue;
         }
-        match handler.step(&buf[..len], Transport::Udp) {
-            Step::Reply(bytes) => {
-                if let Err(error) = socket.send_to(&bytes, peer) {
-                    tracing::debug!(%peer, %error, "udp send");
+        for i in 0..received.count {
+            let Some(peer) = received.peers[i] else { continue };
+            let packet = &received.bufs[i][..received.lens[i]];
+            match handler.step(packet, Transport::Udp) {
+                Step::Reply(bytes) => replies.push((bytes, peer)),
+                Step::Drop => {}
+                Step::Resolve(pending) => {
+                    let (socket, handler) = (socket.clone(), handler.clone());
+                    runtime.spawn(async move {
+                        let bytes = handler.resolve(pending).await;
+                        if let Err(error) = socket.send_to(&bytes, peer) {
+                            tracing::debug!(%peer, %error, "udp send");
+                        }
+                    });
                 }
-            }
-            Step::Drop => {}
-            Step::Resolve(pending) => {
-                let (socket, handler) = (socket.clone(), handler.clone());
-                runtime.spawn(async move {
-                    let bytes = handler.resolve(pending).await;
-                    if let Err(error) = socket.send_to(&bytes, peer) {
-                        tracing::debug!(%peer, %error, "udp send");
-                    }
-                });
             }
         }
+        send_batch(&socket, &replies);
+        replies.clear();
     }
 }
 

@@ -103,7 +103,8 @@ pub(crate) fn encode_answer(
     {
         for record in records {
             write_record(&mut out, &question, record)?;
-            counts[section] += 1;
+            // More records than a header can count: hickory's encoder reports the error.
+            counts[section] = counts[section].checked_add(1)?;
         }
     }
     let opt_len = if opt.is_some() { OPT_LEN } else { 0 };
@@ -148,7 +149,7 @@ fn write_header(
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
     out[6..8].copy_from_slice(&counts[0].to_be_bytes());
     out[8..10].copy_from_slice(&counts[1].to_be_bytes());
-    out[10..12].copy_from_slice(&(counts[2] + u16::from(has_opt)).to_be_bytes());
+    out[10..12].copy_from_slice(&counts[2].saturating_add(u16::from(has_opt)).to_be_bytes());
 }
 
 /// A name: a pointer into the question when it is a suffix of it, else in full.

@@ -220,3 +220,40 @@ async fn large_upstream_answers_are_fetched_over_tcp() {
     let udp = dig(&dns, "big.example.test", "TXT", &["+ignore"]).await;
     assert!(udp.has_flag("tc"), "{}", udp.raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_answers_are_served_stale_while_upstream_is_down() {
+    let Some((_, dnsmasq)) = tools() else { return };
+    let mut upstream = Dnsmasq::start_in(None, &dnsmasq, 1).await;
+    let dns = start(vec![upstream.addr]).await;
+    let fresh = dig(&dns, "www.example.test", "A", &[]).await;
+    assert_eq!(fresh.data("A"), vec!["192.0.2.1"], "{}", fresh.raw);
+    upstream.stop();
+    // Let the one-second TTL run out: the cache alone can no longer answer it as fresh.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let stale = dig(&dns, "www.example.test", "A", &[]).await;
+    assert_eq!(stale.data("A"), vec!["192.0.2.1"], "offline, still resolving: {}", stale.raw);
+    assert_eq!(stale.answers[0].split(' ').nth(1), Some("30"), "RFC 8767 TTL: {}", stale.raw);
+    assert_eq!(dns.stats().stale_answers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_ipv6_loopback_too() {
+    if tools().is_none() {
+        return;
+    }
+    let has_v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    if !skerry_testkit::require(has_v6, "IPv6 on the loopback interface") {
+        return;
+    }
+    let config = skerry_dns::DnsConfig {
+        listen: vec!["[::1]:0".parse().unwrap()],
+        ..skerry_dns::DnsConfig::default()
+    };
+    let dns = skerry_dns::ClusterDns::start(config).await.unwrap();
+    dns.apply(Update::apply(web()));
+    let udp = dig(&dns, "web.prod.svc.cluster.local", "AAAA", &[]).await;
+    assert_eq!(udp.data("AAAA"), vec!["fd00:43::20"], "{}", udp.raw);
+    let tcp = dig(&dns, "web.prod.svc.cluster.local", "A", &["+tcp"]).await;
+    assert_eq!(tcp.data("A"), vec!["10.43.0.20"], "{}", tcp.raw);
+}

@@ -92,7 +92,7 @@ async fn serves_the_cluster_dns_address_inside_a_node_namespace() {
     }
     let Some((_, dnsmasq)) = tools() else { return };
     let netns = Netns::new();
-    let upstream = Dnsmasq::start_in(Some(&netns.0), &dnsmasq).await;
+    let upstream = Dnsmasq::start_in(Some(&netns.0), &dnsmasq, 300).await;
     let config = DnsConfig { upstreams: vec![upstream.addr], ..DnsConfig::default() };
     assert_eq!(config.listen, vec!["10.43.0.10:53".parse().unwrap()], "the default address");
     // Started before the address exists on the node: IP_FREEBIND lets it bind anyway.

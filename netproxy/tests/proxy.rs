@@ -286,6 +286,15 @@ async fn node_port_is_reachable_via_another_nodes_address() {
     assert_eq!(fetch_retry(&outside, SocketAddr::from((ip1, 30080))).unwrap(), "web-0");
     let err = fetch(&outside, via_n2).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+
+    // No endpoints at all: the NodePort refuses at once on every node.
+    for p in &mut proxies {
+        p.update_service(&svc, &[slice("np", &[])]).unwrap();
+    }
+    for ip in [ip1, ip2] {
+        let err = fetch(&outside, SocketAddr::from((ip, 30080))).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    }
 }
 
 #[tokio::test]
@@ -347,4 +356,34 @@ async fn the_proxy_touches_only_its_own_table_and_survives_bad_input() {
     assert_eq!(fetch(&t.client.0, vip(80)).unwrap(), "pod-0");
     t.proxy.cleanup().unwrap();
     assert_eq!(t.node.exec(&["nft", "list", "table", "ip", "theirs"]), before);
+}
+
+#[test]
+fn a_refused_transaction_applies_nothing() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    use skerry_netproxy::nft::{NfSocket, NftError, TableTx};
+    let ns = Netns::new("nft");
+    let mut sock = NfSocket::open(Some(&ns.path())).unwrap();
+    let mut batch = sock.batch();
+    let mut tx = TableTx::new(&mut batch, "atomic");
+    tx.add_table();
+    tx.add_chain("ok", None);
+    tx.del_chain("missing"); // refused: ENOENT
+    match sock.commit(batch) {
+        Err(NftError::Rejected { index, total, source }) => {
+            assert_eq!((index, total), (3, 3));
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!sock.table_exists("atomic").unwrap(), "nothing of the batch was applied");
+    let listed = ns.exec(&["nft", "list", "ruleset"]);
+    assert!(!listed.contains("atomic"), "{listed}");
+    // The same socket keeps working after a refusal.
+    let mut batch = sock.batch();
+    TableTx::new(&mut batch, "atomic").add_table();
+    sock.commit(batch).unwrap();
+    assert!(sock.table_exists("atomic").unwrap());
 }

@@ -305,6 +305,8 @@ impl Runtime {
     /// Waits until the container has exited (or `timeout` passes) and returns its status.
     pub fn wait_container(&self, id: &str, timeout: Option<Duration>) -> Result<ContainerStatus> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // Short containers are common (jobs, probes): poll fast first, then back off.
+        let mut pause = Duration::from_millis(1);
         loop {
             let status = self.container_status(id)?;
             if matches!(status.state, ContainerState::Exited | ContainerState::Unknown) {
@@ -313,7 +315,8 @@ impl Runtime {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(status);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 

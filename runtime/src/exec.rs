@@ -205,7 +205,12 @@ fn run_exec(container_dir: &Path, spec_file: &Path, work: &Path) -> Result<i32> 
     } else {
         None
     };
-    let pid = builder.as_tenant().with_process(Some(&process_path)).with_detach(true).build();
+    let pid = builder
+        .with_executor(SizedTerminalExecutor { size: spec.size.filter(|_| spec.tty) })
+        .as_tenant()
+        .with_process(Some(&process_path))
+        .with_detach(true)
+        .build();
     let _ = std::env::set_current_dir("/");
     let _ = std::fs::remove_file(&process_path);
     let pid = pid.map_err(|e| exec_err(&record.id, e))?;
@@ -241,7 +246,6 @@ pub(crate) struct SizedTerminalExecutor {
 
 impl Executor for SizedTerminalExecutor {
     fn exec(&self, spec: &oci_spec::runtime::Spec) -> std::result::Result<(), ExecutorError> {
-        let _ = std::fs::write("/dbg-exec", format!("size={:?} tty0={:?}\n", self.size, nix::unistd::isatty(0)));
         if let Some((rows, cols)) = self.size {
             if nix::unistd::isatty(0).unwrap_or(false) {
                 set_winsize(0, rows, cols);

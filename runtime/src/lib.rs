@@ -23,6 +23,7 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod terminal;
 
 pub use cgroups::{CgroupVersion, Stats};
 pub use container::{stop_signal, ContainerState, ContainerStatus};

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each turning its arguments into a library call.
 
+mod check;
 mod ctr;
 #[cfg(feature = "server")]
 mod etcd;
@@ -30,6 +31,8 @@ pub enum Command {
     /// Run the control plane: the Kubernetes API server over the store.
     #[cfg(feature = "server")]
     Server(server::ServerArgs),
+    /// Check that this node can run the agent: kernel features, cgroups, clock, architecture.
+    Check(check::CheckArgs),
     /// Operate the node's containers and images directly (like `crictl` / `k3s ctr`).
     Ctr(ctr::CtrArgs),
 }
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Etcd(args) => etcd::run(args),
         #[cfg(feature = "server")]
         Command::Server(args) => server::run(args),
+        Command::Check(args) => check::run(args),
         Command::Ctr(args) => ctr::run(args),
     }
 }

@@ -85,15 +85,19 @@ fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
 
 /// Parses the arguments, starts the API server and serves until SIGTERM or SIGINT.
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let service_cidr =
-        parse_cidr(&args.service_cidr).with_context(|| format!("--service-cidr {:?}", args.service_cidr))?;
+    let service_cidr = parse_cidr(&args.service_cidr)
+        .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?;
     let node_port_range = parse_port_range(&args.service_node_port_range)
         .with_context(|| format!("--service-node-port-range {:?}", args.service_node_port_range))?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let store = match &args.datastore_endpoint {
         Some(endpoints) => StoreConfig::Etcd {
-            endpoints: endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+            endpoints: endpoints
+                .split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
             ca_file: args.datastore_cafile.clone(),
             cert_file: args.datastore_certfile.clone(),
             key_file: args.datastore_keyfile.clone(),
@@ -150,7 +154,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;

@@ -404,3 +404,31 @@ impl WatchStream {
         }
     }
 }
+
+impl ApiClient {
+    /// Starts a request whose body never finishes: the server holds its in-flight slot until the
+    /// returned connection is dropped.
+    pub async fn hold_request(&self, method: &str, path: &str) -> impl Drop {
+        use tokio::io::AsyncWriteExt;
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.unwrap();
+        let name = ServerName::try_from(self.host.clone()).unwrap();
+        let mut tls =
+            tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}:{}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+            self.host, self.port
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        HeldRequest(Some(tls))
+    }
+}
+
+/// A request left unfinished on purpose (see [`ApiClient::hold_request`]).
+pub struct HeldRequest(Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>);
+
+impl Drop for HeldRequest {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}

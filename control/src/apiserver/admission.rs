@@ -19,13 +19,19 @@ use super::watch_cache::prefix_end;
 use crate::store::{RangeRequest, Store};
 
 /// Namespaces that always exist and cannot be deleted.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";
 const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
 
 /// Rejects creating namespaced objects in a namespace that is missing or terminating.
-pub async fn check_namespace(store: &dyn Store, info: &ResourceInfo, namespace: &str, name: &str) -> ApiResult<()> {
+pub async fn check_namespace(
+    store: &dyn Store,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+) -> ApiResult<()> {
     let key = format!("/registry/namespaces/{namespace}");
     let found = store.range(RangeRequest { key: key.into_bytes(), ..Default::default() }).await?;
     let Some(kv) = found.kvs.first() else {
@@ -155,8 +161,11 @@ impl ServiceRanges {
         service: &mut Value,
     ) -> ApiResult<Vec<String>> {
         let name = meta::meta_str(service, "name").unwrap_or_default().to_string();
-        let spec_type =
-            service.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let spec_type = service
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         if spec_type == "ExternalName" {
             return Ok(Vec::new());
         }
@@ -167,7 +176,9 @@ impl ServiceRanges {
                 let taken = Self::taken(store, IP_PREFIX).await?;
                 let free = self.size.saturating_sub(3) as usize;
                 if taken.len() >= free {
-                    return Err(ApiError::internal("failed to allocate a serviceIP: range is full"));
+                    return Err(ApiError::internal(
+                        "failed to allocate a serviceIP: range is full",
+                    ));
                 }
                 // Random probing: concurrent creates rarely pick the same address.
                 let mut pick = None;
@@ -183,12 +194,18 @@ impl ServiceRanges {
                         break;
                     }
                 }
-                let ip = pick.ok_or_else(|| ApiError::internal("failed to allocate a serviceIP"))?;
+                let ip =
+                    pick.ok_or_else(|| ApiError::internal("failed to allocate a serviceIP"))?;
                 Some(ip.to_string())
             }
             other => {
                 let parsed: Ipv4Addr = other.parse().map_err(|_| {
-                    invalid(info, &name, "spec.clusterIP", format!("Invalid value: \"{other}\": must be a valid IP address"))
+                    invalid(
+                        info,
+                        &name,
+                        "spec.clusterIP",
+                        format!("Invalid value: \"{other}\": must be a valid IP address"),
+                    )
                 })?;
                 if !self.contains(parsed) {
                     return Err(invalid(info, &name, "spec.clusterIP", format!(
@@ -197,9 +214,12 @@ impl ServiceRanges {
                     )));
                 }
                 if Self::taken(store, IP_PREFIX).await?.contains(other) {
-                    return Err(invalid(info, &name, "spec.clusterIP", format!(
-                        "Invalid value: \"{other}\": provided IP is already allocated"
-                    )));
+                    return Err(invalid(
+                        info,
+                        &name,
+                        "spec.clusterIP",
+                        format!("Invalid value: \"{other}\": provided IP is already allocated"),
+                    ));
                 }
                 Some(other.to_string())
             }
@@ -239,9 +259,12 @@ impl ServiceRanges {
                         )));
                     }
                     if !taken.insert(n) {
-                        return Err(invalid(info, name, &format!("spec.ports[{i}].nodePort"), format!(
-                            "Invalid value: {n}: provided port is already allocated"
-                        )));
+                        return Err(invalid(
+                            info,
+                            name,
+                            &format!("spec.ports[{i}].nodePort"),
+                            format!("Invalid value: {n}: provided port is already allocated"),
+                        ));
                     }
                 }
                 None => {
@@ -254,8 +277,8 @@ impl ServiceRanges {
                             break;
                         }
                     }
-                    let chosen =
-                        chosen.ok_or_else(|| ApiError::internal("failed to allocate a nodePort"))?;
+                    let chosen = chosen
+                        .ok_or_else(|| ApiError::internal("failed to allocate a nodePort"))?;
                     if let Some(obj) = port.as_object_mut() {
                         obj.insert("nodePort".into(), json!(chosen));
                     }
@@ -282,7 +305,10 @@ mod tests {
             "ports": [{"port": 80, "nodePort": 30080}, {"port": 81}]}});
         assert_eq!(
             allocation_keys(&svc),
-            vec!["/registry/ranges/serviceips/10.43.0.9", "/registry/ranges/servicenodeports/30080"]
+            vec![
+                "/registry/ranges/serviceips/10.43.0.9",
+                "/registry/ranges/servicenodeports/30080"
+            ]
         );
         let ranges = ServiceRanges::new((Ipv4Addr::new(10, 43, 7, 7), 16), (30000, 32767));
         assert_eq!(ranges.first_ip(), Ipv4Addr::new(10, 43, 0, 1));

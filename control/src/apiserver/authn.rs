@@ -54,10 +54,8 @@ pub struct TokenAuthenticator {
 impl TokenAuthenticator {
     /// Reads a token CSV file.
     pub fn from_file(path: &Path) -> Result<TokenAuthenticator, TokenFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TokenFileError::Io { path: path.display().to_string(), source })?;
         Self::parse(&text).map_err(|(line, reason)| TokenFileError::Format {
             path: path.display().to_string(),
             line,
@@ -212,10 +210,9 @@ mod tests {
 
     #[test]
     fn token_csv_with_quoted_groups() {
-        let auth = TokenAuthenticator::parse(
-            "# comment\nabc,alice,1001,\"dev,ops\"\ndef,bob,1002\n",
-        )
-        .unwrap();
+        let auth =
+            TokenAuthenticator::parse("# comment\nabc,alice,1001,\"dev,ops\"\ndef,bob,1002\n")
+                .unwrap();
         let alice = auth.authenticate("abc").unwrap();
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.uid, "1001");

@@ -25,7 +25,9 @@ where
 {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(MAX_BODY))
+        }
         Err(err) => Err(ApiError::bad_request(format!("reading the request body: {err}"))),
     }
 }
@@ -75,7 +77,11 @@ pub fn error_response(err: &ApiError) -> Response<ApiBody> {
 }
 
 /// A plain-text response (health checks, metrics).
-pub fn text_response(code: StatusCode, text: impl Into<String>, content_type: &'static str) -> Response<ApiBody> {
+pub fn text_response(
+    code: StatusCode,
+    text: impl Into<String>,
+    content_type: &'static str,
+) -> Response<ApiBody> {
     let mut response = Response::new(full(text.into()));
     *response.status_mut() = code;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -83,11 +89,15 @@ pub fn text_response(code: StatusCode, text: impl Into<String>, content_type: &'
 }
 
 /// A streamed response whose chunks come from `rx` (watches).
-pub fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<ApiBody> {
+pub fn stream_response(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    content_type: &'static str,
+) -> Response<ApiBody> {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (Ok::<_, Infallible>(http_body::Frame::data(chunk)), rx))
     });
-    let mut response = Response::new(BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream)));
+    let mut response =
+        Response::new(BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream)));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

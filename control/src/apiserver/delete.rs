@@ -34,7 +34,8 @@ fn options(call: &Call) -> ApiResult<DeleteOptions> {
         ..Default::default()
     };
     if !call.body.iter().all(u8::is_ascii_whitespace) {
-        let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type =
+            call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let format = super::request::body_format(content_type)?;
         let body = body::decode_object(&call.body, format)?;
         if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
@@ -48,9 +49,15 @@ fn options(call: &Call) -> ApiResult<DeleteOptions> {
         }
         opts.precondition_uid =
             body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-        opts.precondition_rv =
-            body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
-        if body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All")) {
+        opts.precondition_rv = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from);
+        if body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"))
+        {
             opts.dry_run = true;
         }
     }
@@ -95,8 +102,15 @@ pub(crate) async fn delete_txn(
     let resp = server
         .inner
         .store
-        .txn(TxnRequest { compare: vec![unchanged_since(key, mod_revision)], success, failure: vec![] })
+        .txn(TxnRequest {
+            compare: vec![unchanged_since(key, mod_revision)],
+            success,
+            failure: vec![],
+        })
         .await?;
+    if resp.succeeded && super::crd::is_crd(info) {
+        super::crd::unregister(server, obj).await;
+    }
     Ok(resp.succeeded.then_some(resp.revision))
 }
 
@@ -108,19 +122,30 @@ enum Outcome {
     Marked(Value),
 }
 
-async fn delete_one(server: &ApiServer, call: &Call, key: &str, name: &str, opts: &DeleteOptions) -> ApiResult<Outcome> {
+async fn delete_one(
+    server: &ApiServer,
+    call: &Call,
+    key: &str,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<Outcome> {
     let info = &call.info;
     if is_kind(info, "Namespace") && admission::SYSTEM_NAMESPACES.contains(&name) {
         return Err(ApiError::forbidden(info, name, "this namespace may not be deleted"));
     }
     for _ in 0..16 {
-        let (current, kv) = read(server, key).await?.ok_or_else(|| ApiError::not_found(info, name))?;
+        let (current, kv) =
+            read(server, key).await?.ok_or_else(|| ApiError::not_found(info, name))?;
         let uid = meta::meta_str(&current, "uid").unwrap_or("");
         if opts.precondition_uid.as_deref().is_some_and(|u| u != uid) {
-            return Err(ApiError::conflict(info, name, &format!(
-                "Precondition failed: UID in precondition: {}, UID in object meta: {uid}",
-                opts.precondition_uid.as_deref().unwrap_or("")
-            )));
+            return Err(ApiError::conflict(
+                info,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {uid}",
+                    opts.precondition_uid.as_deref().unwrap_or("")
+                ),
+            ));
         }
         if opts.precondition_rv.as_deref().is_some_and(|rv| rv != kv.mod_revision.to_string()) {
             return Err(ApiError::conflict(info, name, &format!(
@@ -142,7 +167,10 @@ async fn delete_one(server: &ApiServer, call: &Call, key: &str, name: &str, opts
             }
         }
         let namespace_finalizers = is_kind(info, "Namespace")
-            && marked.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+            && marked
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
         let grace = pod_grace_period(info, &current, opts);
         let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some();
         if !finalizers.is_empty() || namespace_finalizers || grace > 0 {
@@ -150,7 +178,8 @@ async fn delete_one(server: &ApiServer, call: &Call, key: &str, name: &str, opts
                 return Ok(Outcome::Marked(current));
             }
             let now = std::time::SystemTime::now();
-            let at = if grace > 0 { now + std::time::Duration::from_secs(grace as u64) } else { now };
+            let at =
+                if grace > 0 { now + std::time::Duration::from_secs(grace as u64) } else { now };
             if !already_deleting || grace < current_grace(&current) {
                 meta::set_meta(&mut marked, "deletionTimestamp", json!(meta::rfc3339(at)));
                 meta::set_meta(&mut marked, "deletionGracePeriodSeconds", json!(grace.max(0)));
@@ -197,7 +226,8 @@ fn pod_grace_period(info: &ResourceInfo, pod: &Value, opts: &DeleteOptions) -> i
     if !is_kind(info, "Pod") {
         return 0;
     }
-    let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let bound =
+        pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
     let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
     if !bound || matches!(phase, "Succeeded" | "Failed") {
         return 0;
@@ -215,7 +245,9 @@ pub(crate) async fn delete(server: &ApiServer, call: Call) -> ApiResult<http::Re
     let key = object_key(&call);
     match delete_one(server, &call, &key, &name, &opts).await? {
         Outcome::Marked(obj) => Ok(respond(&call, StatusCode::OK, obj)),
-        Outcome::Deleted(obj) if returns_object(&call.info) => Ok(respond(&call, StatusCode::OK, obj)),
+        Outcome::Deleted(obj) if returns_object(&call.info) => {
+            Ok(respond(&call, StatusCode::OK, obj))
+        }
         Outcome::Deleted(obj) => {
             let uid = meta::meta_str(&obj, "uid").unwrap_or_default();
             let status = status::success_status(&call.info, &name, uid);
@@ -225,7 +257,10 @@ pub(crate) async fn delete(server: &ApiServer, call: Call) -> ApiResult<http::Re
 }
 
 /// `DELETE` of a collection (with the list's selectors): deletes each match, returns the list.
-pub(crate) async fn delete_collection(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBody>> {
+pub(crate) async fn delete_collection(
+    server: &ApiServer,
+    call: Call,
+) -> ApiResult<http::Response<ApiBody>> {
     let opts = options(&call)?;
     let (revision, objects) = list::matching_from_store(server, &call).await?;
     let mut items = Vec::new();

@@ -35,7 +35,8 @@ impl Filter {
     /// Parses the selectors of `call`.
     pub fn of(call: &Call) -> ApiResult<Filter> {
         let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
-        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), &call.info)?;
+        let fields =
+            FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), &call.info)?;
         let key_prefix = match call.namespace() {
             Some(ns) => format!("{}{ns}/", call.info.storage_prefix),
             None => call.info.storage_prefix.clone(),
@@ -72,7 +73,9 @@ fn encode_continue(rv: Revision, start: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
     let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
     let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if token.v != "meta.k8s.io/v1" || token.rv <= 0 || token.start.contains("..") {
@@ -96,17 +99,23 @@ pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Resp
         return Err(ApiError::bad_request(format!("resourceVersionMatch: Unsupported value: \"{rv_match}\": supported values: \"Exact\", \"NotOlderThan\"")));
     }
     if continue_token.is_some() && !rv.is_empty() && rv != "0" {
-        return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
     }
     if rv_match == "Exact" && parsed_rv == Some(0) {
-        return Err(ApiError::bad_request("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\""));
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+        ));
     }
 
     let (revision, items, next, remaining) = if let Some(token) = continue_token {
         let token = decode_continue(&token)?;
         let start = format!("{}{}", call.info.storage_prefix, token.start);
         if !start.starts_with(&filter.key_prefix) {
-            return Err(ApiError::bad_request("continue key is not valid: it is for another namespace"));
+            return Err(ApiError::bad_request(
+                "continue key is not valid: it is for another namespace",
+            ));
         }
         page(server, &call, &filter, token.rv, &start, limit).await.map_err(expired_continue)?
     } else if rv_match == "Exact" || (limit > 0 && rv != "0" && rv_match != "NotOlderThan") {
@@ -170,7 +179,10 @@ async fn from_cache(
             let start = filter.key_prefix.clone();
             return page(server, call, filter, 0, &start, 0).await;
         }
-        return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", cache.revision())));
+        return Err(ApiError::timeout(format!(
+            "Too large resource version: {rv}, current: {}",
+            cache.revision()
+        )));
     }
     let (revision, objects) = cache.snapshot(&filter.key_prefix);
     let items = objects
@@ -236,10 +248,16 @@ async fn page(
                     return Ok((revision, items, None, None));
                 }
                 let key_str = String::from_utf8_lossy(&kv.key).into_owned();
-                let next_start = format!("{}\u{0}", key_str.trim_start_matches(&call.info.storage_prefix));
+                let next_start =
+                    format!("{}\u{0}", key_str.trim_start_matches(&call.info.storage_prefix));
                 let remaining = (filter.labels.is_empty() && filter.fields.is_empty())
                     .then(|| count - (i as i64 + 1));
-                return Ok((revision, items, Some(encode_continue(revision, &next_start)), remaining));
+                return Ok((
+                    revision,
+                    items,
+                    Some(encode_continue(revision, &next_start)),
+                    remaining,
+                ));
             }
         }
         match (more, resp.kvs.last()) {
@@ -253,7 +271,10 @@ async fn page(
 }
 
 /// Every object a collection request's selectors match, read from the store now.
-pub(crate) async fn matching_from_store(server: &ApiServer, call: &Call) -> ApiResult<(Revision, Vec<Value>)> {
+pub(crate) async fn matching_from_store(
+    server: &ApiServer,
+    call: &Call,
+) -> ApiResult<(Revision, Vec<Value>)> {
     let filter = Filter::of(call)?;
     let start = filter.key_prefix.clone();
     let (revision, items, _, _) = page(server, call, &filter, 0, &start, 0).await?;

@@ -85,7 +85,9 @@ impl Metrics {
                 "apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {n}"
             );
         }
-        out.push_str("# HELP apiserver_request_duration_seconds Response latency by verb and resource.\n");
+        out.push_str(
+            "# HELP apiserver_request_duration_seconds Response latency by verb and resource.\n",
+        );
         out.push_str("# TYPE apiserver_request_duration_seconds histogram\n");
         for ((verb, resource), h) in &tables.durations {
             let labels = format!("verb=\"{verb}\",resource=\"{resource}\"");
@@ -102,7 +104,8 @@ impl Metrics {
                 h.count
             );
             let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{labels}}} {}", h.count);
+            let _ =
+                writeln!(out, "apiserver_request_duration_seconds_count{{{labels}}} {}", h.count);
         }
         out.push_str("# HELP apiserver_registered_watchers Number of currently open watches.\n");
         out.push_str("# TYPE apiserver_registered_watchers gauge\n");
@@ -123,8 +126,11 @@ mod tests {
         m.observe("create", "pods", 409, Duration::from_millis(1));
         let guard = m.watcher();
         let text = m.render();
-        assert!(text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 2"));
-        assert!(text.contains("apiserver_request_total{verb=\"CREATE\",resource=\"pods\",code=\"409\"} 1"));
+        assert!(
+            text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 2")
+        );
+        assert!(text
+            .contains("apiserver_request_total{verb=\"CREATE\",resource=\"pods\",code=\"409\"} 1"));
         assert!(text.contains(
             "apiserver_request_duration_seconds_bucket{verb=\"GET\",resource=\"pods\",le=\"0.005\"} 1"
         ));

@@ -20,7 +20,10 @@ pub enum Route {
     /// `/apis/<group>`.
     Group(String),
     /// `/api/v1` or `/apis/<group>/<version>`: the resources of a group version.
-    GroupVersion { group: String, version: String },
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     /// A resource, collection or subresource.
     Resource(ResourcePath),
     NotFound,
@@ -52,7 +55,9 @@ pub fn route(path: &str) -> Route {
         ["metrics"] => Route::Metrics,
         ["api"] => Route::LegacyRoot,
         ["apis"] => Route::GroupsRoot,
-        ["api", version] => Route::GroupVersion { group: String::new(), version: version.to_string() },
+        ["api", version] => {
+            Route::GroupVersion { group: String::new(), version: version.to_string() }
+        }
         ["apis", group] => Route::Group(group.to_string()),
         ["apis", group, version] => {
             Route::GroupVersion { group: group.to_string(), version: version.to_string() }
@@ -64,7 +69,8 @@ pub fn route(path: &str) -> Route {
 }
 
 fn resource_route(group: &str, version: &str, mut rest: &[&str]) -> Route {
-    let mut path = ResourcePath { group: group.into(), version: version.into(), ..Default::default() };
+    let mut path =
+        ResourcePath { group: group.into(), version: version.into(), ..Default::default() };
     if rest.first() == Some(&"watch") {
         path.watch_prefix = true;
         rest = &rest[1..];

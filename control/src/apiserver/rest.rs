@@ -14,7 +14,7 @@ use super::request::{BodyFormat, Output};
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult, Cause};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{admission, defaults, delete, list, meta, strategy, validation, watch};
+use super::{admission, crd, defaults, delete, list, meta, strategy, validation, watch};
 use crate::store::{
     Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, Revision,
     TxnRequest,
@@ -46,7 +46,9 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
         ("watch", None) if main_verb_ok => watch::watch(server, call).await,
         ("list", None) if main_verb_ok => list::list(server, call).await.map(Reply::from),
         ("get", None | Some("status")) if main_verb_ok => get(server, call).await.map(Reply::from),
-        ("create", None) if main_verb_ok && (named || call.namespace().is_some() || !call.info.namespaced) => {
+        ("create", None)
+            if main_verb_ok && (named || call.namespace().is_some() || !call.info.namespaced) =>
+        {
             if named {
                 return Err(ApiError::method_not_supported(Some(&call.info), "POST"));
             }
@@ -93,8 +95,9 @@ pub(crate) async fn read(server: &ApiServer, key: &str) -> ApiResult<Option<(Val
         .range(RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() })
         .await?;
     let Some(kv) = resp.kvs.into_iter().next() else { return Ok(None) };
-    let obj = meta::decode(&kv)
-        .ok_or_else(|| ApiError::internal(format!("the object stored at {key} is not valid JSON")))?;
+    let obj = meta::decode(&kv).ok_or_else(|| {
+        ApiError::internal(format!("the object stored at {key} is not valid JSON"))
+    })?;
     Ok(Some((obj, kv)))
 }
 
@@ -170,17 +173,20 @@ fn check_namespace(call: &Call, obj: &mut Value) -> ApiResult<()> {
 
 /// `fieldValidation`: unknown fields are an error (Strict), a warning (Warn, the default) or
 /// ignored. Only `metadata` fields are checked until OpenAPI schemas arrive.
-pub(crate) fn field_validation(call: &Call, obj: &Value) -> ApiResult<Vec<String>> {
+pub(crate) fn field_validation(call: &Call, obj: &mut Value) -> ApiResult<Vec<String>> {
     let mode = call.query.get("fieldValidation").unwrap_or("Warn");
     if !matches!(mode, "Strict" | "Warn" | "Ignore" | "") {
         return Err(ApiError::bad_request(format!(
             "fieldValidation: Unsupported value: \"{mode}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
         )));
     }
-    let unknown: Vec<String> = strategy::unknown_metadata_fields(obj)
-        .into_iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect();
+    let mut unknown = strategy::unknown_metadata_fields(obj);
+    if let (true, Some(schema)) = (call.info.custom, call.info.schema.as_ref()) {
+        // Custom objects lose the fields their schema does not declare (pruning).
+        unknown.extend(defaults::prune_custom(schema, obj));
+    }
+    let unknown: Vec<String> =
+        unknown.into_iter().map(|f| format!("unknown field \"{f}\"")).collect();
     match mode {
         "Strict" if !unknown.is_empty() => {
             Err(ApiError::bad_request(format!("strict decoding error: {}", unknown.join(", "))))
@@ -200,7 +206,7 @@ fn validate_new(call: &Call, obj: &Value, name: &str) -> ApiResult<()> {
 
 async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     let mut obj = decode_body(&call, None)?;
-    let warnings = field_validation(&call, &obj)?;
+    let warnings = field_validation(&call, &mut obj)?;
     let dry_run = call.query.dry_run()?;
     if meta::meta_str(&obj, "name").unwrap_or("").is_empty() {
         match meta::meta_str(&obj, "generateName").filter(|g| !g.is_empty()) {
@@ -209,11 +215,15 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
                 meta::set_meta(&mut obj, "name", json!(name));
             }
             None => {
-                return Err(invalid(&call, "", vec![Cause {
-                    reason: "FieldValueRequired".into(),
-                    message: "Required value: name or generateName is required".into(),
-                    field: "metadata.name".into(),
-                }]))
+                return Err(invalid(
+                    &call,
+                    "",
+                    vec![Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value: name or generateName is required".into(),
+                        field: "metadata.name".into(),
+                    }],
+                ))
             }
         }
     }
@@ -224,12 +234,23 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     strategy::prepare_create(&call.info, &mut obj);
     defaults::apply(&call.info, &mut obj);
     validate_new(&call, &obj, &name)?;
+    if crd::is_crd(&call.info) {
+        obj["status"] = crd::established_status(&obj);
+    }
     let key = call.info.storage_key(call.namespace(), &name);
     let is_service = call.info.group.is_empty() && call.info.kind == "Service";
+    if is_service && read(server, &key).await?.is_some() {
+        // AlreadyExists wins over "address already allocated" (its own address, typically).
+        return Err(ApiError::already_exists(&call.info, &name));
+    }
     for _ in 0..RETRIES {
         let mut candidate = obj.clone();
         let claims = if is_service {
-            server.inner.ranges.allocate(server.inner.store.as_ref(), &call.info, &mut candidate).await?
+            server
+                .inner
+                .ranges
+                .allocate(server.inner.store.as_ref(), &call.info, &mut candidate)
+                .await?
         } else {
             Vec::new()
         };
@@ -241,6 +262,9 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         match create_txn(server, &key, &candidate, &claims).await? {
             Some(rev) => {
                 meta::set_resource_version(&mut candidate, rev);
+                if crd::is_crd(&call.info) {
+                    crd::register(server, &candidate);
+                }
                 let mut reply: Reply = respond(&call, StatusCode::CREATED, candidate).into();
                 reply.warnings = warnings;
                 return Ok(reply);
@@ -323,7 +347,8 @@ fn apply_request(call: &Call, current: &Value) -> ApiResult<Change> {
             _ => return Err(ApiError::unsupported_media_type(content_type.unwrap_or("none"))),
         }
         // A patch may only pin a resourceVersion it names explicitly.
-        let pinned = meta::meta_str(&patched, "resourceVersion") != meta::meta_str(current, "resourceVersion");
+        let pinned = meta::meta_str(&patched, "resourceVersion")
+            != meta::meta_str(current, "resourceVersion");
         let mut patched = patched;
         check_type(&mut patched, &call.info.api_version(), &call.info.kind)?;
         check_namespace(call, &mut patched)?;
@@ -356,7 +381,7 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         let (current, kv) =
             read(server, &key).await?.ok_or_else(|| ApiError::not_found(&call.info, &name))?;
         let Change::Write(mut new, pinned) = apply_request(&call, &current)?;
-        let warnings = field_validation(&call, &new)?;
+        let warnings = field_validation(&call, &mut new)?;
         let body_name = meta::meta_str(&new, "name").unwrap_or("");
         if body_name != name {
             if body_name.is_empty() {
@@ -398,11 +423,18 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         match commit_update(server, &call, &key, &kv, &mut merged).await? {
             Some(rev) => {
                 meta::set_resource_version(&mut merged, rev);
+                if crd::is_crd(&call.info)
+                    && merged.pointer("/metadata/deletionTimestamp").is_none()
+                {
+                    crd::register(server, &merged);
+                }
                 let mut reply: Reply = respond(&call, StatusCode::OK, merged).into();
                 reply.warnings = warnings;
                 return Ok(reply);
             }
-            None if pinned => return Err(ApiError::conflict(&call.info, &name, ApiError::MODIFIED)),
+            None if pinned => {
+                return Err(ApiError::conflict(&call.info, &name, ApiError::MODIFIED))
+            }
             None => continue,
         }
     }
@@ -420,8 +452,13 @@ pub(crate) async fn commit_update(
 ) -> ApiResult<Option<Revision>> {
     let finished = obj.pointer("/metadata/deletionTimestamp").is_some()
         && meta::finalizers(obj).is_empty()
-        && !(call.info.kind == "Pod" && call.info.group.is_empty()
-            && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0);
+        && !(call.info.kind == "Pod"
+            && call.info.group.is_empty()
+            && obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0);
     if finished {
         return delete::delete_txn(server, &call.info, key, kv.mod_revision, obj).await;
     }
@@ -446,21 +483,35 @@ async fn binding(server: &ApiServer, call: Call) -> ApiResult<http::Response<Api
     let binding = decode_body(&call, Some(("v1", "Binding")))?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
     if node.is_empty() {
-        return Err(invalid(&call, &name, vec![Cause {
-            reason: "FieldValueRequired".into(),
-            message: "Required value".into(),
-            field: "target.name".into(),
-        }]));
+        return Err(invalid(
+            &call,
+            &name,
+            vec![Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: "target.name".into(),
+            }],
+        ));
     }
     let key = object_key(&call);
     for _ in 0..RETRIES {
         let (mut pod, kv) =
             read(server, &key).await?.ok_or_else(|| ApiError::not_found(&call.info, &name))?;
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(&call.info, &name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                &call.info,
+                &name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        if let Some(current) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict(&call.info, &name, &format!("pod {name} is already assigned to node \"{current}\"")));
+        if let Some(current) =
+            pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                &call.info,
+                &name,
+                &format!("pod {name} is already assigned to node \"{current}\""),
+            ));
         }
         pod["spec"]["nodeName"] = json!(node);
         if call.query.dry_run()? {
@@ -474,13 +525,21 @@ async fn binding(server: &ApiServer, call: Call) -> ApiResult<http::Response<Api
     Ok(body::object_response(StatusCode::CREATED, &status, Output::Json))
 }
 
-/// Where a kind keeps its replica counts and selector, for `/scale`.
-fn scale_paths(call: &Call) -> Option<(&'static str, &'static str, &'static str)> {
+/// Where a kind keeps its replica counts and selector, for `/scale` (JSON pointers).
+fn scale_paths(call: &Call) -> Option<(String, String, String)> {
+    let pointer = |path: &str| path.trim_start_matches('.').replace('.', "/");
+    let pointer = |path: &str| format!("/{}", pointer(path));
     match (call.info.group.as_str(), call.info.kind.as_str()) {
+        _ if call.info.custom => call.info.scale.as_ref().map(|s| {
+            (
+                pointer(&s.spec_replicas_path),
+                pointer(&s.status_replicas_path),
+                s.label_selector_path.as_deref().map(pointer).unwrap_or_default(),
+            )
+        }),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") | ("", "ReplicationController") => {
-            Some(("/spec/replicas", "/status/replicas", "/spec/selector"))
+            Some(("/spec/replicas".into(), "/status/replicas".into(), "/spec/selector".into()))
         }
-        _ if call.info.custom => Some(("/spec/replicas", "/status/replicas", "/status/selector")),
         _ => None,
     }
 }
@@ -492,10 +551,13 @@ fn selector_string(selector: Option<&Value>) -> String {
             let mut parts: Vec<String> = sel
                 .get("matchLabels")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+                .map(|m| {
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()
+                })
                 .unwrap_or_default();
             if sel.get("matchLabels").is_none() && sel.get("matchExpressions").is_none() {
-                parts = sel.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+                parts =
+                    sel.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
             }
             parts.join(",")
         }
@@ -503,7 +565,7 @@ fn selector_string(selector: Option<&Value>) -> String {
     }
 }
 
-fn to_scale(obj: &Value, paths: (&str, &str, &str)) -> Value {
+fn to_scale(obj: &Value, paths: &(String, String, String)) -> Value {
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -514,10 +576,10 @@ fn to_scale(obj: &Value, paths: (&str, &str, &str)) -> Value {
             "resourceVersion": obj.pointer("/metadata/resourceVersion"),
             "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
         },
-        "spec": { "replicas": obj.pointer(paths.0).and_then(Value::as_i64).unwrap_or(0) },
+        "spec": { "replicas": obj.pointer(&paths.0).and_then(Value::as_i64).unwrap_or(0) },
         "status": {
-            "replicas": obj.pointer(paths.1).and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector_string(obj.pointer(paths.2)),
+            "replicas": obj.pointer(&paths.1).and_then(Value::as_i64).unwrap_or(0),
+            "selector": if paths.2.is_empty() { String::new() } else { selector_string(obj.pointer(&paths.2)) },
         },
     })
 }
@@ -530,7 +592,7 @@ async fn scale(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBo
     for _ in 0..RETRIES {
         let (mut obj, kv) =
             read(server, &key).await?.ok_or_else(|| ApiError::not_found(&call.info, &name))?;
-        let current = to_scale(&obj, paths);
+        let current = to_scale(&obj, &paths);
         if call.method == Method::GET {
             return Ok(body::object_response(StatusCode::OK, &current, call.output));
         }
@@ -541,7 +603,8 @@ async fn scale(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBo
                 BodyFormat::JsonPatch => {
                     let patch: json_patch::Patch = serde_json::from_slice(&call.body)
                         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &patch).map_err(|e| invalid_patch(&call, &e.to_string()))?;
+                    json_patch::patch(&mut patched, &patch)
+                        .map_err(|e| invalid_patch(&call, &e.to_string()))?;
                 }
                 BodyFormat::MergePatch => {
                     let patch: Value = serde_json::from_slice(&call.body)
@@ -561,30 +624,49 @@ async fn scale(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBo
         }
         let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
         if replicas < 0 {
-            return Err(invalid(&call, &name, vec![Cause {
-                reason: "FieldValueInvalid".into(),
-                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-                field: "spec.replicas".into(),
-            }]));
+            return Err(invalid(
+                &call,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!(
+                        "Invalid value: {replicas}: must be greater than or equal to 0"
+                    ),
+                    field: "spec.replicas".into(),
+                }],
+            ));
         }
         let old = obj.clone();
-        if let Some(slot) = obj.pointer_mut(paths.0) {
-            *slot = json!(replicas);
-        } else {
-            obj["spec"]["replicas"] = json!(replicas);
-        }
+        set_pointer(&mut obj, &paths.0, json!(replicas));
         if let Some(gen) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
             if strategy::changed(&old, &obj) {
                 meta::set_meta(&mut obj, "generation", json!(gen + 1));
             }
         }
         if call.query.dry_run()? || !strategy::changed(&old, &obj) {
-            return Ok(body::object_response(StatusCode::OK, &to_scale(&obj, paths), call.output));
+            return Ok(body::object_response(StatusCode::OK, &to_scale(&obj, &paths), call.output));
         }
         if let Some(rev) = commit_update(server, &call, &key, &kv, &mut obj).await? {
             meta::set_resource_version(&mut obj, rev);
-            return Ok(body::object_response(StatusCode::OK, &to_scale(&obj, paths), call.output));
+            return Ok(body::object_response(StatusCode::OK, &to_scale(&obj, &paths), call.output));
         }
     }
     Err(ApiError::conflict(&call.info, &name, ApiError::MODIFIED))
+}
+
+/// Sets the value at a JSON pointer, creating intermediate objects.
+fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
+    let mut cur = obj;
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let Some(map) = cur.as_object_mut() else { return };
+        if i == parts.len() - 1 {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        cur = map.entry(part.to_string()).or_insert_with(|| json!({}));
+    }
 }

@@ -55,7 +55,9 @@ fn set_values(rest: &str, selector: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn bad_label(selector: &str, why: &str) -> ApiError {
-    ApiError::bad_request(format!("unable to parse requirement: {why} in label selector {selector:?}"))
+    ApiError::bad_request(format!(
+        "unable to parse requirement: {why} in label selector {selector:?}"
+    ))
 }
 
 fn valid_key(key: &str) -> bool {
@@ -187,9 +189,7 @@ impl FieldSelector {
             let known = matches!(field, "metadata.name" | "metadata.namespace")
                 || kind_fields(info).contains(&field);
             if !known {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
             requirements.push((field.to_string(), value.trim().to_string(), equal));
         }
@@ -267,9 +267,8 @@ mod tests {
 
     #[test]
     fn field_selector_per_kind_fields() {
-        let pods = crate::apiserver::resource::Registry::builtin()
-            .resolve("", "v1", "pods")
-            .unwrap();
+        let pods =
+            crate::apiserver::resource::Registry::builtin().resolve("", "v1", "pods").unwrap();
         let m = |s: &str| FieldSelector::parse(s, &pods).unwrap().matches(&pod());
         assert!(m("metadata.name=web-1"));
         assert!(m("spec.nodeName=n1,status.phase!=Pending"));

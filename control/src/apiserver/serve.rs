@@ -131,10 +131,13 @@ fn serving_sans(opts: &ServerOptions, service_ip: Ipv4Addr) -> Vec<String> {
 pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started, ServeError> {
     let tls_dir = opts.data_dir.join("tls");
     let ca = ClusterCa::load_or_create(&tls_dir)?;
-    let service_ip = super::admission::ServiceRanges::new(opts.api.service_cidr, opts.api.node_port_range).first_ip();
+    let service_ip =
+        super::admission::ServiceRanges::new(opts.api.service_cidr, opts.api.node_port_range)
+            .first_ip();
     let sans = serving_sans(&opts, service_ip);
-    let serving =
-        pki::load_or_issue(&tls_dir, "serving", &sans.join(","), || ca.issue_serving("kube-apiserver", &sans))?;
+    let serving = pki::load_or_issue(&tls_dir, "serving", &sans.join(","), || {
+        ca.issue_serving("kube-apiserver", &sans)
+    })?;
     let admin = pki::load_or_issue(&tls_dir, "admin", "admin:system:masters", || {
         ca.issue_client("admin", &["system:masters"])
     })?;
@@ -143,14 +146,18 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
         None => TokenAuthenticator::default(),
     };
     let listener = listener::bind(SocketAddr::new(opts.bind_address, opts.port)).await?;
-    let addr = listener.local_addr().map_err(|source| ListenError::Bind { addr: SocketAddr::new(opts.bind_address, opts.port), source })?;
+    let addr = listener.local_addr().map_err(|source| ListenError::Bind {
+        addr: SocketAddr::new(opts.bind_address, opts.port),
+        source,
+    })?;
     let host = match opts.bind_address {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
     let kubeconfig = opts.data_dir.join("admin.kubeconfig");
-    let text = pki::kubeconfig(&format!("https://{host}:{}", addr.port()), &ca.cert_pem, &admin, "admin");
+    let text =
+        pki::kubeconfig(&format!("https://{host}:{}", addr.port()), &ca.cert_pem, &admin, "admin");
     pki::write_private(&kubeconfig, &text)?;
 
     let mut api = opts.api.clone();
@@ -182,7 +189,12 @@ async fn ensure(server: &ApiServer, path: &str, body: Value) -> Result<(), ApiEr
 /// endpoints; then starts a watch cache per built-in resource.
 pub async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
     for ns in SYSTEM_NAMESPACES {
-        ensure(server, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        ensure(
+            server,
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     let config = &server.inner.config;
     let service_ip = server.inner.ranges.first_ip().to_string();
@@ -200,6 +212,7 @@ pub async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
         "subsets": [{"addresses": [{"ip": config.advertise_address.to_string()}],
                      "ports": [{"name": "https", "port": config.secure_port, "protocol": "TCP"}]}],
     })).await?;
+    super::crd::load_all(server).await.map_err(ApiError::from)?;
     for info in server.inner.registry.all() {
         server.inner.caches.get(&server.inner.store, &info.storage_prefix);
     }

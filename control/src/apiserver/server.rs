@@ -172,7 +172,11 @@ impl ApiServer {
 
     /// Serves one request. `transport_user` is the identity the transport proved (a verified
     /// client certificate, or the in-process caller); otherwise a bearer token is looked up.
-    pub async fn handle<B>(&self, req: Request<B>, transport_user: Option<User>) -> Response<ApiBody>
+    pub async fn handle<B>(
+        &self,
+        req: Request<B>,
+        transport_user: Option<User>,
+    ) -> Response<ApiBody>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -334,10 +338,9 @@ impl ApiServer {
     async fn discovery(&self, route: &Route, headers: &HeaderMap) -> ApiResult<Response<ApiBody>> {
         let registry = &self.inner.registry;
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let aggregated = accept
-            .split(',')
-            .next()
-            .is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2"));
+        let aggregated = accept.split(',').next().is_some_and(|first| {
+            first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2")
+        });
         let json = |v: Value| Ok(body::object_response(StatusCode::OK, &v, Output::Json));
         match route {
             Route::LegacyRoot | Route::GroupsRoot if aggregated => {

@@ -79,7 +79,11 @@ impl ApiError {
     /// 405 MethodNotAllowed.
     pub fn method_not_supported(info: Option<&ResourceInfo>, verb: &str) -> ApiError {
         let what = info.map(qualified_resource).unwrap_or_else(|| "this resource".into());
-        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind \"{what}\""))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("{verb} is not supported on resources of kind \"{what}\""),
+        )
     }
 
     /// 406 NotAcceptable.
@@ -101,7 +105,11 @@ impl ApiError {
         let resource = qualified_resource(info);
         ApiError {
             details: Some(details(info, name, &info.plural)),
-            ..Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"))
+            ..Self::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
+            )
         }
     }
 
@@ -116,7 +124,11 @@ impl ApiError {
 
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> ApiError {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     /// 415 UnsupportedMediaType.
@@ -128,7 +140,13 @@ impl ApiError {
     pub fn invalid(info: &ResourceInfo, name: &str, causes: Vec<Cause>) -> ApiError {
         let summary: Vec<String> = causes
             .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect();
         let mut d = details(info, name, &info.kind);
         d["causes"] = causes
@@ -203,13 +221,15 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         match err {
-            StoreError::Compacted { .. } => ApiError::gone(
-                "The resourceVersion for the provided list is too old.".to_string(),
-            ),
+            StoreError::Compacted { .. } => {
+                ApiError::gone("The resourceVersion for the provided list is too old.".to_string())
+            }
             StoreError::FutureRevision => {
                 ApiError::timeout("Too large resource version".to_string())
             }
-            StoreError::Unavailable(msg) => ApiError::unavailable(format!("store unavailable: {msg}")),
+            StoreError::Unavailable(msg) => {
+                ApiError::unavailable(format!("store unavailable: {msg}"))
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

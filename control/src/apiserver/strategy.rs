@@ -53,7 +53,13 @@ pub fn present(info: &ResourceInfo, obj: &mut Value) {
 pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
     meta::set_meta(obj, "uid", json!(meta::new_uid()));
     meta::set_meta(obj, "creationTimestamp", json!(meta::now_rfc3339()));
-    for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+    for field in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+        "managedFields",
+    ] {
         meta::remove_meta(obj, field);
     }
     if tracks_generation(info, obj) {
@@ -62,7 +68,8 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
         meta::remove_meta(obj, "generation");
     }
     // Status belongs to the controllers; nodes alone may bring theirs on create.
-    let keep_status = !has_status_subresource(info) || (info.group.is_empty() && info.kind == "Node");
+    let keep_status =
+        !has_status_subresource(info) || (info.group.is_empty() && info.kind == "Node");
     if !keep_status {
         if let Some(map) = obj.as_object_mut() {
             map.remove("status");
@@ -114,7 +121,12 @@ fn qos_class(pod: &Value) -> &'static str {
 /// Builds the object to store for an update of `old` with `new` through `subresource`
 /// (`None` = the main resource): server-owned metadata from `old`, the half the subresource
 /// does not own from `old`, and `generation` bumped when the spec changed.
-pub fn prepare_update(info: &ResourceInfo, old: &Value, new: Value, subresource: Option<&str>) -> Value {
+pub fn prepare_update(
+    info: &ResourceInfo,
+    old: &Value,
+    new: Value,
+    subresource: Option<&str>,
+) -> Value {
     let mut merged = match subresource {
         Some("status") => {
             // Only status changes through /status (metadata too is reset, as the reference does).
@@ -163,7 +175,11 @@ pub fn prepare_update(info: &ResourceInfo, old: &Value, new: Value, subresource:
     let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
     if let Some(old_gen) = old_gen {
         let bumped = subresource.is_none() && meta::spec_part(old) != meta::spec_part(&merged);
-        meta::set_meta(&mut merged, "generation", json!(if bumped { old_gen + 1 } else { old_gen }));
+        meta::set_meta(
+            &mut merged,
+            "generation",
+            json!(if bumped { old_gen + 1 } else { old_gen }),
+        );
     }
     merged
 }
@@ -227,10 +243,7 @@ mod tests {
     fn qos_classes() {
         let pod = |res: Value| json!({"spec": {"containers": [{"resources": res}]}});
         assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
-        assert_eq!(
-            qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
-            "Guaranteed"
-        );
+        assert_eq!(qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
         assert_eq!(qos_class(&pod(json!({"requests": {"cpu": "1"}}))), "Burstable");
     }
 }

@@ -39,7 +39,8 @@ struct Encoder {
 
 impl Encoder {
     fn line(&self, kind: &str, object: Value) -> Bytes {
-        let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -96,7 +97,9 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         None | Some("") => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(v) => return Err(ApiError::bad_request(format!("sendInitialEvents: invalid value {v:?}"))),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!("sendInitialEvents: invalid value {v:?}")))
+        }
     };
     let bookmarks = call.query.flag("allowWatchBookmarks");
     if send_initial.is_some() {
@@ -110,7 +113,8 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         return Err(ApiError::bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
     }
     let timeout = call.query.int("timeoutSeconds")?.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
-    let encoder = Encoder { info: call.info.clone(), output: call.output, table: rest::table_options(&call) };
+    let encoder =
+        Encoder { info: call.info.clone(), output: call.output, table: rest::table_options(&call) };
     let cache = server.inner.caches.get(&server.inner.store, &call.info.storage_prefix);
 
     // Where the stream starts, and the revision the cache must have reached first.
@@ -122,13 +126,19 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         (_, Some(n)) => (Some(n), 0),
     };
     if !cache.wait_for(wait_for, CACHE_WAIT).await {
-        return Err(ApiError::timeout(format!("Too large resource version: {wait_for}, current: {}", cache.revision())));
+        return Err(ApiError::timeout(format!(
+            "Too large resource version: {wait_for}, current: {}",
+            cache.revision()
+        )));
     }
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let subscription = match cache.subscribe(from) {
         Ok(s) => s,
         Err(oldest) => {
-            let status = ApiError::gone(format!("too old resource version: {} ({oldest})", from.unwrap_or(0)));
+            let status = ApiError::gone(format!(
+                "too old resource version: {} ({oldest})",
+                from.unwrap_or(0)
+            ));
             let _ = tx.try_send(encoder.line("ERROR", status.to_status()));
             drop(tx);
             return Ok(body::stream_response(rx, "application/json").into());
@@ -139,7 +149,16 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     let server = server.clone();
     tokio::spawn(async move {
         let _counted = server.inner.metrics.watcher();
-        let run = pump(subscription, &filter, &encoder, &tx, skip_through, bookmarks, initial_end, &cache);
+        let run = pump(
+            subscription,
+            &filter,
+            &encoder,
+            &tx,
+            skip_through,
+            bookmarks,
+            initial_end,
+            &cache,
+        );
         // The stream simply ends at the timeout, as the reference's does.
         let _ = tokio::time::timeout(Duration::from_secs(timeout as u64), run).await;
     });

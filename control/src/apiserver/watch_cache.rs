@@ -18,9 +18,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::meta;
-use crate::store::{
-    EventKind, RangeRequest, Revision, Store, WatchMessage, WatchRequest,
-};
+use crate::store::{EventKind, RangeRequest, Revision, Store, WatchMessage, WatchRequest};
 
 /// How many past events each resource keeps for watches that start in the past.
 const HISTORY: usize = 10_000;

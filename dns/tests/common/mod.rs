@@ -174,11 +174,11 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub async fn start(program: &Path) -> Dnsmasq {
-        Self::start_in(None, program).await
+        Self::start_in(None, program, 300).await
     }
 
-    /// [`Dnsmasq::start`] inside the network namespace `netns` if given.
-    pub async fn start_in(netns: Option<&str>, program: &Path) -> Dnsmasq {
+    /// [`Dnsmasq::start`] inside the network namespace `netns` if given, with answers' `ttl`.
+    pub async fn start_in(netns: Option<&str>, program: &Path, ttl: u32) -> Dnsmasq {
         for _ in 0..10 {
             let port = skerry_testkit::free_port();
             let mut command = match netns {
@@ -197,10 +197,9 @@ impl Dnsmasq {
                 "--no-hosts",
                 "--listen-address=127.0.0.1",
                 "--bind-interfaces",
-                "--local-ttl=300",
                 "--address=/example.test/192.0.2.1",
             ]);
-            command.arg(format!("--port={port}"));
+            command.arg(format!("--port={port}")).arg(format!("--local-ttl={ttl}"));
             // A large upstream answer: 60 TXT records, far more than 1232 bytes.
             for i in 0..60 {
                 command.arg(format!("--txt-record=big.example.test,record-{i:02}-padding-padding"));

@@ -1,0 +1,137 @@
+//! `skerry server` as a process: certificates and the admin kubeconfig on first start and their
+//! reuse on restart, authentication (client certificates, bearer tokens, 401 otherwise), the
+//! unauthenticated health and version endpoints, metrics, and the max-in-flight limit.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::server::SkerryServer;
+use serde_json::json;
+
+#[tokio::test]
+async fn first_start_writes_credentials_and_restart_reuses_them() {
+    let mut server = SkerryServer::start();
+    let mode = std::fs::metadata(&server.kubeconfig).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let ca = std::fs::read(server.data_dir.join("tls/ca.crt")).unwrap();
+    let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
+    assert!(
+        kubeconfig.contains("certificate-authority-data:")
+            && kubeconfig.contains("client-key-data:")
+    );
+
+    let api = server.admin();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}});
+    let (code, _) = api.json("POST", "/api/v1/namespaces/default/configmaps", Some(&cm)).await;
+    assert_eq!(code, 201);
+
+    server.restart();
+    assert_eq!(std::fs::read(server.data_dir.join("tls/ca.crt")).unwrap(), ca, "the CA is reused");
+    let api = server.admin();
+    let (code, got) = api.json("GET", "/api/v1/namespaces/default/configmaps/kept", None).await;
+    assert_eq!(code, 200, "objects survive a restart: {got}");
+    let (_, list) = api.json("GET", "/api/v1/namespaces/default/services", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "bootstrap objects are not duplicated");
+}
+
+#[tokio::test]
+async fn authentication_health_version_and_metrics() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "secret-token,alice,1001,\"dev,ops\"\n").unwrap();
+    let server = SkerryServer::start_with(&["--token-auth-file", tokens.path().to_str().unwrap()]);
+
+    let anon = server.anonymous(None);
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let resp = anon.request("GET", path, None, b"").await.unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (200, b"ok".as_slice()), "{path}");
+    }
+    let verbose = anon.request("GET", "/readyz?verbose", None, b"").await.unwrap();
+    assert!(String::from_utf8_lossy(&verbose.body).contains("[+]etcd ok"));
+    let resp = anon.request("GET", "/version", None, b"").await.unwrap();
+    let version = resp.json();
+    assert_eq!((version["major"].as_str(), version["minor"].as_str()), (Some("1"), Some("33")));
+    assert!(version["gitVersion"].as_str().unwrap().starts_with("v1.33."));
+    for path in ["/api", "/apis", "/api/v1/namespaces", "/metrics"] {
+        let resp = anon.request("GET", path, None, b"").await.unwrap();
+        assert_eq!(resp.status, 401, "{path}");
+        assert_eq!(resp.json()["reason"], "Unauthorized");
+    }
+    let wrong = server.anonymous(Some("not-the-token"));
+    assert_eq!(wrong.request("GET", "/api", None, b"").await.unwrap().status, 401);
+    let alice = server.anonymous(Some("secret-token"));
+    let (code, body) = alice.json("GET", "/api/v1/namespaces", None).await;
+    assert_eq!(code, 200, "{body}");
+
+    let (code, _) = server.admin().json("GET", "/api/v1/namespaces/default", None).await;
+    assert_eq!(code, 200);
+    let metrics = server.admin().request("GET", "/metrics", None, b"").await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(
+            "apiserver_request_total{verb=\"LIST\",resource=\"namespaces\",code=\"200\"}"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("apiserver_request_duration_seconds_bucket{verb=\"GET\",resource=\"namespaces\",le=\"0.005\"}"), "{text}");
+    assert!(text.contains("apiserver_registered_watchers 0"), "{text}");
+
+    // Discovery, legacy and aggregated.
+    let api = server.admin();
+    let (_, versions) = api.json("GET", "/api", None).await;
+    assert_eq!(versions["versions"][0], "v1");
+    let resp = api
+        .request_with("GET", "/apis", &[("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")], b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers["content-type"],
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    assert_eq!(resp.json()["kind"], "APIGroupDiscoveryList");
+}
+
+#[tokio::test]
+async fn max_in_flight_answers_429_with_retry_after() {
+    let server = SkerryServer::start_with(&["--max-mutating-requests-inflight", "1"]);
+    let api = server.admin();
+    let held = api.hold_request("POST", "/api/v1/namespaces/default/configmaps").await;
+    // The held request occupies the only mutating slot once the server has read its headers.
+    let mut refused = None;
+    for _ in 0..100 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        let resp = api
+            .request(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Some("application/json"),
+                cm.to_string().as_bytes(),
+            )
+            .await
+            .unwrap();
+        if resp.status == 429 {
+            refused = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("a 429 while the slot is held");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(refused.json()["reason"], "TooManyRequests");
+    // Reads have their own limit and still work.
+    let (code, _) = api.json("GET", "/api/v1/namespaces", None).await;
+    assert_eq!(code, 200);
+    drop(held);
+    let mut accepted = false;
+    for _ in 0..100 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}});
+        let (code, _) = api.json("POST", "/api/v1/namespaces/default/configmaps", Some(&cm)).await;
+        if code == 201 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the slot is freed when the held request goes away");
+}
