@@ -322,3 +322,24 @@ async fn large_event_batches_are_fragmented_when_the_client_allows_it() {
         assert_eq!(p.events()[0].prev_kv().unwrap().value(), &[b'a'; 1200][..]);
     }
 }
+
+#[tokio::test]
+async fn watch_filters_drop_the_filtered_event_kinds() {
+    let server = SkerryEtcd::start();
+    let mut c = connect(&server).await;
+    let no_delete = WatchOptions::new().with_filters([etcd_client::WatchFilterType::NoDelete]);
+    let mut stream = c.watch("/flt", Some(no_delete)).await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().created());
+    c.put("/flt", "1", None).await.unwrap();
+    c.delete("/flt", None).await.unwrap();
+    c.put("/flt", "2", None).await.unwrap();
+    let mut values = Vec::new();
+    while values.len() < 2 {
+        let resp = stream.message().await.unwrap().unwrap();
+        for ev in resp.events() {
+            assert_eq!(ev.event_type(), EventType::Put, "deletes are filtered out");
+            values.push(ev.kv().unwrap().value().to_vec());
+        }
+    }
+    assert_eq!(values, [b"1".to_vec(), b"2".to_vec()]);
+}

@@ -306,3 +306,36 @@ async fn a_second_store_on_the_same_file_is_refused_while_the_first_is_open() {
     let s = open(&path, SqliteOptions::default());
     assert_eq!(get(&s, "k", 0).await.unwrap().unwrap().mod_revision, rev);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watcher_whose_history_was_compacted_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { watch_buffer: 2, ..Default::default() };
+    let s = open(&dir.path().join("store.db"), options);
+    let mut w = s.watch(WatchRequest { key: "k".into(), ..Default::default() }).await.unwrap();
+    let first = put(&s, "k", b"0").await;
+    let mut last = first;
+    // More revisions than one replay chunk plus the buffer, so replay must read again later.
+    for i in 1..1200 {
+        last = put(&s, "k", format!("{i}").as_bytes()).await;
+    }
+    s.compact(last).await.unwrap();
+    let mut expected = first;
+    loop {
+        match tokio::time::timeout(PATIENCE, w.recv()).await.unwrap() {
+            Some(WatchMessage::Events { events, .. }) => {
+                for e in events {
+                    assert_eq!(e.kv.mod_revision, expected, "in order, no gap");
+                    expected += 1;
+                }
+            }
+            Some(WatchMessage::Compacted { compact_revision }) => {
+                assert_eq!(compact_revision, last);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(expected < last, "the watch ended before the compacted part");
+    assert!(tokio::time::timeout(PATIENCE, w.recv()).await.unwrap().is_none());
+}

@@ -6,11 +6,11 @@
 //! forwarding everything else to the node's resolvers through a cache ([`ClusterDns`]).
 //! [`pod_resolv_conf`] writes the resolv.conf a pod gets for its `dnsPolicy`.
 //!
-//! Built on `hickory-proto` for the wire format only. hickory-server's catalogue/authority
-//! framework would own the flags (AA/RA/TC) and the forwarding path, and hickory-resolver
-//! rebuilds upstream answers rather than replaying them; the zone here is a small index over
-//! Kubernetes objects, and the forwarder a cache of replayed upstream answers, with
-//! serve-stale for offline sites.
+//! Built on `hickory-proto` for the wire format only (plus a direct encoder for local answers,
+//! `wire`, the hot path). hickory-server's catalogue/authority framework would own the flags
+//! (AA/RA/TC) and the forwarding path, and hickory-resolver rebuilds upstream answers rather
+//! than replaying them; the zone here is a small index over Kubernetes objects, and the
+//! forwarder a cache of replayed upstream answers, with serve-stale for offline sites.
 //!
 //! How the agent uses it: start it with [`ClusterDns::start`], run watches on Services,
 //! EndpointSlices and Pods, call [`DnsHandle::apply`] per event and

@@ -3,9 +3,10 @@
 //!
 //! Sockets are bound with `IP_FREEBIND`, so the server can start before the node has put the
 //! cluster DNS address on an interface. Each UDP socket is read by one blocking thread per CPU
-//! (capped at 4): measured, that costs a third less CPU per query than tokio's readiness loop,
-//! and answers that need no upstream are sent from the thread itself. Questions that need an
-//! upstream, and all of TCP, run as tasks on the tokio runtime `start` was called on.
+//! (capped at 4) that takes queries in batches (`udp_batch`) and answers what needs no upstream
+//! in place (measured under dnsperf: about 5 us of CPU per query, against 6 to 9 us with a tokio
+//! readiness loop). Questions that need an upstream, and all of TCP, run as tasks on the tokio
+//! runtime `start` was called on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +69,8 @@ impl ClusterDns {
             stats: Stats::default(),
         });
         let readers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-        let runtime = tokio::runtime::Handle::current();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| DnsError::Config("ClusterDns::start needs a tokio runtime".into()))?;
         // Built first so that a failure half-way stops what already started (in its drop).
         let mut handle = DnsHandle {
             handler,

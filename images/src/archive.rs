@@ -42,6 +42,21 @@ struct DockerSaveEntry {
     layers: Vec<String>,
 }
 
+/// What `import_dir` remembers about an archive it imported.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct ImportedArchive {
+    /// (size, mtime in ns) when it was imported.
+    stamp: (u64, i128),
+    /// Names it registered.
+    images: Vec<String>,
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, i128)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128))
+}
+
 fn archive_err(path: &Path, detail: impl Into<String>) -> ImageError {
     ImageError::Archive { path: path.to_path_buf(), detail: detail.into() }
 }
@@ -136,7 +151,9 @@ impl ImageStore {
     }
 
     /// Imports every regular file in `dir` (the agent's `DATA_DIR/agent/images/` at start).
-    /// One bad archive does not stop the others; each file gets its own result.
+    /// One bad archive does not stop the others; each file gets its own result. An archive
+    /// imported before (same path, size and mtime) whose images are all still registered is
+    /// not unpacked again, so a board does not re-hash its air-gap bundle at every boot.
     pub async fn import_dir(&self, dir: &Path) -> Result<Vec<(PathBuf, Result<Vec<Image>>)>> {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect(),
@@ -144,13 +161,40 @@ impl ImageStore {
             Err(e) => return Err(ImageError::io("listing", dir, e)),
         };
         files.sort();
+        let state_path = self.root().join("imported.json");
+        let mut state: BTreeMap<String, ImportedArchive> = std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for f in files {
+            let key = f.to_string_lossy().into_owned();
+            let stamp = file_stamp(&f);
+            if let Some(prev) = state.get(&key).filter(|p| Some(p.stamp) == stamp) {
+                let images: Option<Vec<Image>> =
+                    prev.images.iter().map(|n| self.get(n).ok()).collect();
+                if let Some(images) = images {
+                    out.push((f, Ok(images)));
+                    continue;
+                }
+            }
             let res = self.import(&f).await;
-            if let Err(e) = &res {
-                tracing::warn!(archive = %f.display(), error = %e, "image import failed");
+            match (&res, stamp) {
+                (Ok(images), Some(stamp)) => {
+                    let images = images.iter().map(|i| i.name.clone()).collect();
+                    state.insert(key, ImportedArchive { stamp, images });
+                }
+                (Err(e), _) => {
+                    tracing::warn!(archive = %f.display(), error = %e, "image import failed")
+                }
+                _ => {}
             }
             out.push((f, res));
+        }
+        if let Ok(data) = serde_json::to_vec(&state) {
+            if let Err(e) = crate::content::write_atomic(&state_path, &data) {
+                tracing::warn!(error = %e, "could not record imported archives");
+            }
         }
         Ok(out)
     }

@@ -131,6 +131,20 @@ async fn import_dir_imports_good_archives_and_reports_bad_ones() {
     assert!(results[1].1.is_err());
     assert_eq!(s.list().unwrap().len(), 1);
     assert!(s.import_dir(&tmp.path().join("missing")).await.unwrap().is_empty());
+
+    // At the next start the unchanged archive is not unpacked again (its blobs are not even
+    // re-read), but an image removed meanwhile is imported again.
+    let blob_dir = s.root().join("blobs/sha256");
+    let layer = &results[0].1.as_ref().unwrap()[0].layers[0].digest[7..];
+    std::fs::write(blob_dir.join(layer), b"marker: not re-imported").unwrap();
+    let again = s.import_dir(&dir).await.unwrap();
+    assert_eq!(again[0].1.as_ref().unwrap()[0].name, "example.com/a:1");
+    assert_eq!(std::fs::read(blob_dir.join(layer)).unwrap(), b"marker: not re-imported");
+    std::fs::remove_file(blob_dir.join(layer)).unwrap();
+    s.remove("example.com/a:1").await.unwrap();
+    let again = s.import_dir(&dir).await.unwrap();
+    assert_eq!(again[0].1.as_ref().unwrap()[0].name, "example.com/a:1");
+    assert_eq!(s.list().unwrap().len(), 1);
 }
 
 #[tokio::test]

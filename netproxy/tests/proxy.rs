@@ -272,6 +272,29 @@ async fn node_port_is_reachable_via_another_nodes_address() {
     assert_eq!(fetch_retry(&outside, via_n2).unwrap(), "web-0");
     assert_eq!(fetch_retry(&outside, SocketAddr::from((ip1, 30080))).unwrap(), "web-0");
 
+    // Cluster policy masquerades outside clients; Local keeps their address.
+    let echo = Netns::new("pod");
+    let echo_ip = net1.attach("echo-0", &echo.path()).await.unwrap().ip;
+    let _echo_srv = Server::start(&echo, 8080, "$peer");
+    let echo_slices = [slice("echo", &[(echo_ip, "node-1")])];
+    let outside_ip = "192.168.77.9".to_string();
+    for (policy, port) in [("Cluster", 30081), ("Local", 30082)] {
+        let echo_svc = service(
+            "echo",
+            "10.43.0.21",
+            json!({"type": "NodePort",
+            "externalTrafficPolicy": policy,
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": port}]}),
+        );
+        proxies[0].update_service(&echo_svc, &echo_slices).unwrap();
+        let seen = fetch_retry(&outside, SocketAddr::from((ip1, port))).unwrap();
+        if policy == "Local" {
+            assert_eq!(seen, outside_ip, "Local keeps the client address");
+        } else {
+            assert_ne!(seen, outside_ip, "Cluster masquerades");
+        }
+    }
+
     // externalTrafficPolicy Local: node 2 has no local endpoint and drops; node 1 serves.
     let local = service(
         "np",

@@ -212,7 +212,10 @@ impl Runtime {
             return Ok(());
         }
         let message = match reply.strip_prefix("error: ") {
-            Some(message) => message.to_string(),
+            // The monitor's error already names the container.
+            Some(message) => {
+                message.strip_prefix(&format!("container {id}: ")).unwrap_or(message).to_string()
+            }
             None => {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 format!("monitor exited without creating the container: {}", text.trim())

@@ -84,7 +84,7 @@ pub(crate) fn table_options(call: &Call) -> TableOptions {
         Some("Object") => IncludeObject::Object,
         _ => IncludeObject::Metadata,
     };
-    TableOptions { include_object, ..Default::default() }
+    TableOptions { include_object }
 }
 
 /// Reads one key from the store: the object (with its resourceVersion) and its metadata.
@@ -320,14 +320,9 @@ pub(crate) fn put(key: &str, value: Vec<u8>) -> RequestOp {
     RequestOp::Put(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() })
 }
 
-/// What an update computes from the current object.
-enum Change {
-    /// Store this object; the `bool` says whether the client's resourceVersion pinned it.
-    Write(Value, bool),
-}
-
-/// Applies the body of an update or patch request to `current`.
-fn apply_request(call: &Call, current: &Value) -> ApiResult<Change> {
+/// Applies the body of an update or patch request to `current`: the new object, and whether
+/// the client's resourceVersion pins the write (a precondition).
+fn apply_request(call: &Call, current: &Value) -> ApiResult<(Value, bool)> {
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = super::request::body_format(content_type)?;
     let new = if call.method == Method::PATCH {
@@ -337,7 +332,7 @@ fn apply_request(call: &Call, current: &Value) -> ApiResult<Change> {
                 let patch: json_patch::Patch = serde_json::from_slice(&call.body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                 json_patch::patch(&mut patched, &patch)
-                    .map_err(|e| invalid_patch(call, &e.to_string()))?;
+                    .map_err(|e| invalid_patch(&e.to_string()))?;
             }
             BodyFormat::MergePatch => {
                 let patch: Value = serde_json::from_slice(&call.body)
@@ -349,19 +344,17 @@ fn apply_request(call: &Call, current: &Value) -> ApiResult<Change> {
         // A patch may only pin a resourceVersion it names explicitly.
         let pinned = meta::meta_str(&patched, "resourceVersion")
             != meta::meta_str(current, "resourceVersion");
-        let mut patched = patched;
         check_type(&mut patched, &call.info.api_version(), &call.info.kind)?;
         check_namespace(call, &mut patched)?;
-        return Ok(Change::Write(patched, pinned));
+        return Ok((patched, pinned));
     } else {
         decode_body(call, None)?
     };
     let pinned = meta::meta_str(&new, "resourceVersion").is_some_and(|rv| !rv.is_empty());
-    Ok(Change::Write(new, pinned))
+    Ok((new, pinned))
 }
 
-fn invalid_patch(call: &Call, why: &str) -> ApiError {
-    let _ = call;
+fn invalid_patch(why: &str) -> ApiError {
     ApiError {
         code: 422,
         reason: "Invalid",
@@ -380,7 +373,7 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     for _ in 0..RETRIES {
         let (current, kv) =
             read(server, &key).await?.ok_or_else(|| ApiError::not_found(&call.info, &name))?;
-        let Change::Write(mut new, pinned) = apply_request(&call, &current)?;
+        let (mut new, pinned) = apply_request(&call, &current)?;
         let warnings = field_validation(&call, &mut new)?;
         let body_name = meta::meta_str(&new, "name").unwrap_or("");
         if body_name != name {
@@ -604,7 +597,7 @@ async fn scale(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBo
                     let patch: json_patch::Patch = serde_json::from_slice(&call.body)
                         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                     json_patch::patch(&mut patched, &patch)
-                        .map_err(|e| invalid_patch(&call, &e.to_string()))?;
+                        .map_err(|e| invalid_patch(&e.to_string()))?;
                 }
                 BodyFormat::MergePatch => {
                     let patch: Value = serde_json::from_slice(&call.body)

@@ -277,6 +277,20 @@ pub fn set_mark_bits(bits: u32) -> [Expr; 3] {
     ]
 }
 
+/// `meta mark set mark & ~bits`.
+pub fn clear_mark_bits(bits: u32) -> [Expr; 3] {
+    [
+        Expr::Meta { key: MetaKey::Mark, dreg: REG_1 },
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            mask: (!bits).to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::MetaSet { key: MetaKey::Mark, sreg: REG_1 },
+    ]
+}
+
 /// `meta mark & bits == bits`.
 pub fn match_mark_bits(bits: u32) -> [Expr; 3] {
     [

@@ -30,7 +30,6 @@ pub const NODE_IPS: &str = "node-ips";
 /// destination are the same endpoint is a pod reaching itself through a service (hairpin)
 /// and must be masqueraded so the reply comes back through the node.
 pub const HAIRPIN: &str = "hairpin";
-const MARK_CHAIN: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
 
 /// Table-wide settings that shape the rules.
@@ -94,7 +93,6 @@ pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Add
         |kind, hooknum: i32, priority| Some(Hook { kind, hooknum: hooknum as u32, priority });
     tx.add_chain("services", None);
     tx.add_chain("endpoints-check", None);
-    tx.add_chain(MARK_CHAIN, None);
     tx.add_chain(REJECT_CHAIN, None);
     tx.add_chain("nat-prerouting", hook("nat", libc::NF_INET_PRE_ROUTING, -100));
     tx.add_chain("nat-output", hook("nat", libc::NF_INET_LOCAL_OUT, -100));
@@ -111,6 +109,35 @@ pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Add
     for c in ["filter-input", "filter-forward", "filter-output"] {
         tx.add_rule(c, &check);
     }
+    // Connections to a service from outside the pod network (the node itself, NodePort or
+    // external clients) are masqueraded so replies come back through this node. Marked here
+    // once (a membership test on the dispatch maps) rather than by a rule in every service
+    // chain: each rule is walked again by the kernel's loop check on every commit.
+    let outside: Vec<Expr> = expr::match_net(true, CmpOp::Neq, layout.cluster_cidr).into();
+    let mut mark_ips = outside.clone();
+    mark_ips.extend(expr::load_service_key());
+    mark_ips.push(Expr::Lookup {
+        set: SERVICE_IPS.into(),
+        sreg: expr::REG32_00,
+        dreg: None,
+        invert: false,
+    });
+    mark_ips.extend(expr::set_mark_bits(layout.masquerade_mark));
+    tx.add_rule("services", &mark_ips);
+    let mut mark_ports = outside;
+    mark_ports.extend([
+        Expr::Payload { base: expr::PayloadBase::Network, offset: 16, len: 4, dreg: expr::REG_1 },
+        Expr::Lookup { set: NODE_IPS.into(), sreg: expr::REG_1, dreg: None, invert: false },
+    ]);
+    mark_ports.extend(expr::load_port_key());
+    mark_ports.push(Expr::Lookup {
+        set: SERVICE_NODEPORTS.into(),
+        sreg: expr::REG32_00,
+        dreg: None,
+        invert: false,
+    });
+    mark_ports.extend(expr::set_mark_bits(layout.masquerade_mark));
+    tx.add_rule("services", &mark_ports);
     for (chain, ips, ports) in [
         ("services", SERVICE_IPS, SERVICE_NODEPORTS),
         ("endpoints-check", NO_ENDPOINT_IPS, NO_ENDPOINT_NODEPORTS),
@@ -141,7 +168,6 @@ pub fn write_skeleton(tx: &mut TableTx<'_>, layout: &Layout, node_ips: &[Ipv4Add
         });
         tx.add_rule(chain, &by_port);
     }
-    tx.add_rule(MARK_CHAIN, &expr::set_mark_bits(layout.masquerade_mark));
     tx.add_rule(REJECT_CHAIN, &[Expr::RejectPortUnreachable]);
     let mut masq: Vec<Expr> = expr::match_mark_bits(layout.masquerade_mark).into();
     masq.push(Expr::Masquerade);
@@ -248,14 +274,12 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
     ips.dedup();
     objs.endpoint_ips = ips;
 
-    let spread = |eps: &[&Endpoint], masquerade_outside: bool| -> Vec<Vec<Expr>> {
+    let spread = |eps: &[&Endpoint], keep_client_ip: bool| -> Vec<Vec<Expr>> {
         let mut rules = Vec::new();
-        if masquerade_outside {
-            // Traffic from outside the pod network (the node itself, NodePort or external
-            // clients) is masqueraded so replies come back through this node.
-            let mut r: Vec<Expr> = expr::match_net(true, CmpOp::Neq, layout.cluster_cidr).into();
-            r.push(Expr::Verdict(Verdict::Jump(MARK_CHAIN.into())));
-            rules.push(r);
+        if keep_client_ip {
+            // externalTrafficPolicy Local: undo the `services` chain's masquerade request
+            // for sources outside the pod network, so pods see the client's address.
+            rules.push(expr::clear_mark_bits(layout.masquerade_mark).to_vec());
         }
         if eps.is_empty() {
             rules.push(vec![Expr::Verdict(Verdict::Drop)]);
@@ -296,17 +320,17 @@ pub fn service_objects(spec: &ServicePortSpec, layout: &Layout) -> ServiceObject
     let local: Vec<&Endpoint> = spec.endpoints.iter().filter(|e| e.local).collect();
     let svc_chain = format!("svc-{key}");
     let internal = if spec.internal_local { &local } else { &all };
-    objs.chains.push((svc_chain.clone(), spread(internal, true)));
+    objs.chains.push((svc_chain.clone(), spread(internal, false)));
     let has_external = !spec.external_ips.is_empty() || spec.node_port.is_some();
     let ext_chain = if spec.external_local && has_external {
         // externalTrafficPolicy Local: only local endpoints, no masquerade (the client's
         // address is preserved); nodes without one drop (the load balancer health-checks).
         let c = format!("svl-{key}");
-        objs.chains.push((c.clone(), spread(&local, false)));
+        objs.chains.push((c.clone(), spread(&local, true)));
         c
     } else if spec.internal_local && has_external {
         let c = format!("sve-{key}");
-        objs.chains.push((c.clone(), spread(&all, true)));
+        objs.chains.push((c.clone(), spread(&all, false)));
         c
     } else {
         svc_chain.clone()
@@ -505,8 +529,8 @@ mod tests {
     fn numgen_rules_give_every_endpoint_an_equal_share() {
         let objs = service_objects(&spec(3), &layout());
         let (_, rules) = objs.chains.iter().find(|(n, _)| n == "svc-ns/web/tcp/http").unwrap();
-        // First rule masquerades outside sources; then mod 3, mod 2, and an unconditional goto.
-        let moduli: Vec<Option<u32>> = rules[1..]
+        // mod 3, mod 2, and an unconditional last rule.
+        let moduli: Vec<Option<u32>> = rules
             .iter()
             .map(|r| {
                 r.iter().find_map(|e| match e {
@@ -536,7 +560,7 @@ mod tests {
         let np = objs.elements.iter().find(|e| e.0 == SERVICE_NODEPORTS).unwrap();
         assert_eq!(np.2, Verdict::Goto("svl-ns/web/tcp/http".into()));
         let (_, rules) = objs.chains.iter().find(|(n, _)| n.starts_with("svl-")).unwrap();
-        assert_eq!(rules.len(), 1, "one local endpoint, no masquerade rule");
+        assert_eq!(rules.len(), 2, "keep the client address, then the one local endpoint");
     }
 
     #[test]

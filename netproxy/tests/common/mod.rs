@@ -102,7 +102,8 @@ impl Lan {
     }
 }
 
-/// A TCP server inside a namespace answering every connection with `reply` then closing.
+/// A TCP server inside a namespace answering every connection with `reply` (or, for
+/// `"$peer"`, the client's address) then closing.
 pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -122,8 +123,11 @@ impl Server {
             ready_tx.send(()).unwrap();
             while !stop2.load(Ordering::SeqCst) {
                 match l.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.write_all(reply.as_bytes());
+                    Ok((mut s, peer)) => {
+                        // "$peer" answers with the client address the pod sees.
+                        let msg =
+                            if reply == "$peer" { peer.ip().to_string() } else { reply.clone() };
+                        let _ = s.write_all(msg.as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }

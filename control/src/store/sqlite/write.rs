@@ -139,7 +139,7 @@ impl Writer {
             }
             // A busy store never goes idle; keep the WAL bounded anyway.
             if last_checkpoint.elapsed() >= idle {
-                self.checkpoint();
+                self.checkpoint_busy();
                 last_checkpoint = Instant::now();
             }
         }
@@ -489,11 +489,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Copies the WAL into the database and truncates it (best effort: readers may hold it).
+    /// When idle: copies the WAL into the database and truncates it (best effort: readers may
+    /// hold it).
     fn checkpoint(&mut self) {
-        let r = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        self.checkpoint_mode("TRUNCATE");
+    }
+
+    /// While writes keep coming: copies the WAL back and restarts it from its beginning even
+    /// if readers never pause (SQLite's automatic checkpoints can starve then), but keeps the
+    /// file's size, so later commits overwrite it in place rather than grow it.
+    fn checkpoint_busy(&mut self) {
+        self.checkpoint_mode("RESTART");
+    }
+
+    fn checkpoint_mode(&mut self, mode: &str) {
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        let r = self.conn.query_row(&sql, [], |_| Ok(()));
         if let Err(e) = r {
-            tracing::warn!(error = %e, "store: WAL checkpoint failed");
+            tracing::warn!(error = %e, mode, "store: WAL checkpoint failed");
         }
     }
 }
