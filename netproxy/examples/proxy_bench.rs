@@ -150,10 +150,8 @@ fn sync_bench(n: usize) {
     let stats = proxy.sync(&svcs, &slices).unwrap();
     let full = t.elapsed();
     // Incremental: change the endpoints of one service, 20 times, take the mean.
-    let rounds: usize = std::env::var("SKERRY_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
+    let rounds: usize =
+        std::env::var("SKERRY_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
     let t = Instant::now();
     for r in 0..rounds {
         let i = (r * 37) % n;

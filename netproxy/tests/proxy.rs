@@ -410,3 +410,65 @@ fn a_refused_transaction_applies_nothing() {
     sock.commit(batch).unwrap();
     assert!(sock.table_exists("atomic").unwrap());
 }
+
+/// Sends one datagram from inside `ns` to `to` on a connected UDP socket; returns the reply.
+fn udp_ask(ns: &Netns, to: SocketAddr) -> std::io::Result<String> {
+    skerry_netproxy::netns::run_in(Some(&ns.path()), move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+        s.connect(to)?;
+        s.send(b"q")?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn udp_services_are_proxied_and_rejected_without_endpoints() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let mut t = one_node(1).await;
+    // A UDP responder in the pod (the shape of cluster DNS).
+    let pod_path = t.pods[0].0.path();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        skerry_netproxy::netns::enter(&pod_path).unwrap();
+        let s = std::net::UdpSocket::bind("0.0.0.0:5353").unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        // Serves a few requests then ends with the test process.
+        for _ in 0..4 {
+            if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(b"udp-pod-0", peer);
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"clusterIP": "10.43.0.10",
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }))
+    .unwrap();
+    let mk_slice = |eps: &[Ipv4Addr]| -> EndpointSlice {
+        let eps: Vec<_> = eps.iter().map(|ip| json!({"addresses": [ip.to_string()]})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": "dns-x", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "dns"}},
+            "addressType": "IPv4", "endpoints": eps,
+            "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
+        }))
+        .unwrap()
+    };
+    t.proxy.sync(std::slice::from_ref(&svc), &[mk_slice(&[t.pods[0].1])]).unwrap();
+    assert_eq!(udp_ask(&t.client.0, vip(53)).unwrap(), "udp-pod-0");
+    // TCP to the same port is not part of the service.
+    assert!(fetch(&t.client.0, vip(53)).is_err());
+
+    t.proxy.update_service(&svc, &[mk_slice(&[])]).unwrap();
+    let err = udp_ask(&t.client.0, vip(53)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}

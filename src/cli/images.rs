@@ -12,12 +12,14 @@ use skerry_images::{
     Credentials, DockerConfig, ImageStore, Platform, PullOptions, PullProgress, RegistryConfig,
 };
 
+/// Arguments of `skerry ctr images`.
 #[derive(Debug, clap::Args)]
 pub struct ImagesArgs {
     #[command(subcommand)]
     pub command: ImagesCommand,
 }
 
+/// The `skerry ctr images` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Pull an image from a registry (mirrors, auth and TLS from the registry config).
@@ -76,6 +78,7 @@ pub enum ImagesCommand {
     Prune,
 }
 
+/// Runs one subcommand against the store in `<data_dir>/images`.
 pub fn run(data_dir: &Path, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
