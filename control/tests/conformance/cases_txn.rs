@@ -268,3 +268,21 @@ pub async fn txn_failed_op_applies_nothing(factory: Factory) {
     assert!(matches!(s.txn(empty_key).await, Err(StoreError::EmptyKey)));
     assert!(keys(&super::range(s, "\0", "\0").await.kvs).is_empty());
 }
+
+/// etcd evaluates the compares of nested txns against the state before the txn ran, not
+/// after the outer txn's earlier writes.
+pub async fn nested_compares_see_the_state_before_the_txn(factory: Factory) {
+    let Some(b) = factory().await else { return };
+    let s = &b.store;
+    let inner = txn(
+        vec![cmp("x", CompareTarget::Version(0), CompareOp::Equal)],
+        vec![put_op("inner-saw-no-x", "1")],
+        vec![put_op("inner-saw-x", "1")],
+    );
+    let r =
+        s.txn(txn(vec![], vec![put_op("x", "1"), RequestOp::Txn(inner)], vec![])).await.unwrap();
+    let ResponseOp::Txn(inner) = &r.responses[1] else { panic!("{r:?}") };
+    assert!(inner.succeeded);
+    assert!(get(s, "inner-saw-no-x").await.is_some());
+    assert!(get(s, "inner-saw-x").await.is_none());
+}

@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             txn_compare_over_a_range,
             txn_writes_share_one_revision,
             nested_txn,
+            nested_compares_see_the_state_before_the_txn,
             txn_duplicate_keys,
             txn_too_many_ops,
             txn_failed_op_applies_nothing,
