@@ -188,11 +188,10 @@ fn kubectl_with_a_custom_resource_definition() {
     k(&["delete", "widget", "w1", "--wait=true"]);
     assert!(k(&["get", "widgets", "-o", "name"]).is_empty());
 
-    // Namespaces: `create ns` (protobuf body) is served once issue 4 lands; YAML works now.
-    k_in(
-        &["create", "--validate=false", "-f", "-"],
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n",
-    );
+    // `create ns` / `create configmap` send protobuf bodies.
+    assert!(k(&["create", "ns", "team"]).contains("namespace/team created"));
+    k(&["create", "configmap", "settings", "-n", "team", "--from-literal=mode=fast"]);
+    assert_eq!(k(&["get", "cm", "settings", "-n", "team", "-o", "jsonpath={.data.mode}"]), "fast");
     let mut widget = WIDGET.replace("name: w1", "name: w2");
     widget = widget.replace("metadata:", "metadata:\n  namespace: team");
     k_in(&["create", "--validate=false", "-f", "-"], &widget);

@@ -57,16 +57,19 @@ impl Ctr {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// Polls `inspect` until the container's state is `state` (bounded).
+    /// Polls `inspect` until the container exists in state `state` (bounded).
     fn wait_state(&self, name: &str, state: &str) -> serde_json::Value {
         for _ in 0..600 {
-            let doc = self.inspect(name);
-            if doc["container"]["state"] == state {
-                return doc;
+            let out = self.ctr(&["inspect", name]);
+            if out.status.success() {
+                let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if doc["container"]["state"] == state {
+                    return doc;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{name} never reached {state}: {}", self.inspect(name));
+        panic!("{name} never reached {state}: {}", text(&self.ctr(&["inspect", name]).stderr));
     }
 }
 

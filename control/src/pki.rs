@@ -158,11 +158,12 @@ impl ClusterCa {
         self.sign(params, 1, gen)
     }
 
-    /// A new client certificate for user `common_name` in groups `organizations`.
+    /// A new client certificate for user `common_name` in group `organization` (the subject's
+    /// O; rcgen keeps one value per attribute type, so one group per certificate).
     pub fn issue_client(
         &self,
         common_name: &str,
-        organizations: &[&str],
+        organization: Option<&str>,
     ) -> Result<CertifiedKey, PkiError> {
         let gen = |source| PkiError::Generate {
             what: format!("a client certificate for {common_name}"),
@@ -170,8 +171,8 @@ impl ClusterCa {
         };
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, common_name);
-        for org in organizations {
-            params.distinguished_name.push(DnType::OrganizationName, *org);
+        if let Some(org) = organization {
+            params.distinguished_name.push(DnType::OrganizationName, org);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages =

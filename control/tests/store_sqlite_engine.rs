@@ -339,3 +339,65 @@ async fn a_lagging_watcher_whose_history_was_compacted_is_told_so() {
     assert!(expected < last, "the watch ended before the compacted part");
     assert!(tokio::time::timeout(PATIENCE, w.recv()).await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_switching_between_live_and_replay_under_concurrent_writes_miss_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { watch_buffer: 1, ..Default::default() };
+    let s = open(&dir.path().join("store.db"), options);
+    let first = put(&s, "c/start", b"0").await;
+    let (writers, per_writer) = (8, 100);
+    let total = (writers * per_writer) as i64;
+    let last = first + total;
+    // Readers of different speeds, from the first revision or live from now.
+    let mut readers = Vec::new();
+    for i in 0..6u64 {
+        let start_revision = if i % 2 == 0 { first } else { 0 };
+        let mut w = s
+            .watch(WatchRequest {
+                key: "c/".into(),
+                range_end: "c0".into(),
+                start_revision,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut revs = Vec::new();
+            while revs.last() != Some(&last) {
+                match tokio::time::timeout(PATIENCE, w.recv()).await.unwrap().unwrap() {
+                    WatchMessage::Events { events, .. } => {
+                        revs.extend(events.iter().map(|e| e.kv.mod_revision))
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+                if i > 0 && revs.len() % (i as usize * 7) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            (start_revision, revs)
+        }));
+    }
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    put(&s, &format!("c/{w}/{i}"), b"v").await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(revision(&s).await, last);
+    for r in readers {
+        let (start, revs) = tokio::time::timeout(PATIENCE, r).await.unwrap().unwrap();
+        let from = revs[0];
+        if start > 0 {
+            assert_eq!(from, first);
+        }
+        assert_eq!(revs, (from..=last).collect::<Vec<_>>(), "contiguous, each revision once");
+    }
+}

@@ -142,11 +142,19 @@ impl Runtime {
                 .unwrap_or_default(),
             CgroupVersion::V2 => Vec::new(),
         };
+        let mut sandbox_files = crate::sandbox::container_files(&sandbox_dir);
+        if let Some(path) = spec.termination_message_path.as_deref().filter(|p| p.starts_with('/'))
+        {
+            // The kubelet reads the termination message from this file after the exit.
+            let file = dir.join("termination-log");
+            std::fs::write(&file, "").map_err(io_err("creating", &file))?;
+            sandbox_files.push((file.display().to_string(), path.to_string(), false));
+        }
         let ctx = OciContext {
             join_namespaces: join,
             new_namespaces: new,
             cgroup_path: crate::cgroups::CgroupTree::container_path(&sandbox.cgroup_path, id),
-            sandbox_files: crate::sandbox::container_files(&sandbox_dir),
+            sandbox_files,
             cgroup_hierarchies,
         };
         let rootfs =
@@ -385,6 +393,25 @@ impl Runtime {
     pub fn container_stats(&self, id: &str) -> Result<Stats> {
         let status = self.container_status(id)?;
         self.tree.stats(&status.cgroup_path)
+    }
+
+    /// The termination message the container wrote (`terminationMessagePath`), if any.
+    pub fn termination_message(&self, id: &str) -> Result<Option<String>> {
+        let file = self.state.container_dir(id).join("termination-log");
+        match std::fs::read(&file) {
+            // The kubelet caps the message at 4 KiB.
+            Ok(bytes) => {
+                Ok(Some(String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &file)(e)),
+        }
+    }
+
+    /// CPU and memory usage of a whole pod (its pod cgroup).
+    pub fn sandbox_stats(&self, sandbox_id: &str) -> Result<Stats> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        self.tree.stats(&sandbox.cgroup_path)
     }
 
     /// Runs a process in a running container.

@@ -14,8 +14,11 @@ fn output_exit_code_env_and_workdir_reach_the_log_and_status() {
     }
     let fx = Fixture::new("output");
     let pod = fx.sandbox("output");
-    let mut spec = fx.shell("c1", "echo out; echo err >&2; echo FOO=$FOO; pwd; exit 3");
+    let script =
+        "echo out; echo err >&2; echo FOO=$FOO; pwd; echo bye > /dev/termination-log; exit 3";
+    let mut spec = fx.shell("c1", script);
     spec.env = vec![("FOO".into(), "bar".into())];
+    spec.termination_message_path = Some("/dev/termination-log".into());
     spec.working_dir = Some("/tmp".into());
     let id = fx.run(&pod, spec);
     let status = fx.wait(&id);
@@ -26,6 +29,7 @@ fn output_exit_code_env_and_workdir_reach_the_log_and_status() {
     for line in ["out\n", "err\n", "FOO=bar\n", "/tmp\n"] {
         assert!(log.contains(line), "missing {line:?} in {log:?}");
     }
+    assert_eq!(fx.runtime.termination_message(&id).unwrap().as_deref(), Some("bye\n"));
     let raw = std::fs::read_to_string(&status.log_path).unwrap();
     assert!(raw.lines().any(|l| l.ends_with(" stderr F err")), "{raw}");
 }

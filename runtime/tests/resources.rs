@@ -102,4 +102,8 @@ fn cpu_quota_shares_and_pod_limits_are_written_to_the_cgroups() {
     }
     let stats = fx.runtime.container_stats(&id).unwrap();
     assert!(stats.memory_usage_bytes > 0 && stats.pids >= 1, "{stats:?}");
+    // Pod stats are hierarchical: the pod's limit, and its container's process counted.
+    let pod_stats = fx.runtime.sandbox_stats(&pod).unwrap();
+    assert_eq!(pod_stats.memory_limit_bytes, 256 << 20, "{pod_stats:?}");
+    assert!(pod_stats.pids >= 1 && pod_stats.memory_usage_bytes > 0, "{pod_stats:?}");
 }

@@ -248,7 +248,7 @@ fn run_container(runtime: &Runtime, data_dir: &Path, args: RunArgs) -> anyhow::R
     let mut resources =
         Resources { memory_limit: args.memory, pids_limit: args.pids_limit, ..Default::default() };
     if let Some(cpus) = args.cpus {
-        if !(cpus > 0.0) {
+        if cpus.is_nan() || cpus <= 0.0 {
             bail!("--cpus must be positive");
         }
         resources = resources.with_cpus(cpus);

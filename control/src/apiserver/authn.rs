@@ -226,11 +226,11 @@ mod tests {
     fn client_certificate_subject_gives_user_and_groups() {
         let dir = tempfile::tempdir().unwrap();
         let ca = crate::pki::ClusterCa::load_or_create(dir.path()).unwrap();
-        let client = ca.issue_client("admin", &["system:masters", "team"]).unwrap();
+        let client = ca.issue_client("admin", Some("system:masters")).unwrap();
         let der = rustls_pemfile::certs(&mut client.cert_pem.as_bytes()).next().unwrap().unwrap();
         let user = user_from_certificate(&der).unwrap();
         assert_eq!(user.name, "admin");
-        assert_eq!(user.groups, vec!["system:masters", "team", AUTHENTICATED_GROUP]);
+        assert_eq!(user.groups, vec!["system:masters", AUTHENTICATED_GROUP]);
         assert!(user_from_certificate(&der[..20]).is_none());
     }
 }

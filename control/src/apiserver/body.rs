@@ -35,6 +35,7 @@ where
 /// Decodes a JSON or YAML object body; malformed input is a 400.
 pub fn decode_object(bytes: &[u8], format: BodyFormat) -> Result<Value, ApiError> {
     let value: Value = match format {
+        BodyFormat::Protobuf => super::protobuf::decode(bytes)?,
         BodyFormat::Yaml => serde_yaml::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
         _ => serde_json::from_slice(bytes).map_err(|e| {

@@ -17,6 +17,8 @@ pub mod listener;
 mod list;
 pub mod meta;
 pub mod metrics;
+pub mod protobuf;
+pub mod patch;
 pub mod request;
 mod rest;
 pub mod selector;

@@ -183,6 +183,8 @@ pub enum BodyFormat {
     Yaml,
     JsonPatch,
     MergePatch,
+    /// `application/vnd.kubernetes.protobuf` (a few kinds, see `protobuf`).
+    Protobuf,
 }
 
 /// The format of a request body from its `Content-Type`; missing = JSON.
@@ -194,6 +196,7 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
         "application/json-patch+json" => Ok(BodyFormat::JsonPatch),
         "application/merge-patch+json" => Ok(BodyFormat::MergePatch),
+        "application/vnd.kubernetes.protobuf" => Ok(BodyFormat::Protobuf),
         _ => Err(ApiError::unsupported_media_type(ct)),
     }
 }
@@ -271,7 +274,7 @@ mod tests {
         assert_eq!(q.int("limit").unwrap(), Some(5));
         assert_eq!(Query::parse(Some("limit=x")).int("limit").unwrap_err().code, 400);
         assert_eq!(body_format(None).unwrap(), BodyFormat::Json);
-        assert_eq!(body_format(Some("application/vnd.kubernetes.protobuf")).unwrap_err().code, 415);
+        assert_eq!(body_format(Some("application/cbor")).unwrap_err().code, 415);
         let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(output_format(Some(table)).unwrap(), Output::Table);
         assert_eq!(

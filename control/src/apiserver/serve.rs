@@ -139,7 +139,7 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
         ca.issue_serving("kube-apiserver", &sans)
     })?;
     let admin = pki::load_or_issue(&tls_dir, "admin", "admin:system:masters", || {
-        ca.issue_client("admin", &["system:masters"])
+        ca.issue_client("admin", Some("system:masters"))
     })?;
     let tokens = match &opts.token_auth_file {
         Some(path) => TokenAuthenticator::from_file(path)?,

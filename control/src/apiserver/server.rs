@@ -418,3 +418,35 @@ where
         Box::pin(async move { Ok(server.handle(req, Some(user)).await) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn in_process_service_takes_the_same_path_as_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default()).unwrap();
+        let server =
+            ApiServer::new(Arc::new(store), ApiConfig::default(), TokenAuthenticator::default());
+        super::super::serve::bootstrap(&server).await.unwrap();
+
+        let mut service = server.service(User::system_admin());
+        let request =
+            Request::get("/api/v1/namespaces/default").body(Full::new(Bytes::new())).unwrap();
+        let response = tower_service::Service::call(&mut service, request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let ns: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(ns["metadata"]["name"], "default");
+        assert_eq!(ns["status"]["phase"], "Active");
+
+        // Without a user from the transport and without a token: 401.
+        let request = Request::get("/api/v1/namespaces").body(Full::new(Bytes::new())).unwrap();
+        let response = server.handle(request, None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+}

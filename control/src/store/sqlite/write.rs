@@ -101,7 +101,7 @@ impl Writer {
         Writer { conn, _lock: lock, shared, rev, compact, rng }
     }
 
-    /// Serves jobs until every sender is gone; checkpoints the WAL when idle.
+    /// Serves jobs until every sender is gone; checkpoints the WAL every `checkpoint_interval`.
     pub(crate) fn run(mut self, jobs: Receiver<WriteJob>) {
         let idle = self.shared.options.checkpoint_interval;
         let mut last_checkpoint = Instant::now();
@@ -109,7 +109,7 @@ impl Writer {
             let first = match jobs.recv_timeout(idle) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint();
+                    self.checkpoint_busy();
                     last_checkpoint = Instant::now();
                     continue;
                 }
@@ -489,15 +489,17 @@ impl Writer {
         Ok(())
     }
 
-    /// When idle: copies the WAL into the database and truncates it (best effort: readers may
-    /// hold it).
+    /// Copies the WAL into the database and truncates it (best effort: readers may hold it);
+    /// after a defragment and at shutdown only, as regrowing the file costs every commit a
+    /// filesystem-journal flush until it is back to size.
     fn checkpoint(&mut self) {
         self.checkpoint_mode("TRUNCATE");
     }
 
-    /// While writes keep coming: copies the WAL back and restarts it from its beginning even
-    /// if readers never pause (SQLite's automatic checkpoints can starve then), but keeps the
-    /// file's size, so later commits overwrite it in place rather than grow it.
+    /// Copies the WAL back and restarts it from its beginning even if readers never pause
+    /// (SQLite's automatic checkpoints can starve then), but keeps the file's size, so later
+    /// commits overwrite it in place rather than grow it (the WAL stays bounded by
+    /// `wal_autocheckpoint` and `journal_size_limit`).
     fn checkpoint_busy(&mut self) {
         self.checkpoint_mode("RESTART");
     }
