@@ -284,13 +284,6 @@ async fn error_classes_are_status_objects() {
     assert_status(&body, 422, "Invalid");
     assert_eq!(body["details"]["causes"][0]["field"], "metadata.name");
 
-    // 410: a watch from before the cache's window ends with an ERROR event.
-    let (code, mut watch) = api.watch(&format!("{CMS}?watch=true&resourceVersion=1")).await;
-    assert_eq!(code, 200, "{}", server.log_text());
-    let event = watch.next(std::time::Duration::from_secs(10)).await.expect("an ERROR event");
-    assert_eq!(event["type"], "ERROR");
-    assert_status(&event["object"], 410, "Expired");
-
     // 401: no credentials.
     let anon = server.anonymous(None);
     let resp = anon.request("GET", "/api/v1/namespaces", None, b"").await.unwrap();
@@ -447,4 +440,66 @@ async fn namespaces_and_service_allocation() {
     assert_eq!(code, 200);
     let (code, body) = api.json("POST", svcs, Some(&dup)).await;
     assert_eq!(code, 201, "{body}");
+}
+
+#[tokio::test]
+async fn pod_binding_assigns_a_node_once() {
+    let server = SkerryServer::start();
+    let api = server.admin();
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let (code, _) = api.json("POST", pods, Some(&pod)).await;
+    assert_eq!(code, 201);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let (code, body) = api.json("POST", &format!("{pods}/b/binding"), Some(&binding)).await;
+    assert_eq!(code, 201, "{body}");
+    let (_, got) = api.json("GET", &format!("{pods}/b"), None).await;
+    assert_eq!(got["spec"]["nodeName"], "node-1");
+    // A bound pod cannot be bound again.
+    let (code, body) = api.json("POST", &format!("{pods}/b/binding"), Some(&binding)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_status(&body, 409, "Conflict");
+    // Pod status goes through /status only.
+    let mut status = got.clone();
+    status["status"]["phase"] = json!("Running");
+    let (code, _) = api.json("PUT", &format!("{pods}/b/status"), Some(&status)).await;
+    assert_eq!(code, 200);
+    let (_, got) = api.json("GET", &format!("{pods}/b"), None).await;
+    assert_eq!(got["status"]["phase"], "Running");
+}
+
+#[tokio::test]
+async fn compacted_history_is_410_gone() {
+    let server = SkerryServer::start_with(&["--etcd-compaction-interval", "1s"]);
+    let api = server.admin();
+    for i in 0..3 {
+        api.json("POST", CMS, Some(&configmap(&format!("c{i}")))).await;
+    }
+    let (_, page) = api.json("GET", &format!("{CMS}?limit=1"), None).await;
+    let token = page["metadata"]["continue"].as_str().unwrap().replace('=', "%3D");
+    // Keep writing until compaction has passed the token's revision (the store compacts to
+    // where it was one interval earlier, every interval).
+    let mut expired = None;
+    for i in 0..200 {
+        api.json("POST", CMS, Some(&configmap(&format!("n{i}")))).await;
+        let (code, body) = api.json("GET", &format!("{CMS}?limit=1&continue={token}"), None).await;
+        if code == 410 {
+            expired = Some(body);
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = expired.expect("the continue token expires once its revision is compacted");
+    assert_status(&body, 410, "Expired");
+    assert!(body["message"].as_str().unwrap().contains("continue parameter is too old"));
+
+    // A watch from a compacted resourceVersion ends with an ERROR event carrying a 410.
+    let (code, mut watch) = api.watch(&format!("{CMS}?watch=true&resourceVersion=1")).await;
+    assert_eq!(code, 200);
+    let event = watch.next(std::time::Duration::from_secs(10)).await.expect("an ERROR event");
+    assert_eq!(event["type"], "ERROR");
+    assert_status(&event["object"], 410, "Expired");
 }

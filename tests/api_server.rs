@@ -34,6 +34,20 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
     assert_eq!(code, 200, "objects survive a restart: {got}");
     let (_, list) = api.json("GET", "/api/v1/namespaces/default/services", None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "bootstrap objects are not duplicated");
+
+    // A watch from a resourceVersion of before the restart replays from the store.
+    let rv = got["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut changed = got.clone();
+    changed["data"] = json!({"after": "restart"});
+    let (code, _) =
+        api.json("PUT", "/api/v1/namespaces/default/configmaps/kept", Some(&changed)).await;
+    assert_eq!(code, 200);
+    let path = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}");
+    let (code, mut watch) = api.watch(&path).await;
+    assert_eq!(code, 200);
+    let event = watch.next_event(Duration::from_secs(10)).await.expect("the modification");
+    assert_eq!(event["type"], "MODIFIED", "{event}");
+    assert_eq!(event["object"]["data"]["after"], "restart");
 }
 
 #[tokio::test]

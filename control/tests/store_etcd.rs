@@ -30,9 +30,11 @@ async fn start_etcd() -> Option<(EtcdProcess, EtcdStore)> {
     let bin = skerry_testkit::require_program(&["/usr/bin/etcd"])?;
     for _attempt in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let client = format!("http://127.0.0.1:{}", skerry_testkit::free_port());
+        let port = skerry_testkit::free_port();
+        let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", skerry_testkit::free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let log_path = dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(&bin)
             .args(["--name", "default", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -43,15 +45,24 @@ async fn start_etcd() -> Option<(EtcdProcess, EtcdStore)> {
             .stderr(log)
             .spawn()
             .expect("starting etcd");
-        let process = EtcdProcess { child, _dir: dir };
+        let mut process = EtcdProcess { child, _dir: dir };
+        // Our etcd logs that it serves on our port only once its own listener is up, so a port
+        // taken by someone else (even another test's etcd) is never mistaken for ours.
+        let serving = format!("client requests on 127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&client), None).await {
-                if store.status().await.is_ok() {
-                    return Some((process, store));
+            if process.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains(&serving) {
+                if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&client), None).await {
+                    if store.status().await.is_ok() {
+                        return Some((process, store));
+                    }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     panic!("etcd did not become healthy");

@@ -41,6 +41,46 @@ fn write_pki(dir: &Path) {
     }
 }
 
+/// Starts etcd serving TLS with client-certificate checks on a fresh port; returns it once it
+/// logs that it serves on that port (retrying on new ports if one was taken meanwhile).
+fn start_tls_etcd(bin: &Path, dir: &Path) -> (EtcdProcess, String) {
+    for attempt in 0..3 {
+        let port = skerry_testkit::free_port();
+        let client = format!("https://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{}", skerry_testkit::free_port());
+        let log_path = dir.join(format!("etcd-{attempt}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut etcd = EtcdProcess(
+            Command::new(bin)
+                .args(["--name", "default", "--data-dir"])
+                .arg(dir.join(format!("data-{attempt}")))
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("default={peer}")])
+                .arg("--cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--key-file")
+                .arg(dir.join("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(dir.join("ca.pem"))
+                .arg("--client-cert-auth")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let serving = format!("client requests on 127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && etcd.0.try_wait().unwrap().is_none() {
+            if std::fs::read_to_string(&log_path).unwrap_or_default().contains(&serving) {
+                return (etcd, client);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("etcd over TLS did not start");
+}
+
 fn tls_config(endpoint: &str, dir: &Path, with_client_cert: bool) -> StoreConfig {
     StoreConfig::Etcd {
         endpoints: vec![endpoint.to_string()],
@@ -55,28 +95,7 @@ async fn etcd_backend_over_tls_with_client_certificates() {
     let Some(bin) = skerry_testkit::require_program(&["/usr/bin/etcd"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     write_pki(dir.path());
-    let client = format!("https://127.0.0.1:{}", skerry_testkit::free_port());
-    let peer = format!("http://127.0.0.1:{}", skerry_testkit::free_port());
-    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-    let _etcd = EtcdProcess(
-        Command::new(bin)
-            .args(["--name", "default", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .arg("--cert-file")
-            .arg(dir.path().join("server.pem"))
-            .arg("--key-file")
-            .arg(dir.path().join("server-key.pem"))
-            .arg("--trusted-ca-file")
-            .arg(dir.path().join("ca.pem"))
-            .arg("--client-cert-auth")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let (_etcd, client) = start_tls_etcd(&bin, dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let store = loop {
         if let Ok(store) = open(tls_config(&client, dir.path(), true)).await {

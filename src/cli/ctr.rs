@@ -38,7 +38,7 @@ pub enum CtrCommand {
     /// Pull, list, remove, import, export and inspect images.
     Images(images::ImagesArgs),
     /// Run a command in a new container (exits with its exit code unless detached).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers.
     Ps,
     /// Print a container's logs.
@@ -158,7 +158,7 @@ pub fn run(args: CtrArgs) -> anyhow::Result<ExitCode> {
 /// The container subcommands.
 fn containers(runtime: &Runtime, data_dir: &Path, command: CtrCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CtrCommand::Run(args) => run_container(runtime, data_dir, args),
+        CtrCommand::Run(args) => run_container(runtime, data_dir, *args),
         CtrCommand::Ps => {
             println!(
                 "{:<16}  {:<24}  {:<8}  {:>4}  {:>8}  CREATED",

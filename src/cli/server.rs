@@ -56,6 +56,9 @@ pub struct ServerArgs {
     /// Client key for the etcd endpoints.
     #[arg(long)]
     pub datastore_keyfile: Option<PathBuf>,
+    /// How often the store's history is compacted (`5m`, `30s`, `1h`; `0` = never).
+    #[arg(long, default_value = "5m")]
+    pub etcd_compaction_interval: String,
     /// Mutating requests served at once before 429 Too Many Requests.
     #[arg(long, default_value_t = 200)]
     pub max_mutating_requests_inflight: usize,
@@ -83,12 +86,39 @@ fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((a, b))
 }
 
+/// `0`, or a number with `s`, `m` or `h`.
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num.parse().context("expected e.g. 30s, 5m or 1h")?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("expected e.g. 30s, 5m or 1h"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
 /// Parses the arguments, starts the API server and serves until SIGTERM or SIGINT.
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let service_cidr = parse_cidr(&args.service_cidr)
         .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?;
     let node_port_range = parse_port_range(&args.service_node_port_range)
         .with_context(|| format!("--service-node-port-range {:?}", args.service_node_port_range))?;
+    let interval = parse_duration(&args.etcd_compaction_interval).with_context(|| {
+        format!("--etcd-compaction-interval {:?}", args.etcd_compaction_interval)
+    })?;
+    // Like the reference apiserver: every interval, compact to where the store was one
+    // interval earlier.
+    let compaction = if interval.is_zero() {
+        AutoCompaction::Disabled
+    } else {
+        AutoCompaction::Periodic { interval }
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let store = match &args.datastore_endpoint {
@@ -104,11 +134,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         },
         None => StoreConfig::Sqlite {
             path: args.data_dir.join("state.db"),
-            options: SqliteOptions {
-                // The reference apiserver compacts every 5 minutes.
-                auto_compaction: AutoCompaction::Periodic { interval: Duration::from_secs(300) },
-                ..SqliteOptions::default()
-            },
+            options: SqliteOptions { auto_compaction: compaction, ..SqliteOptions::default() },
         },
     };
     let advertise = args.advertise_address.unwrap_or(if args.bind_address.is_unspecified() {
@@ -177,5 +203,8 @@ mod tests {
         assert!(parse_cidr("10.43.0.0/31").is_err());
         assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
         assert!(parse_port_range("5-1").is_err());
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5x").is_err());
     }
 }

@@ -50,12 +50,16 @@ impl Filter {
     }
 }
 
-/// The store's current revision (a cheap count-only read).
+/// The store's current revision (a point read of a key that never exists: no scan).
 pub(crate) async fn store_revision(server: &ApiServer) -> ApiResult<Revision> {
     let resp = server
         .inner
         .store
-        .range(RangeRequest { key: b"/registry/".to_vec(), count_only: true, ..Default::default() })
+        .range(RangeRequest {
+            key: b"/registry/\0revision".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
         .await?;
     Ok(resp.revision)
 }

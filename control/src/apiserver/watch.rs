@@ -20,8 +20,9 @@ use super::resource::ResourceInfo;
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult};
 use super::table::{self, TableOptions};
-use super::watch_cache::{CacheEvent, CacheMessage, EventType, Subscription};
+use super::watch_cache::{prefix_end, CacheEvent, CacheMessage, EventType, Subscription};
 use super::{meta, rest, strategy};
+use crate::store::{EventKind, WatchMessage, WatchRequest};
 
 /// The default watch lifetime (the reference's minimum request timeout).
 const DEFAULT_TIMEOUT: i64 = 1800;
@@ -135,12 +136,15 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     let subscription = match cache.subscribe(from) {
         Ok(s) => s,
         Err(oldest) => {
-            let status = ApiError::gone(format!(
-                "too old resource version: {} ({oldest})",
-                from.unwrap_or(0)
-            ));
-            let _ = tx.try_send(encoder.line("ERROR", status.to_status()));
-            drop(tx);
+            // Older than the cache's window (e.g. after a restart): replay from the store,
+            // which still has the history unless it was compacted.
+            let from = from.unwrap_or(0);
+            let server = server.clone();
+            tokio::spawn(async move {
+                let _counted = server.inner.metrics.watcher();
+                let run = from_store(&server, from, oldest, &filter, &encoder, &tx);
+                let _ = tokio::time::timeout(Duration::from_secs(timeout as u64), run).await;
+            });
             return Ok(body::stream_response(rx, "application/json").into());
         }
     };
@@ -222,6 +226,83 @@ async fn pump(
                 }
             }
             _ = tx.closed() => return,
+        }
+    }
+}
+
+/// A watch served straight from a store watch (for start points older than the cache's window).
+async fn from_store(
+    server: &ApiServer,
+    from: i64,
+    oldest: i64,
+    filter: &Filter,
+    encoder: &Encoder,
+    tx: &mpsc::Sender<Bytes>,
+) {
+    let gone = || {
+        let status = ApiError::gone(format!("too old resource version: {from} ({oldest})"));
+        encoder.line("ERROR", status.to_status())
+    };
+    let request = WatchRequest {
+        key: filter.key_prefix.as_bytes().to_vec(),
+        range_end: prefix_end(&filter.key_prefix),
+        start_revision: from + 1,
+        prev_kv: true,
+        ..Default::default()
+    };
+    let mut watcher = match server.inner.store.watch(request).await {
+        Ok(w) => w,
+        Err(_) => {
+            let _ = tx.send(gone()).await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            message = watcher.recv() => match message {
+                Some(WatchMessage::Events { events, .. }) => {
+                    for event in events {
+                        let Some(cache_event) = cache_event(event) else { continue };
+                        if let Some((kind, obj)) = translate(&cache_event, filter) {
+                            if tx.send(encoder.event(kind, obj)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Some(WatchMessage::Progress { .. }) => {}
+                Some(WatchMessage::Compacted { .. }) => {
+                    let _ = tx.send(gone()).await;
+                    return;
+                }
+                None => return,
+            },
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// A store event as a cache event (the previous state comes from `prev_kv`).
+fn cache_event(event: crate::store::Event) -> Option<CacheEvent> {
+    let key = String::from_utf8(event.kv.key.clone()).ok()?;
+    let prev = event.prev_kv.as_ref().and_then(meta::decode).map(std::sync::Arc::new);
+    let revision = event.kv.mod_revision;
+    match event.kind {
+        EventKind::Put => {
+            let object = std::sync::Arc::new(meta::decode(&event.kv)?);
+            let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+            Some(CacheEvent { kind, revision, key, object, prev })
+        }
+        EventKind::Delete => {
+            let mut last = Value::clone(prev.as_deref()?);
+            meta::set_resource_version(&mut last, revision);
+            Some(CacheEvent {
+                kind: EventType::Deleted,
+                revision,
+                key,
+                object: std::sync::Arc::new(last),
+                prev,
+            })
         }
     }
 }

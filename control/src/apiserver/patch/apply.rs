@@ -118,7 +118,8 @@ fn entries(object: Option<&Value>) -> Vec<Entry> {
 }
 
 fn store_entries(object: &mut Value, entries: Vec<Entry>) {
-    let list: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::encode).collect();
+    let list: Vec<Value> =
+        entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::encode).collect();
     if let Some(Value::Object(meta)) = object.get_mut("metadata") {
         if list.is_empty() {
             meta.remove("managedFields");
@@ -144,6 +145,19 @@ pub fn server_side_apply(
     let mut all = entries(live);
     let empty = Value::Object(Map::new());
     let live_obj = live.unwrap_or(&empty);
+    if live.is_some() && all.is_empty() {
+        // An object nobody manages yet (written before field tracking, or with its managedFields
+        // cleared): the reference gives its current fields to `before-first-apply` so that the
+        // first apply conflicts with values it would silently overwrite.
+        all.push(Entry {
+            manager: "before-first-apply".into(),
+            operation: "Update".into(),
+            api_version: m.api_version.to_string(),
+            time: m.time.to_string(),
+            subresource: None,
+            fields: FieldSet::of(live_obj, m.schema).unwrap_or_default(),
+        });
+    }
 
     // Conflicts: fields others own whose live value differs from the applied one.
     let mut conflicts = Vec::new();
@@ -152,7 +166,9 @@ pub fn server_side_apply(
             .fields
             .0
             .intersection(&applied_set.0)
-            .filter(|p| !is_item(p) && value_at(live_obj, m.schema, p) != value_at(&applied, m.schema, p))
+            .filter(|p| {
+                !is_item(p) && value_at(live_obj, m.schema, p) != value_at(&applied, m.schema, p)
+            })
             .cloned()
             .collect();
         if force {
@@ -160,7 +176,9 @@ pub fn server_side_apply(
                 e.fields.0.remove(p);
             }
         } else {
-            conflicts.extend(taken.iter().map(|p| Conflict { manager: e.manager.clone(), field: display(p) }));
+            conflicts.extend(
+                taken.iter().map(|p| Conflict { manager: e.manager.clone(), field: display(p) }),
+            );
         }
     }
     if !conflicts.is_empty() {
@@ -169,25 +187,43 @@ pub fn server_side_apply(
 
     let mut merged = merge(live_obj, &applied, m.schema, "");
     // Fields this manager applied before and no longer applies, that nobody else owns, go.
-    let previous = all.iter().find(|e| e.same_writer(m, "Apply")).map(|e| e.fields.clone()).unwrap_or_default();
+    let previous = all
+        .iter()
+        .find(|e| e.same_writer(m, "Apply"))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
     let others: Vec<&Entry> = all.iter().filter(|e| !e.same_writer(m, "Apply")).collect();
-    let mut stale: Vec<&FieldPath> = previous
+    let stale: Vec<&FieldPath> = previous
         .0
         .iter()
         .filter(|p| !applied_set.0.contains(*p) && !others.iter().any(|e| e.fields.covers_below(p)))
         .collect();
-    // Deepest first, so removing an element never invalidates a later path.
-    stale.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for path in stale {
+    // A path under another stale path goes with it; removing it first would strip the key
+    // fields that identify its list element.
+    let roots: Vec<&FieldPath> = stale
+        .iter()
+        .filter(|p| !stale.iter().any(|q| q.len() < p.len() && p.starts_with(q)))
+        .copied()
+        .collect();
+    for path in roots {
         remove_path(&mut merged, m.schema, path);
     }
 
+    // A no-op apply (same content, same set) keeps the entry's time, like the reference's
+    // managedFieldsUpdater, so the object stays byte-identical and the caller can skip the write.
+    let unchanged = without_managed_fields(&merged) == without_managed_fields(live_obj);
+    let time = match all.iter().find(|e| e.same_writer(m, "Apply")) {
+        Some(e) if unchanged && e.fields == applied_set && e.api_version == m.api_version => {
+            e.time.clone()
+        }
+        _ => m.time.to_string(),
+    };
     all.retain(|e| !e.same_writer(m, "Apply"));
     all.push(Entry {
         manager: m.name.to_string(),
         operation: "Apply".into(),
         api_version: m.api_version.to_string(),
-        time: m.time.to_string(),
+        time,
         subresource: m.subresource.map(str::to_string),
         fields: applied_set,
     });
@@ -217,19 +253,21 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, m: &Manager) -> Resul
             .cloned()
             .collect(),
     );
-    let mut all = entries(old);
+    let mut all = initial_entries(old, new, m);
     for e in &mut all {
         // Removed fields are owned by nobody; changed fields now belong to the writer.
-        e.fields.0.retain(|p| new_set.0.contains(p) || still_present(new, m.schema, p));
+        e.fields.0.retain(|p| still_present(new, m.schema, p));
         if !e.same_writer(m, "Update") {
             e.fields.0.retain(|p| !changed.0.contains(p));
         }
     }
     match all.iter_mut().find(|e| e.same_writer(m, "Update")) {
-        Some(e) => {
+        // The reference moves the time whenever this write changed a field.
+        Some(e) if !changed.is_empty() => {
             e.fields.0.extend(changed.0);
             e.time = m.time.to_string();
         }
+        Some(_) => {}
         None if !changed.is_empty() => all.push(Entry {
             manager: m.name.to_string(),
             operation: "Update".into(),
@@ -244,6 +282,28 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, m: &Manager) -> Resul
     Ok(())
 }
 
+/// The entries an update starts from: those the client sent when it changed them on the main
+/// resource (how kubectl moves `kubectl-client-side-apply` ownership to its apply manager), an
+/// empty list when it sent only empty entries (`[{}]`, the documented way to clear them),
+/// otherwise the stored ones.
+fn initial_entries(old: Option<&Value>, new: &Value, m: &Manager) -> Vec<Entry> {
+    let sent = new.pointer("/metadata/managedFields").and_then(Value::as_array);
+    let stored = old.and_then(|o| o.pointer("/metadata/managedFields")).and_then(Value::as_array);
+    match sent {
+        Some(list) if m.subresource.is_none() && !list.is_empty() && Some(list) != stored => {
+            let decoded = entries(Some(new));
+            if decoded.is_empty() && list.iter().all(|e| e.as_object().is_some_and(Map::is_empty)) {
+                return Vec::new();
+            }
+            if !decoded.is_empty() {
+                return decoded;
+            }
+            entries(old)
+        }
+        _ => entries(old),
+    }
+}
+
 /// A path that is in no field set of `new` but still resolves (e.g. an owned map that became
 /// empty) stays owned.
 fn still_present(new: &Value, schema: Schema, path: &[String]) -> bool {
@@ -255,10 +315,21 @@ fn is_item(path: &[String]) -> bool {
     path.last().is_some_and(|s| s.starts_with("k:") || s.starts_with("v:"))
 }
 
+fn without_managed_fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(Value::Object(meta)) = v.get_mut("metadata") {
+        meta.remove("managedFields");
+    }
+    v
+}
+
 fn without_nulls(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
         ),
         Value::Array(l) => Value::Array(l.iter().map(without_nulls).collect()),
         other => other.clone(),
@@ -266,7 +337,7 @@ fn without_nulls(v: &Value) -> Value {
 }
 
 /// Merges `applied` into `live` field by field: structs and granular maps recursively, list
-/// maps by key (live order kept, new elements appended), sets by union, the rest replaced.
+/// maps by key and sets by union (ordered by [`merge_items`]), the rest replaced.
 fn merge(live: &Value, applied: &Value, parent: Schema, name: &str) -> Value {
     match (live, applied) {
         (Value::Object(l), Value::Object(a)) if name.is_empty() || !parent.atomic(name) => {
@@ -280,26 +351,81 @@ fn merge(live: &Value, applied: &Value, parent: Schema, name: &str) -> Value {
         }
         (Value::Array(l), Value::Array(a)) => match parent.list(name).ssa {
             ListType::Atomic => applied.clone(),
-            ListType::Set => {
-                let mut out = l.clone();
-                out.extend(a.iter().filter(|v| !l.contains(v)).cloned());
-                Value::Array(out)
-            }
-            ListType::Map(keys) => {
+            list => {
                 let elem = parent.child(name);
-                let mut out = l.clone();
-                for item in a {
-                    let Ok(seg) = super::fieldset::seg_key(item, keys) else { continue };
-                    match item_index(&out, ListType::Map(keys), &seg) {
-                        Some(i) => out[i] = merge(&out[i], item, elem, ""),
-                        None => out.push(item.clone()),
-                    }
-                }
-                Value::Array(out)
+                let seg = |v: &Value| match list {
+                    ListType::Map(keys) => super::fieldset::seg_key(v, keys).ok(),
+                    _ => Some(super::fieldset::seg_value(v)),
+                };
+                Value::Array(merge_items(l, a, seg, |live, applied| match (live, list) {
+                    (Some(live), ListType::Map(_)) => merge(live, applied, elem, ""),
+                    _ => applied.clone(),
+                }))
             }
         },
         _ => applied.clone(),
     }
+}
+
+/// Interleaves the elements of a live and an applied set or list map as structured-merge-diff
+/// does: elements in both follow the applied order, live-only elements keep their positions,
+/// applied-only elements come where the applied list has them.
+fn merge_items(
+    live: &[Value],
+    applied: &[Value],
+    seg: impl Fn(&Value) -> Option<String>,
+    merge_item: impl Fn(Option<&Value>, &Value) -> Value,
+) -> Vec<Value> {
+    // Elements without an identity (malformed live data) get one that matches nothing.
+    let ids = |list: &[Value], side: &str| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .map(|(i, v)| seg(v).unwrap_or_else(|| format!("?{side}{i}")))
+            .collect()
+    };
+    let (lhs, rhs) = (ids(live, "l"), ids(applied, "r"));
+    let find = |ids: &[String], id: &str| ids.iter().position(|x| x == id);
+    let mut shared = rhs.iter().filter(|id| lhs.contains(id));
+    let mut next_shared = shared.next();
+    let mut merged: Vec<&String> = Vec::new();
+    let mut out = Vec::with_capacity(live.len().max(applied.len()));
+    let (mut li, mut ri) = (0, 0);
+    while li < lhs.len() || ri < rhs.len() {
+        if li < lhs.len() && ri < rhs.len() {
+            if lhs[li] == rhs[ri] {
+                merged.push(&rhs[ri]);
+                out.push(merge_item(Some(&live[li]), &applied[ri]));
+                li += 1;
+                ri += 1;
+                next_shared = shared.next();
+                continue;
+            }
+            // A shared element that is not the next one in applied order waits for its turn.
+            if rhs.contains(&lhs[li]) && next_shared.is_some_and(|n| *n != lhs[li]) {
+                li += 1;
+                continue;
+            }
+        }
+        if li < lhs.len() {
+            if !rhs.contains(&lhs[li]) {
+                out.push(live[li].clone());
+                li += 1;
+                continue;
+            } else if merged.contains(&&lhs[li]) {
+                li += 1;
+            }
+        }
+        if ri < rhs.len() {
+            let id = &rhs[ri];
+            merged.push(id);
+            out.push(merge_item(find(&lhs, id).map(|i| &live[i]), &applied[ri]));
+            ri += 1;
+            if next_shared == Some(id) {
+                next_shared = shared.next();
+            }
+        }
+    }
+    out
 }
 
 /// Removes the field or list element at `path` from `object`, if present.

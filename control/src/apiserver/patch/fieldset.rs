@@ -214,7 +214,11 @@ pub fn seg_key(item: &Value, keys: &[&str]) -> Result<String, String> {
             _ if *key == "protocol" => {
                 id.insert(key.to_string(), Value::String("TCP".to_string()));
             }
-            _ => return Err(format!("associative list with keys has an element that omits key field {key:?}")),
+            _ => {
+                return Err(format!(
+                    "associative list with keys has an element that omits key field {key:?}"
+                ))
+            }
         }
     }
     Ok(format!("k:{}", Value::Object(id)))
@@ -311,7 +315,10 @@ mod tests {
         let svc = json!({"spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}});
         let set = FieldSet::of(&svc, Schema::for_kind("", "Service")).unwrap();
         let keys: Vec<&String> = set.0.iter().filter(|p| p.len() == 3).map(|p| &p[2]).collect();
-        assert_eq!(keys, ["k:{\"port\":53,\"protocol\":\"UDP\"}", "k:{\"port\":80,\"protocol\":\"TCP\"}"]);
+        assert_eq!(
+            keys,
+            ["k:{\"port\":53,\"protocol\":\"UDP\"}", "k:{\"port\":80,\"protocol\":\"TCP\"}"]
+        );
     }
 
     #[test]
@@ -343,11 +350,13 @@ mod tests {
 
     #[test]
     fn value_at_follows_keys_and_paths_display_like_the_reference() {
-        let obj = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let path: FieldPath = ["f:spec", "f:template", "f:spec", "f:containers", "k:{\"name\":\"c\"}", "f:image"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let obj =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let path: FieldPath =
+            ["f:spec", "f:template", "f:spec", "f:containers", "k:{\"name\":\"c\"}", "f:image"]
+                .into_iter()
+                .map(String::from)
+                .collect();
         assert_eq!(value_at(&obj, deployment(), &path), Some(&json!("i")));
         assert_eq!(display(&path), ".spec.template.spec.containers[name=\"c\"].image");
     }

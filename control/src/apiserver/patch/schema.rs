@@ -144,7 +144,8 @@ impl Schema {
 pub fn list_fields(group: &str, kind: &str) -> Vec<(String, ListMeta)> {
     fn walk(t: &'static TypeDef, prefix: &str, out: &mut Vec<(String, ListMeta)>) {
         for f in t.fields {
-            let path = if prefix.is_empty() { f.name.to_string() } else { format!("{prefix}.{}", f.name) };
+            let path =
+                if prefix.is_empty() { f.name.to_string() } else { format!("{prefix}.{}", f.name) };
             match f.shape {
                 Shape::Struct(child) => walk(child, &path, out),
                 Shape::List(meta, elem) => {
@@ -168,7 +169,11 @@ const fn merge_map(key: &'static str, keys: &'static [&'static str]) -> Shape {
     Shape::List(ListMeta { smp: Smp::MergeByKey(key), ssa: ListType::Map(keys) }, None)
 }
 
-const fn merge_map_of(key: &'static str, keys: &'static [&'static str], t: &'static TypeDef) -> Shape {
+const fn merge_map_of(
+    key: &'static str,
+    keys: &'static [&'static str],
+    t: &'static TypeDef,
+) -> Shape {
     Shape::List(ListMeta { smp: Smp::MergeByKey(key), ssa: ListType::Map(keys) }, Some(t))
 }
 
@@ -188,7 +193,10 @@ const CONDITIONS: Field = field("conditions", merge_map("type", &["type"]));
 static OBJECT_META: TypeDef = strukt(
     "ObjectMeta",
     &[
-        field("finalizers", Shape::List(ListMeta { smp: Smp::MergeScalars, ssa: ListType::Set }, None)),
+        field(
+            "finalizers",
+            Shape::List(ListMeta { smp: Smp::MergeScalars, ssa: ListType::Set }, None),
+        ),
         // OwnerReference is `structType=atomic`; as a list element it is keyed by uid.
         field("ownerReferences", merge_map("uid", &["uid"])),
     ],
@@ -246,7 +254,10 @@ static POD_STATUS: TypeDef = strukt(
     &[
         CONDITIONS,
         // hostIPs merge by ip under SMP but are atomic under apply.
-        field("hostIPs", Shape::List(ListMeta { smp: Smp::MergeByKey("ip"), ssa: ListType::Atomic }, None)),
+        field(
+            "hostIPs",
+            Shape::List(ListMeta { smp: Smp::MergeByKey("ip"), ssa: ListType::Atomic }, None),
+        ),
         field("podIPs", merge_map("ip", &["ip"])),
         field("resourceClaimStatuses", merge_map("name", &["name"])),
     ],
@@ -410,7 +421,10 @@ static JOB: TypeDef = strukt(
                 "JobStatus",
                 &[field(
                     "conditions",
-                    Shape::List(ListMeta { smp: Smp::MergeByKey("type"), ssa: ListType::Atomic }, None),
+                    Shape::List(
+                        ListMeta { smp: Smp::MergeByKey("type"), ssa: ListType::Atomic },
+                        None,
+                    ),
                 )],
             )),
         ),
@@ -476,7 +490,10 @@ mod tests {
         assert_eq!(ports.smp, Smp::MergeByKey("containerPort"));
         assert_eq!(ports.ssa, ListType::Map(&["containerPort", "protocol"]));
         let svc = meta_at("", "Service", "spec.ports").unwrap();
-        assert_eq!((svc.smp, svc.ssa), (Smp::MergeByKey("port"), ListType::Map(&["port", "protocol"])));
+        assert_eq!(
+            (svc.smp, svc.ssa),
+            (Smp::MergeByKey("port"), ListType::Map(&["port", "protocol"]))
+        );
     }
 
     #[test]
@@ -486,7 +503,10 @@ mod tests {
         assert_eq!(pod_spec.list("tolerations"), ListMeta::ATOMIC);
         assert_eq!(pod_spec.child("containers").list("envFrom"), ListMeta::ATOMIC);
         assert_eq!(Schema::for_kind("", "Node").child("spec").list("taints"), ListMeta::ATOMIC);
-        assert_eq!(Schema::for_kind("rbac.authorization.k8s.io", "Role").list("rules"), ListMeta::ATOMIC);
+        assert_eq!(
+            Schema::for_kind("rbac.authorization.k8s.io", "Role").list("rules"),
+            ListMeta::ATOMIC
+        );
         assert_eq!(Schema::UNKNOWN.list("anything"), ListMeta::ATOMIC);
     }
 

@@ -71,8 +71,14 @@ fn merge_map(
                 if strategy == Smp::Replace && !delete_list {
                     *cur = strip_list(p);
                 } else {
-                    let merged =
-                        merge_list(std::mem::take(cur), p, strategy, schema.child(&key), delete_list, &key)?;
+                    let merged = merge_list(
+                        std::mem::take(cur),
+                        p,
+                        strategy,
+                        schema.child(&key),
+                        delete_list,
+                        &key,
+                    )?;
                     *cur = merged;
                 }
             }
@@ -94,7 +100,10 @@ fn merge_map(
 }
 
 /// `$retainKeys`: drop every original field not listed; the patch may set only listed fields.
-fn retain_keys(original: &mut Map<String, Value>, patch: &mut Map<String, Value>) -> Result<(), PatchError> {
+fn retain_keys(
+    original: &mut Map<String, Value>,
+    patch: &mut Map<String, Value>,
+) -> Result<(), PatchError> {
     let Some(keys) = patch.remove(RETAIN_KEYS) else { return Ok(()) };
     let Value::Array(keys) = keys else { return Err(PatchError::BadRetainKeys(keys.to_string())) };
     let listed = |k: &str| keys.iter().any(|v| v.as_str() == Some(k));
@@ -178,11 +187,15 @@ fn merge_list(
     if original.is_empty() && patch.is_empty() {
         return Ok(original);
     }
-    let maps = element_kind(&original, &patch).ok_or_else(|| PatchError::MixedList(field.into()))?;
+    let maps =
+        element_kind(&original, &patch).ok_or_else(|| PatchError::MixedList(field.into()))?;
     let (merged, server_order, key, patch) = if !maps {
         if delete_list {
             // `$deleteFromPrimitiveList/<list>`: remove every listed value.
-            return Ok(original.into_iter().filter(|v| !patch.iter().any(|p| scalar_eq(p, v))).collect());
+            return Ok(original
+                .into_iter()
+                .filter(|v| !patch.iter().any(|p| scalar_eq(p, v)))
+                .collect());
         }
         let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
         for v in original.iter().chain(patch.iter()) {
@@ -268,7 +281,8 @@ fn normalize(
     patched.sort_by_key(|v| position(patch_order, v, key).unwrap_or(usize::MAX));
     server_only.sort_by_key(|v| position(server_order, v, key).unwrap_or(usize::MAX));
     let mut out = Vec::with_capacity(patched.len() + server_only.len());
-    let (mut left, mut right) = (server_only.into_iter().peekable(), patched.into_iter().peekable());
+    let (mut left, mut right) =
+        (server_only.into_iter().peekable(), patched.into_iter().peekable());
     loop {
         let take_left = match (left.peek(), right.peek()) {
             (None, None) => break,

@@ -38,7 +38,9 @@ fn containers_merge_by_name_and_keep_unmentioned_ones() {
 #[test]
 fn merged_element_is_updated_in_place_field_by_field() {
     // smp:"add field to map in merging list" — other fields of the element survive.
-    let original = spec(json!([{"name": "a", "image": "x", "env": [{"name": "K", "value": "1"}]}, {"name": "b"}]));
+    let original = spec(
+        json!([{"name": "a", "image": "x", "env": [{"name": "K", "value": "1"}]}, {"name": "b"}]),
+    );
     let patch = spec(json!([{"name": "a", "image": "y", "env": [{"name": "L", "value": "2"}]}]));
     let out = apply(pod(), &original, &patch).unwrap();
     assert_eq!(containers(&out), ["a", "b"]);
@@ -143,7 +145,8 @@ fn set_element_order_reorders_merged_list() {
 fn set_element_order_places_primitives_around_server_only_items() {
     // smp:"add an item in a list of primitives and preserve order": [1,4,2] + 3 → [3,1,4,2].
     let current = json!({"metadata": {"finalizers": ["1", "4", "2"]}});
-    let patch = json!({"metadata": {"$setElementOrder/finalizers": ["3", "1", "2"], "finalizers": ["3"]}});
+    let patch =
+        json!({"metadata": {"$setElementOrder/finalizers": ["3", "1", "2"], "finalizers": ["3"]}});
     let out = apply(pod(), &current, &patch).unwrap();
     assert_eq!(out["metadata"]["finalizers"], json!(["3", "1", "4", "2"]));
 }
@@ -162,7 +165,8 @@ fn set_element_order_must_agree_with_the_patch_list() {
 fn retain_keys_drops_unlisted_fields() {
     // smp:"retainKeys map clears a field": switching a Deployment strategy to Recreate drops
     // the rollingUpdate the server defaulted (DeploymentSpec.strategy is patchStrategy=retainKeys).
-    let current = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+    let current =
+        json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
     let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
     let out = apply(Schema::for_kind("apps", "Deployment"), &current, &patch).unwrap();
     assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
@@ -223,7 +227,10 @@ fn container_ports_merge_on_container_port_alone() {
     let current = spec(json!([{"name": "a", "ports": [{"containerPort": 53, "protocol": "TCP"}]}]));
     let patch = spec(json!([{"name": "a", "ports": [{"containerPort": 53, "protocol": "UDP"}]}]));
     let out = apply(pod(), &current, &patch).unwrap();
-    assert_eq!(out["spec"]["containers"][0]["ports"], json!([{"containerPort": 53, "protocol": "UDP"}]));
+    assert_eq!(
+        out["spec"]["containers"][0]["ports"],
+        json!([{"containerPort": 53, "protocol": "UDP"}])
+    );
 }
 
 #[test]
@@ -232,7 +239,10 @@ fn service_ports_merge_by_port_and_keep_both() {
     let current = json!({"spec": {"ports": [{"port": 80, "name": "http"}]}});
     let patch = json!({"spec": {"ports": [{"port": 443, "name": "https"}]}});
     let out = apply(Schema::for_kind("", "Service"), &current, &patch).unwrap();
-    assert_eq!(out["spec"]["ports"], json!([{"port": 443, "name": "https"}, {"port": 80, "name": "http"}]));
+    assert_eq!(
+        out["spec"]["ports"],
+        json!([{"port": 443, "name": "https"}, {"port": 80, "name": "http"}])
+    );
 }
 
 #[test]
