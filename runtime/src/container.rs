@@ -327,7 +327,7 @@ impl Runtime {
                 return Ok(status);
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
 

@@ -179,19 +179,21 @@ fn supervise(dir: &Path, created: Created) -> Result<()> {
     let Created { record, container, init_pid, outputs, stdin, listener } = created;
     let writer = Arc::new(Mutex::new(LogWriter::open(&record.log_path, record.spec.log_rotation)?));
     let attached: Attached = Arc::new(Mutex::new(Vec::new()));
-    let pumps: Vec<_> = outputs
-        .into_iter()
-        .map(|(fd, stream)| {
-            let writer = writer.clone();
-            let attached = attached.clone();
-            std::thread::spawn(move || {
-                let input = Tee { inner: std::fs::File::from(fd), attached };
-                if let Err(err) = crate::logs::pump(input, stream, &writer) {
-                    eprintln!("skerry monitor: log: {err}");
-                }
-            })
-        })
-        .collect();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let pumps = outputs.len();
+    for (fd, stream) in outputs {
+        let writer = writer.clone();
+        let attached = attached.clone();
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            let input = Tee { inner: std::fs::File::from(fd), attached };
+            if let Err(err) = crate::logs::pump(input, stream, &writer) {
+                eprintln!("skerry monitor: log: {err}");
+            }
+            let _ = done.send(());
+        });
+    }
+    drop(done_tx);
     let container = Arc::new(Mutex::new(container));
     let stdin = Arc::new(Mutex::new(stdin.map(std::fs::File::from)));
     {
@@ -211,7 +213,15 @@ fn supervise(dir: &Path, created: Created) -> Result<()> {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
-    join_with_timeout(pumps, Duration::from_secs(5));
+    // The pipes reach end of file when the last process holding them is gone; a stuck one
+    // must not keep the monitor alive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for _ in 0..pumps {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     for conn in attached.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
         let _ = conn.shutdown(std::net::Shutdown::Both);
     }
@@ -250,19 +260,6 @@ fn wait_exit(pid: Pid) -> (i32, Option<i32>) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             // Not our child (cannot happen) or already reaped: report an unknown failure.
             Err(_) => return (255, None),
-        }
-    }
-}
-
-/// Joins threads, giving up after `timeout` (a stuck pipe must not keep the monitor alive).
-fn join_with_timeout(threads: Vec<std::thread::JoinHandle<()>>, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    for t in threads {
-        while !t.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if t.is_finished() {
-            let _ = t.join();
         }
     }
 }

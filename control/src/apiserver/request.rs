@@ -183,6 +183,8 @@ pub enum BodyFormat {
     Yaml,
     JsonPatch,
     MergePatch,
+    /// `application/strategic-merge-patch+json` (built-in kinds only).
+    StrategicMergePatch,
     /// `application/vnd.kubernetes.protobuf` (a few kinds, see `protobuf`).
     Protobuf,
 }
@@ -196,6 +198,7 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
         "application/json-patch+json" => Ok(BodyFormat::JsonPatch),
         "application/merge-patch+json" => Ok(BodyFormat::MergePatch),
+        "application/strategic-merge-patch+json" => Ok(BodyFormat::StrategicMergePatch),
         "application/vnd.kubernetes.protobuf" => Ok(BodyFormat::Protobuf),
         _ => Err(ApiError::unsupported_media_type(ct)),
     }

@@ -14,7 +14,7 @@ use super::request::{BodyFormat, Output};
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult, Cause};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{admission, crd, defaults, delete, list, meta, strategy, validation, watch};
+use super::{admission, crd, defaults, delete, list, meta, patch, strategy, validation, watch};
 use crate::store::{
     Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, Revision,
     TxnRequest,
@@ -118,7 +118,10 @@ async fn get(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBody
 pub(crate) fn decode_body(call: &Call, expect_kind: Option<(&str, &str)>) -> ApiResult<Value> {
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = super::request::body_format(content_type)?;
-    if matches!(format, BodyFormat::JsonPatch | BodyFormat::MergePatch) {
+    if matches!(
+        format,
+        BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch
+    ) {
         return Err(ApiError::unsupported_media_type(content_type.unwrap_or_default()));
     }
     let mut obj = body::decode_object(&call.body, format)?;
@@ -339,6 +342,7 @@ fn apply_request(call: &Call, current: &Value) -> ApiResult<(Value, bool)> {
                     .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
                 json_patch::merge(&mut patched, &patch);
             }
+            BodyFormat::StrategicMergePatch => patched = strategic_merge(call, current)?,
             _ => return Err(ApiError::unsupported_media_type(content_type.unwrap_or("none"))),
         }
         // A patch may only pin a resourceVersion it names explicitly.
@@ -352,6 +356,27 @@ fn apply_request(call: &Call, current: &Value) -> ApiResult<(Value, bool)> {
     };
     let pinned = meta::meta_str(&new, "resourceVersion").is_some_and(|rv| !rv.is_empty());
     Ok((new, pinned))
+}
+
+/// A strategic merge patch of a built-in object (custom resources answer 415, as the
+/// reference does, and kubectl falls back to a merge patch).
+fn strategic_merge(call: &Call, current: &Value) -> ApiResult<Value> {
+    if call.info.custom {
+        return Err(ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: patch::CUSTOM_RESOURCE_SMP_UNSUPPORTED.to_string(),
+            details: None,
+            retry_after: None,
+        });
+    }
+    let patch: Value = serde_json::from_slice(&call.body)
+        .map_err(|e| ApiError::bad_request(format!("invalid strategic merge patch: {e}")))?;
+    let schema = patch::Schema::for_kind(&call.info.group, &call.info.kind);
+    patch::strategic::apply(schema, current, &patch).map_err(|e| match e.status_code() {
+        422 => invalid_patch(&e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
+    })
 }
 
 fn invalid_patch(why: &str) -> ApiError {

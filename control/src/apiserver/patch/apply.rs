@@ -30,10 +30,36 @@ pub struct Manager<'a> {
 /// One field another manager owns with a different value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
-    /// The owning manager.
+    /// The owning manager's name.
     pub manager: String,
+    /// Its operation, `Apply` or `Update`.
+    pub operation: String,
+    /// The apiVersion it wrote with.
+    pub api_version: String,
+    /// The subresource it wrote, if any.
+    pub subresource: Option<String>,
     /// The field, e.g. `.spec.replicas`.
     pub field: String,
+}
+
+impl Conflict {
+    /// The owner as the reference prints it: `"m"`, `"m" with subresource "status"`, and for
+    /// Update owners ` using apps/v1` after it.
+    pub fn owner(&self) -> String {
+        let mut out = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            out.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            out.push_str(&format!(" using {}", self.api_version));
+        }
+        out
+    }
+
+    /// The message of this conflict's `FieldManagerConflict` status cause.
+    pub fn cause_message(&self) -> String {
+        format!("conflict with {}", self.owner())
+    }
 }
 
 /// Why an apply was refused.
@@ -53,12 +79,30 @@ impl From<FieldSetError> for ApplyError {
     }
 }
 
-/// The reference's message: `Apply failed with 1 conflict: conflict with "m": .spec.replicas`.
+/// The reference's 409 message: one conflict on one line, several grouped by owner.
 fn conflict_message(conflicts: &[Conflict]) -> String {
-    let n = conflicts.len();
-    let list: Vec<String> =
-        conflicts.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, c.field)).collect();
-    format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, list.join("\n"))
+    if let [c] = conflicts {
+        return format!("Apply failed with 1 conflict: conflict with {}: {}", c.owner(), c.field);
+    }
+    let mut sorted: Vec<&Conflict> = conflicts.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.manager, &a.operation, &a.api_version, &a.subresource).cmp(&(
+            &b.manager,
+            &b.operation,
+            &b.api_version,
+            &b.subresource,
+        ))
+    });
+    let mut lines = Vec::new();
+    let mut last = String::new();
+    for c in sorted {
+        if c.owner() != last {
+            last = c.owner();
+            lines.push(format!("conflicts with {last}:"));
+        }
+        lines.push(format!("- {}", c.field));
+    }
+    format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
 }
 
 /// One `managedFields` entry, decoded.
@@ -176,9 +220,13 @@ pub fn server_side_apply(
                 e.fields.0.remove(p);
             }
         } else {
-            conflicts.extend(
-                taken.iter().map(|p| Conflict { manager: e.manager.clone(), field: display(p) }),
-            );
+            conflicts.extend(taken.iter().map(|p| Conflict {
+                manager: e.manager.clone(),
+                operation: e.operation.clone(),
+                api_version: e.api_version.clone(),
+                subresource: e.subresource.clone(),
+                field: display(p),
+            }));
         }
     }
     if !conflicts.is_empty() {

@@ -59,17 +59,41 @@ fn apply_conflict_on_field_owned_by_other_manager() {
     // docs "Conflicts": a different value for a field another manager owns is a conflict.
     let live = server_side_apply(None, &deploy(1, "a"), &mgr("alice"), false).unwrap();
     let err = server_side_apply(Some(&live), &deploy(3, "a"), &mgr("bob"), false).unwrap_err();
+    let ApplyError::Conflicts(conflicts) = &err else { panic!("{err}") };
+    assert_eq!(conflicts.len(), 1);
     assert_eq!(
-        err,
-        ApplyError::Conflicts(vec![Conflict {
-            manager: "alice".into(),
-            field: ".spec.replicas".into()
-        }])
+        (conflicts[0].manager.as_str(), conflicts[0].field.as_str()),
+        ("alice", ".spec.replicas")
     );
     assert_eq!(
         err.to_string(),
         "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"
     );
+}
+
+#[test]
+fn conflict_messages_read_like_the_reference() {
+    // apimachinery managedfields NewConflictError/printManager: Update owners print
+    // `using <apiVersion>`; several conflicts are grouped per owner.
+    let live = server_side_apply(None, &deploy(1, "a"), &mgr("alice"), false).unwrap();
+    let mut edited = live.clone();
+    edited["spec"]["replicas"] = json!(2);
+    record_update(
+        Some(&live),
+        &mut edited,
+        &Manager { name: "kubectl-client-side-apply", ..mgr("") },
+    )
+    .unwrap();
+    let err = server_side_apply(Some(&edited), &deploy(3, "b"), &mgr("bob"), false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 2 conflicts: conflicts with \"alice\":\n\
+         - .spec.template.spec.containers[name=\"c\"].image\n\
+         conflicts with \"kubectl-client-side-apply\" using apps/v1:\n\
+         - .spec.replicas"
+    );
+    let ApplyError::Conflicts(c) = err else { unreachable!() };
+    assert_eq!(c[0].cause_message(), "conflict with \"alice\"");
 }
 
 #[test]
@@ -291,4 +315,31 @@ fn no_op_apply_keeps_the_object_identical() {
     assert_eq!(server_side_apply(Some(&live), &deploy(1, "a"), &later, false).unwrap(), live);
     let changed = server_side_apply(Some(&live), &deploy(1, "b"), &later, false).unwrap();
     assert_eq!(changed["metadata"]["managedFields"][0]["time"], "2030-01-01T00:00:00Z");
+}
+
+#[test]
+fn odd_shapes_never_panic() {
+    // Applied configurations and stored objects come from users: any shape gives a value or an error.
+    let shapes = [
+        json!(null),
+        json!(1),
+        json!("s"),
+        json!([]),
+        json!([1, {"name": "a"}]),
+        json!([{"name": "a"}, {"name": "a"}]),
+        json!({"name": "a"}),
+        json!([[1]]),
+    ];
+    for live in &shapes {
+        for applied in &shapes {
+            let live = json!({"metadata": {"finalizers": live, "managedFields": applied},
+                "spec": {"template": {"spec": {"containers": live, "tolerations": live}}}});
+            let applied = json!({"metadata": {"finalizers": applied},
+                "spec": {"template": {"spec": {"containers": applied, "tolerations": applied}}}});
+            let _ = server_side_apply(Some(&live), &applied, &mgr("a"), false);
+            let _ = server_side_apply(Some(&live), &applied, &mgr("a"), true);
+            let mut new = applied.clone();
+            let _ = record_update(Some(&live), &mut new, &mgr("b"));
+        }
+    }
 }
