@@ -107,6 +107,9 @@ fn kubectl_everyday_commands_on_builtin_kinds() {
         "-p",
         r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
     ]);
+    // kubectl's default patch type is a strategic merge: containers merge by name.
+    k(&["patch", "pod", "web", "-p", r#"{"spec":{"containers":[{"name":"c","image":"nginx"}]}}"#]);
+    assert_eq!(k(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[*].image}"]), "nginx");
     let labels = k(&["get", "pod", "web", "-o", "jsonpath={.metadata.labels}"]);
     for l in ["tier", "front", "\"m\":\"1\"", "\"j\":\"2\""] {
         assert!(labels.contains(l), "{labels}");

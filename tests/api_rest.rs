@@ -162,11 +162,18 @@ async fn patches_dry_run_and_body_formats() {
     let bad = br#"[{"op":"test","path":"/data/m","value":"nope"}]"#;
     let resp = api.request("PATCH", &path, Some("application/json-patch+json"), bad).await.unwrap();
     assert_eq!(resp.status, 422, "{}", String::from_utf8_lossy(&resp.body));
-    // Strategic merge patch is not served yet: 415.
+    // Strategic merge patch on a built-in kind.
+    let smp = br#"{"metadata":{"labels":{"smp":"yes"}},"data":{"n":"2"}}"#;
     let resp = api
-        .request("PATCH", &path, Some("application/strategic-merge-patch+json"), b"{}")
+        .request("PATCH", &path, Some("application/strategic-merge-patch+json"), smp)
         .await
         .unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.json()["metadata"]["labels"], json!({"x": "y", "smp": "yes"}));
+    assert_eq!(resp.json()["data"], json!({"m": "1", "n": "2"}));
+    // An unknown patch type is a 415.
+    let resp =
+        api.request("PATCH", &path, Some("application/x-unknown-patch"), b"{}").await.unwrap();
     assert_eq!(resp.status, 415);
     assert_status(&resp.json(), 415, "UnsupportedMediaType");
 

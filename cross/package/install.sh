@@ -46,9 +46,10 @@ yaml() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 umask 077
 {
   echo "# Written by install.sh; edit and run: systemctl restart skerry-agent"
-  echo "server: $(yaml "$SERVER")"
-  echo "token: $(yaml "$TOKEN")"
-  [ -z "$NODE_NAME" ] || echo "node-name: $(yaml "$NODE_NAME")"
+  # printf, not echo: dash's echo would turn the escaped backslashes back into escapes.
+  printf 'server: %s\n' "$(yaml "$SERVER")"
+  printf 'token: %s\n' "$(yaml "$TOKEN")"
+  [ -z "$NODE_NAME" ] || printf 'node-name: %s\n' "$(yaml "$NODE_NAME")"
   echo "data-dir: /var/lib/skerry/agent"
 } >"$PREFIX/etc/skerry/config.yaml.new"
 mv -f "$PREFIX/etc/skerry/config.yaml.new" "$PREFIX/etc/skerry/config.yaml"
@@ -63,4 +64,4 @@ if [ -z "$PREFIX" ]; then
     fi
   fi
 fi
-echo "install.sh: installed skerry $("$HERE/skerry" --version 2>/dev/null || echo) for $SERVER"
+echo "install.sh: installed the Skerry agent for $SERVER"

@@ -71,12 +71,24 @@ fn main() {
     std::fs::create_dir_all(&bundle).unwrap();
 
     let mut results = Vec::new();
+    let mut phases = [0.0f64; 4];
     let skerry = measure(iterations, |i| {
+        let mut t = Instant::now();
+        let mut lap = |k: usize| {
+            if i != usize::MAX {
+                phases[k] += t.elapsed().as_secs_f64() * 1000.0 / iterations as f64;
+            }
+            t = Instant::now();
+        };
         let id = runtime.create_container(&pod, spec(format!("true-{i}"), &["/bin/true"])).unwrap();
+        lap(0);
         runtime.start_container(&id).unwrap();
+        lap(1);
         let status = runtime.wait_container(&id, Some(Duration::from_secs(30))).unwrap();
         assert_eq!(status.exit_code, Some(0), "{status:?}");
+        lap(2);
         runtime.remove_container(&id, false).unwrap();
+        lap(3);
     });
     results.push(("skerry", skerry));
     for (name, program, extra) in
@@ -137,6 +149,10 @@ fn main() {
     for (name, times) in results.iter().skip(1) {
         println!("skerry/{name} median ratio: {:.2}", skerry_median / median(times));
     }
+    println!(
+        "skerry phases (mean ms): create {:.2}, start {:.2}, exit seen {:.2}, remove {:.2}",
+        phases[0], phases[1], phases[2], phases[3]
+    );
     println!("monitor RSS per running container: {rss_kib} KiB");
 }
 

@@ -238,6 +238,9 @@ fn supervise(dir: &Path, created: Created) -> Result<()> {
         reason: reason.into(),
         finished_at: crate::logs::timestamp_now(),
     };
+    // The exit is recorded first (waiters see it at once), then the cgroup and libcontainer's
+    // state go; `remove_container` removes the cgroup too, so a race between them is harmless.
+    let recorded = state::write_json(&dir.join("exit.json"), &exit);
     // Remove the cgroup and libcontainer's state now: nothing is left to run in them.
     if let Ok(mut c) = Container::load(libcontainer_root(dir).join(&record.id)) {
         if let Err(err) = c.delete(true) {
@@ -248,7 +251,7 @@ fn supervise(dir: &Path, created: Created) -> Result<()> {
         let _ = tree.remove(&record.cgroup_path);
     }
     let _ = std::fs::remove_file(dir.join("monitor.sock"));
-    state::write_json(&dir.join("exit.json"), &exit)
+    recorded
 }
 
 /// Waits for the init process; its exit code, or 128 + the signal that killed it.

@@ -63,7 +63,8 @@ def main():
     except ApiException as e:
         check(e.status == 409 and "Conflict" in e.body, "stale update is a 409 Conflict")
 
-    # Strategic merge patch (the client's default for dicts) comes with a later part.
+    v1.patch_namespaced_config_map("cm3", ns, {"data": {"smp": "1"}})
+    check(v1.read_namespaced_config_map("cm3", ns).data == {"i": "3", "smp": "1"}, "strategic merge patch")
     v1.patch_namespaced_config_map(
         "cm1", ns, {"metadata": {"labels": {"patched": "yes"}}}, _content_type="application/merge-patch+json"
     )
@@ -83,9 +84,9 @@ def main():
     w = watch.Watch()
     for ev in w.stream(v1.list_namespaced_config_map, ns, resource_version=start_rv, timeout_seconds=5):
         events.append((ev["type"], ev["object"].metadata.name))
-        if len(events) == 4:
+        if len(events) == 5:
             w.stop()
-    check(events == [("MODIFIED", "cm0"), ("MODIFIED", "cm1"), ("MODIFIED", "cm1"), ("DELETED", "cm2")], f"watch from resourceVersion {events}")
+    check(events == [("MODIFIED", "cm0"), ("MODIFIED", "cm3"), ("MODIFIED", "cm1"), ("MODIFIED", "cm1"), ("DELETED", "cm2")], f"watch from resourceVersion {events}")
     print("ALL OK")
 
 
