@@ -283,7 +283,7 @@ fn cgroup_checks(info: &cgroup::CgroupInfo, checks: &mut Vec<Check>) {
     let optional = cgroup::OPTIONAL_CONTROLLERS.iter().map(|c| (c, false));
     for (&name, required) in wanted.chain(optional) {
         let (status, detail) = match info.controllers.get(name) {
-            Some(version) => (Status::Ok, format!("{version}")),
+            Some(version) => (Status::Ok, format!("via cgroup {version}")),
             None if info.disabled.iter().any(|d| d == name) => (
                 if required { Status::Fail } else { Status::Warn },
                 format!("disabled at boot: add cgroup_enable={name} to the kernel command line"),

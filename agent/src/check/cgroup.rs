@@ -75,7 +75,6 @@ pub fn inspect(host: &Host) -> CgroupInfo {
     let v2 = mounts.iter().find(|m| m.fstype == "cgroup2");
     let v1: Vec<&Mount> = mounts.iter().filter(|m| m.fstype == "cgroup").collect();
     let mode = match (v2, v1.is_empty()) {
-        (Some(m), true) if m.point == "/sys/fs/cgroup" => CgroupMode::Unified,
         (Some(_), true) => CgroupMode::Unified,
         (Some(_), false) => CgroupMode::Hybrid,
         (None, false) => CgroupMode::Legacy,
