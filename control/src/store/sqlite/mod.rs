@@ -417,5 +417,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// The etcd server version this backend reports (the v3 API level it implements).
-const ETCD_VERSION: &str = "3.5.0";
+/// The etcd server version this backend reports (the v3 API level it implements). A Kubernetes
+/// apiserver uses watch progress requests only from etcd 3.5.13 on, and this backend answers them.
+const ETCD_VERSION: &str = "3.5.16";
