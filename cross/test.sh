@@ -9,7 +9,7 @@
 #   - --crate-tests: the crate test suites that need no root, built for the target and run
 #     under cargo's qemu runner (crates: $SKERRY_CROSS_TEST_CRATES, default skerry-agent).
 #
-#   cross/test.sh [--agent-only|--full-only] [--crate-tests] [TARGET|GROUP...]
+#   cross/test.sh [--agent-only|--full-only] [--crate-tests|--crates-only] [TARGET|GROUP...]
 # Without targets: every target with a binary in dist/.
 set -euo pipefail
 # shellcheck source=cross/lib.sh
@@ -22,6 +22,7 @@ for arg in "$@"; do
     --agent-only) TEST_FULL=0 ;;
     --full-only) TEST_AGENT=0 ;;
     --crate-tests) CRATE_TESTS=1 ;;
+    --crates-only) CRATE_TESTS=1 TEST_AGENT=0 TEST_FULL=0 ;;
     -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) die "unknown option $arg" ;;
     *) args+=("$arg") ;;
