@@ -104,7 +104,7 @@ cargo_setup() {
   [ -f "$seccomp/libseccomp.a" ] || die "no libseccomp.a for $target in $seccomp: run cross/setup.sh"
   [ -x "$DEB_CARGO" ] && [ -x "$DEB_RUSTC" ] || die "$DEB_CARGO / $DEB_RUSTC missing: run cross/setup.sh"
   # Static libseccomp: boards need nothing beyond their C library.
-  CARGO_ENV=(RUSTC="$DEB_RUSTC" CARGO_TARGET_DIR="$CROSS_TARGET_DIR"
+  CARGO_ENV=(RUSTC="$DEB_RUSTC" RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR="$CROSS_TARGET_DIR"
     LIBSECCOMP_LIB_PATH="$seccomp" LIBSECCOMP_LINK_TYPE=static)
   CARGO_CMD=("$DEB_CARGO")
   CARGO_FLAGS=(--target "$target")

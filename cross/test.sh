@@ -169,7 +169,7 @@ test_crates() {
   local crates=() c
   for c in ${SKERRY_CROSS_TEST_CRATES:-skerry-agent}; do crates+=(-p "$c"); done
   if (cd "$REPO_DIR" && env "${CARGO_ENV[@]}" "${CARGO_CMD[@]}" test --locked "${CARGO_FLAGS[@]}" \
-    "${crates[@]}" >"$SCRATCH/crates-$target.log" 2>&1); then
+    --lib --bins --tests "${crates[@]}" >"$SCRATCH/crates-$target.log" 2>&1); then
     pass "$target: cargo test ${crates[*]} under ${RUNNER[*]:-native} ($(grep -h '^test result:' "$SCRATCH/crates-$target.log" | awk '{ n += $4 } END { print n }') tests)"
   else
     fail "$target: cargo test ${crates[*]}"; tail -n 40 "$SCRATCH/crates-$target.log"

@@ -166,26 +166,11 @@ pub fn run(args: EtcdArgs) -> anyhow::Result<ExitCode> {
         let store: Arc<dyn Store> = Arc::new(store);
         let server = grpc::bind(store, config).await?;
         tracing::info!(urls = ?server.local_urls(), data_dir = %args.data_dir.display(), "serving etcd v3 API");
-        server.run(shutdown_signal()).await?;
+        server.run(super::shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
 }
 
 #[cfg(test)]

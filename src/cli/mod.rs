@@ -60,3 +60,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctr(args) => ctr::run(args),
     }
 }
+
+/// Resolves on the first SIGTERM or SIGINT.
+#[cfg(feature = "server")]
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

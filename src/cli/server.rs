@@ -169,27 +169,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(addr = %started.addr, kubeconfig = %started.kubeconfig.display(), "skerry server ready");
         tokio::select! {
             _ = started.wait() => bail!("the API listener stopped"),
-            _ = shutdown_signal() => {}
+            _ = super::shutdown_signal() => {}
         }
         tracing::info!("stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
 }
 
 #[cfg(test)]

@@ -189,40 +189,11 @@ fn http_get(handler: &mut Value) {
 
 /// Volume sources: no source means emptyDir; file-projecting sources get mode 0644.
 fn volume(v: &mut Value) {
-    const SOURCES: &[&str] = &[
-        "hostPath",
-        "emptyDir",
-        "gcePersistentDisk",
-        "awsElasticBlockStore",
-        "gitRepo",
-        "secret",
-        "nfs",
-        "iscsi",
-        "glusterfs",
-        "persistentVolumeClaim",
-        "rbd",
-        "flexVolume",
-        "cinder",
-        "cephfs",
-        "flocker",
-        "downwardAPI",
-        "fc",
-        "azureFile",
-        "configMap",
-        "vsphereVolume",
-        "quobyte",
-        "azureDisk",
-        "photonPersistentDisk",
-        "projected",
-        "portworxVolume",
-        "scaleIO",
-        "storageos",
-        "csi",
-        "ephemeral",
-        "image",
-    ];
     let Some(map) = v.as_object() else { return };
-    if !SOURCES.iter().any(|s| map.get(*s).is_some_and(|v| !v.is_null())) {
+    if !crate::apiserver::validation::VOLUME_SOURCES
+        .iter()
+        .any(|s| map.get(*s).is_some_and(|v| !v.is_null()))
+    {
         set(v, "emptyDir", json!({}));
     }
     for source in ["secret", "configMap", "downwardAPI", "projected"] {

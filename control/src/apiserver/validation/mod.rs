@@ -13,6 +13,8 @@ mod kinds;
 mod meta;
 mod names;
 mod pod;
+
+pub(crate) use pod::VOLUME_SOURCES;
 mod quantity;
 mod schema;
 mod workloads;

@@ -13,8 +13,8 @@ const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Defa
 const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 
-/// The volume sources a volume may name exactly one of.
-const VOLUME_SOURCES: &[&str] = &[
+/// The volume sources a volume may name exactly one of (defaulting reads it too).
+pub(crate) const VOLUME_SOURCES: &[&str] = &[
     "hostPath",
     "emptyDir",
     "gcePersistentDisk",
