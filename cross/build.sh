@@ -2,7 +2,8 @@
 # Cross-builds release binaries of skerry into dist/, with SHA-256 sums and sizes.
 #
 #   cross/build.sh [--agent-only|--full-only] [--source DIR] [TARGET|GROUP...]
-#   cross/build.sh --ci        aarch64 + armv7 agent-only builds, then cross/test.sh on them
+#   cross/build.sh --ci        aarch64 agent-only build + its qemu tests, and the agent crate's
+#                              tests under qemu for aarch64 and armv7 (lib.sh: CI_*TARGETS)
 #
 # Targets: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf x86_64-unknown-linux-gnu
 #          aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     --full-only) BUILD_AGENT=0 ;;
     --ci) CI_MODE=1 BUILD_FULL=0 ;;
     --source) SOURCE_DIR="$(cd "$2" && pwd)"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) args+=("$1") ;;
   esac
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$CI_MODE" = 1 ]; then
   [ ${#args[@]} -eq 0 ] || die "--ci builds the ci group; give no targets"
-  args=(ci)
+  args=("${CI_BINARY_TARGETS[@]}")
 fi
 expand_targets "${args[@]+"${args[@]}"}"
 
@@ -85,5 +86,6 @@ say "dist/: $(wc -l <"$DIST_DIR/SHA256SUMS") artefacts"
 cat "$DIST_DIR/SIZES" >&2
 
 if [ "$CI_MODE" = 1 ]; then
-  "$CROSS_DIR/test.sh" --agent-only "${CI_TARGETS[@]}"
+  "$CROSS_DIR/test.sh" --agent-only "${CI_BINARY_TARGETS[@]}"
+  "$CROSS_DIR/test.sh" --crates-only "${CI_TARGETS[@]}"
 fi

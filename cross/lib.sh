@@ -17,8 +17,12 @@ GNU_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf x86_64-unkn
 MUSL_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
   arm-unknown-linux-musleabihf x86_64-unknown-linux-musl)
 ALL_TARGETS=("${GNU_TARGETS[@]}" "${MUSL_TARGETS[@]}")
-# What --ci builds and tests: the agent for the two board architectures people flash.
+# What --ci covers: the two board architectures people flash. The crate tests run on both;
+# binaries are built for CI_BINARY_TARGETS only: libcontainer 0.7.0 does not compile for 32-bit
+# ARM (u64 rlimit/inode/statfs constants against 32-bit libc types), so armv7 joins once the
+# runtime builds there (see README "Status").
 CI_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+CI_BINARY_TARGETS=(aarch64-unknown-linux-gnu)
 
 die() { echo "cross: error: $*" >&2; exit 1; }
 say() { echo "cross: $*" >&2; }

@@ -16,7 +16,7 @@ WANT_MUSL=0
 for arg in "$@"; do
   case "$arg" in
     --musl) WANT_MUSL=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument $arg" ;;
   esac
 done

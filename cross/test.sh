@@ -23,7 +23,7 @@ for arg in "$@"; do
     --full-only) TEST_AGENT=0 ;;
     --crate-tests) CRATE_TESTS=1 ;;
     --crates-only) CRATE_TESTS=1 TEST_AGENT=0 TEST_FULL=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) die "unknown option $arg" ;;
     *) args+=("$arg") ;;
   esac
@@ -148,7 +148,7 @@ test_store() {
   local rss; rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$ETCD_PID/status" 2>/dev/null || echo "?")
   if "${ctl[@]}" put /skerry/cross "$value" >/dev/null &&
     [ "$("${ctl[@]}" get /skerry/cross --print-value-only)" = "$value" ]; then
-    pass "$target: etcdctl put/get against skerry etcd (qemu process RSS ${rss} KiB)"
+    pass "$target: etcdctl put/get against skerry etcd (process RSS ${rss} KiB, qemu included)"
   else
     fail "$target: etcdctl put/get: $(tail -c 500 "$log")"
   fi

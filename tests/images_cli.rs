@@ -201,3 +201,57 @@ fn pull_from_a_local_registry_with_a_registries_yaml() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+/// Removes the test's private cgroup root (`kubepods`-like tree) from every v1 hierarchy.
+struct CgroupRoot(String);
+impl Drop for CgroupRoot {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+        for hierarchy in entries.flatten() {
+            let root = hierarchy.path().join(&self.0);
+            for sub in ["burstable", "besteffort", ""] {
+                let _ = std::fs::remove_dir(root.join(sub));
+            }
+        }
+    }
+}
+
+// The air-gap path end to end: import an archive, then `skerry ctr run IMAGE` runs a container
+// on the image's root filesystem with the image's env, and exits with the container's code.
+#[test]
+fn an_imported_image_runs_with_ctr_run() {
+    if !skerry_testkit::require_root()
+        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_layout(tmp.path(), "example.com/run/busybox:1");
+    let archive = tmp.path().join("image.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let data = tmp.path().join("data");
+    ok(skerry(&data, &["import", archive.to_str().unwrap()]));
+
+    let cgroup_root = CgroupRoot(format!("skerry-images-cli-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .args(["ctr", "--data-dir"])
+        .arg(&data)
+        .args(["run", "--rm", "example.com/run/busybox:1", "--", "sh", "-c"])
+        .arg("echo PATH=$PATH; exit 3")
+        .env("SKERRY_CGROUP_ROOT", &cgroup_root.0)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "PATH=/bin\n", "the image's Env applies");
+    // `--rm` released the overlay: the image can be removed again.
+    ok(skerry(&data, &["rm", "example.com/run/busybox:1"]));
+}
