@@ -182,6 +182,21 @@ fn pull_from_a_local_registry_with_a_registries_yaml() {
     let out =
         ok(skerry(&data, &["pull", "-q", "--registry-config", yaml.to_str().unwrap(), &reference]));
     assert_eq!(out.trim(), digest);
+    // On a terminal (a pty from `script`), the pull draws a progress bar that reaches every layer.
+    if let Some(script) = skerry_testkit::require_program(&["/usr/bin/script"]) {
+        let tty_data = tmp.path().join("tty-data");
+        let command = format!(
+            "{} ctr --data-dir {} images pull --registry-config {} {reference}",
+            env!("CARGO_BIN_EXE_skerry"),
+            tty_data.display(),
+            yaml.display()
+        );
+        let shown = Command::new(script).args(["-qec", &command, "/dev/null"]).output().unwrap();
+        let screen = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.status.success(), "{screen}");
+        assert!(screen.contains("[==============================]"), "a full bar: {screen}");
+        assert!(screen.contains("layers 1/1"), "{screen}");
+    }
     // The wrong platform is a clear error.
     let wrong = skerry(
         &data,

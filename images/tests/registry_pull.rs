@@ -114,6 +114,34 @@ async fn pull_over_tls_with_a_custom_ca_and_htpasswd_auth() {
     assert!(matches!(err.root(), ImageError::Unauthorized { .. }), "{err}");
 }
 
+// Per-endpoint TLS in registries.yaml includes a client certificate (`tls.cert_file`/`key_file`,
+// as in k3s's registries.yaml) for registries that require mutual TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_with_a_client_certificate_from_a_mutual_tls_registry() {
+    if !have_registry() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::generate(&tmp.path().join("ca"));
+    let reg = Registry::start_mutual_tls(&tmp.path().join("reg"), &ca);
+    let d = push_simple(&reg, tmp.path(), "mtls/app", busybox_layer("mtls"));
+    let s = store(tmp.path());
+    let reference = format!("{}/mtls/app:v1", reg.host());
+
+    // The CA alone is not enough: the registry refuses a client without a certificate.
+    let err = s.pull(&reference, opts(&registry_yaml(&reg, Some(&ca), None))).await.unwrap_err();
+    assert!(s.list().unwrap().is_empty(), "nothing registered after {err}");
+
+    let (cert, key) = ca.client_cert(&tmp.path().join("client"));
+    let yaml = format!(
+        "{}      cert_file: {}\n      key_file: {}\n",
+        registry_yaml(&reg, Some(&ca), None),
+        cert.display(),
+        key.display()
+    );
+    assert_eq!(s.pull(&reference, opts(&yaml)).await.unwrap().digest, d);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_arch_index_resolves_to_the_node_platform() {
     if !have_registry() {

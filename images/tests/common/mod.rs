@@ -77,6 +77,35 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A client certificate signed by this CA, as `(client.cert, client.key)` in `dir`.
+    pub fn client_cert(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        std::fs::create_dir_all(dir).unwrap();
+        let (cert, key, csr) = (dir.join("client.cert"), dir.join("client.key"), dir.join("c.csr"));
+        run(Command::new("openssl")
+            .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-subj", "/CN=skerry-test-client"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        std::fs::write(dir.join("client-ext.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.ca_cert)
+            .arg("-CAkey")
+            .arg(self.dir.join("ca.key"))
+            .arg("-extfile")
+            .arg(dir.join("client-ext.cnf"))
+            .arg("-out")
+            .arg(&cert));
+        (cert, key)
+    }
+}
+
 /// A `docker-registry` process; killed on drop.
 pub struct Registry {
     child: Child,
@@ -100,6 +129,16 @@ impl Registry {
         Registry::start_full(dir, tls, htpasswd, None)
     }
 
+    /// Starts an HTTPS registry that requires client certificates signed by `ca`; skopeo pushes
+    /// with a client certificate from the registry's cert dir.
+    pub fn start_mutual_tls(dir: &Path, ca: &TestCa) -> Registry {
+        let clientcas = format!("    clientcas:\n      - {}\n", ca.ca_cert.display());
+        let reg = Registry::start_full_tls(dir, Some(ca), None, None, &clientcas);
+        let certs = reg.ca_dir.clone().expect("a TLS registry has a cert dir");
+        ca.client_cert(&certs);
+        reg
+    }
+
     fn start_with_auth(dir: &Path, auth_yaml: &str, creds: (&str, &str)) -> Registry {
         let mut r = Registry::start_full(dir, None, None, Some(auth_yaml));
         r.creds = Some((creds.0.to_string(), creds.1.to_string()));
@@ -111,6 +150,16 @@ impl Registry {
         tls: Option<&TestCa>,
         htpasswd: Option<(&str, &str)>,
         auth_yaml: Option<&str>,
+    ) -> Registry {
+        Registry::start_full_tls(dir, tls, htpasswd, auth_yaml, "")
+    }
+
+    fn start_full_tls(
+        dir: &Path,
+        tls: Option<&TestCa>,
+        htpasswd: Option<(&str, &str)>,
+        auth_yaml: Option<&str>,
+        extra_tls_yaml: &str,
     ) -> Registry {
         let program = PathBuf::from("/usr/bin/docker-registry");
         let port = skerry_testkit::free_port();
@@ -128,6 +177,7 @@ impl Registry {
                 ca.server_cert.display(),
                 ca.server_key.display()
             );
+            cfg += extra_tls_yaml;
         }
         if let Some((u, pw)) = htpasswd {
             let file = dir.join("htpasswd");
