@@ -182,6 +182,26 @@ fn pull_from_a_local_registry_with_a_registries_yaml() {
     let out =
         ok(skerry(&data, &["pull", "-q", "--registry-config", yaml.to_str().unwrap(), &reference]));
     assert_eq!(out.trim(), digest);
+    // Two processes (say the agent and an operator's `skerry ctr`) pulling the same image into
+    // one store at once: the per-blob file lock makes one wait for the other; both succeed.
+    let shared = tmp.path().join("shared-data");
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_skerry"))
+                .args(["ctr", "--data-dir"])
+                .arg(&shared)
+                .args(["images", "pull", "-q", "--registry-config"])
+                .arg(&yaml)
+                .arg(&reference)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        assert_eq!(ok(pull.wait_with_output().unwrap()).trim(), digest);
+    }
     // On a terminal (a pty from `script`), the pull draws a progress bar that reaches every layer.
     if let Some(script) = skerry_testkit::require_program(&["/usr/bin/script"]) {
         let tty_data = tmp.path().join("tty-data");

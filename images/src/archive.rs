@@ -125,7 +125,7 @@ impl ImageStore {
         let mut out = Vec::new();
         for s in staged {
             for (layer, diff_id) in s.manifest.layers.iter().zip(&s.config.rootfs.diff_ids) {
-                let _lock = self.lock_blob(&layer.digest).await;
+                let _lock = self.lock_blob(&layer.digest).await?;
                 self.ensure_snapshot(layer, diff_id).await?;
             }
             for name in &s.names {

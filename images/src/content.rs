@@ -48,7 +48,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     res
 }
 
-fn hex_of(digest: &str) -> Result<&str> {
+pub(crate) fn hex_of(digest: &str) -> Result<&str> {
     validate_digest(digest)
         .map_err(|detail| ImageError::InvalidContent { what: "digest".into(), detail })?;
     Ok(&digest["sha256:".len()..])

@@ -326,7 +326,7 @@ impl ImageStore {
         semaphore: &Semaphore,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        let _lock = self.lock_blob(&layer.digest).await;
+        let _lock = self.lock_blob(&layer.digest).await?;
         if self.content().snapshot_path(&layer.digest)?.is_dir() && self.content().has(layer) {
             return Ok(());
         }

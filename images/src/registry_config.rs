@@ -16,8 +16,9 @@
 //!
 //! Endpoints are tried in order, then the upstream registry itself (HTTPS unless `plain_http`).
 //! An `http://` endpoint is the only way to get plain HTTP: localhost gets no implicit exception.
-//! Rewrites support the patterns k3s users write in practice: `^literal(.*)` → `text$1`, or an
-//! exact `^literal$`; other regular expressions are rejected when the file is loaded.
+//! Rewrites are regular expressions over the repository with `$1`/`${name}` replacements, like
+//! k3s's (Go `regexp.ReplaceAllString`); the first pattern that matches, in key order, applies.
+//! An invalid expression is rejected when the file is loaded.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -183,9 +184,9 @@ impl RegistryConfig {
         };
         for (reg, m) in &cfg.mirrors {
             for pat in m.rewrite.keys() {
-                Rewrite::parse(pat).ok_or_else(|| ImageError::Config {
+                regex_lite::Regex::new(pat).map_err(|e| ImageError::Config {
                     source_name: source.into(),
-                    detail: format!("mirrors.{reg}.rewrite: unsupported pattern {pat:?}"),
+                    detail: format!("mirrors.{reg}.rewrite: invalid pattern {pat:?}: {e}"),
                 })?;
             }
             for ep in &m.endpoint {
@@ -256,38 +257,13 @@ fn parse_url(url: &str) -> Option<(String, String, String)> {
     Some((scheme.to_string(), host.to_string(), prefix.to_string()))
 }
 
-/// A rewrite pattern in the supported subset.
-enum Rewrite<'a> {
-    /// `^prefix(.*)`: keeps the rest as `$1`.
-    Prefix(&'a str),
-    /// `^exact$`.
-    Exact(&'a str),
-}
-
-impl<'a> Rewrite<'a> {
-    fn parse(pattern: &'a str) -> Option<Self> {
-        let body = pattern.strip_prefix('^')?;
-        let literal = |s: &str| !s.chars().any(|c| "\\.*+?()[]{}|^$".contains(c) && c != '.');
-        if let Some(p) = body.strip_suffix("(.*)") {
-            return literal(p).then_some(Rewrite::Prefix(p));
-        }
-        if let Some(p) = body.strip_suffix('$') {
-            return literal(p).then_some(Rewrite::Exact(p));
-        }
-        None
-    }
-}
-
+/// The repository after the first rewrite (in key order) whose pattern matches it.
 fn apply_rewrites(rules: &BTreeMap<String, String>, repository: &str) -> String {
     for (pattern, replacement) in rules {
-        match Rewrite::parse(pattern) {
-            Some(Rewrite::Prefix(p)) => {
-                if let Some(rest) = repository.strip_prefix(p) {
-                    return replacement.replace("$1", rest);
-                }
-            }
-            Some(Rewrite::Exact(p)) if repository == p => return replacement.clone(),
-            _ => {}
+        // Patterns were validated in `parse`; one that fails to compile here cannot match.
+        let Ok(re) = regex_lite::Regex::new(pattern) else { continue };
+        if re.is_match(repository) {
+            return re.replace_all(repository, replacement.as_str()).into_owned();
         }
     }
     repository.to_string()
@@ -373,9 +349,27 @@ configs:
     }
 
     #[test]
-    fn unsupported_rewrite_is_rejected() {
-        let err = RegistryConfig::parse("mirrors: {x: {rewrite: {'a+b': c}}}", "f").unwrap_err();
-        assert!(err.to_string().contains("unsupported pattern"), "{err}");
+    fn invalid_rewrite_is_rejected() {
+        let err = RegistryConfig::parse("mirrors: {x: {rewrite: {'a(b': c}}}", "f").unwrap_err();
+        assert!(err.to_string().contains("invalid pattern"), "{err}");
+    }
+
+    // k3s applies rewrites with Go's regexp.ReplaceAllString: any expression, `$n` references.
+    #[test]
+    fn rewrites_are_regular_expressions() {
+        let cfg = RegistryConfig::parse(
+            r#"
+mirrors:
+  "reg.example":
+    endpoint: ["https://m.local"]
+    rewrite: { "^team-([a-z]+)/(.+)$": "teams/$1/$2", "^x$": "unused" }
+"#,
+            "t",
+        )
+        .unwrap();
+        let repo = |r: &str| cfg.endpoints(&Reference::parse(r).unwrap())[0].repository.clone();
+        assert_eq!(repo("reg.example/team-edge/agent:1"), "teams/edge/agent");
+        assert_eq!(repo("reg.example/other/app"), "other/app", "no match leaves it alone");
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl ImageStore {
         let config = self.image_config(&image)?;
         let _shared = self.lock_store(false).await?;
         for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
-            let _lock = self.lock_blob(&layer.digest).await;
+            let _lock = self.lock_blob(&layer.digest).await?;
             self.ensure_snapshot(layer, diff_id).await?;
         }
         let dir = self.root().join("containers").join(container_id);

@@ -250,31 +250,13 @@ impl ImageStore {
     /// which deletes unreferenced content (what an unfinished pull's content looks like). It is
     /// an `flock` on `<root>/lock`, so it also orders the agent and `skerry ctr` processes.
     pub(crate) async fn lock_store(&self, exclusive: bool) -> Result<StoreLock> {
-        let path = self.root().join("lock");
-        tokio::task::spawn_blocking(move || -> Result<StoreLock> {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .ctx("opening", &path)?;
-            let op = if exclusive {
-                rustix::fs::FlockOperation::LockExclusive
-            } else {
-                rustix::fs::FlockOperation::LockShared
-            };
-            rustix::fs::flock(&file, op).map_err(|e| ImageError::io("locking", &path, e.into()))?;
-            Ok(StoreLock { _file: file })
-        })
-        .await
-        .map_err(|e| ImageError::Io {
-            context: "lock thread".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        flock(self.root().join("lock"), exclusive).await
     }
 
-    /// Locks one blob digest for download/unpack.
-    pub(crate) async fn lock_blob(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Locks one blob digest for download/unpack: in this process (a mutex per digest) and
+    /// across processes (an `flock` on `<root>/locks/<hex>`), so the agent and `skerry ctr`
+    /// pulling the same layer at once download it once instead of racing on its ingest file.
+    pub(crate) async fn lock_blob(&self, digest: &str) -> Result<BlobLock> {
         let m = {
             let mut map = match self.inner.blob_locks.lock() {
                 Ok(m) => m,
@@ -283,7 +265,11 @@ impl ImageStore {
             map.retain(|_, v| Arc::strong_count(v) > 1);
             map.entry(digest.to_string()).or_default().clone()
         };
-        m.lock_owned().await
+        let in_process = m.lock_owned().await;
+        let dir = self.root().join("locks");
+        std::fs::create_dir_all(&dir).ctx("creating", &dir)?;
+        let file = flock(dir.join(crate::content::hex_of(digest)?), true).await?;
+        Ok(BlobLock { _file: file, _in_process: in_process })
     }
 
     /// Unpacks the layer blob into its snapshot unless present; verifies the diff ID.
@@ -394,6 +380,36 @@ impl ImageStore {
 /// A held store lock; released when dropped (closing the file drops the `flock`).
 pub(crate) struct StoreLock {
     _file: std::fs::File,
+}
+
+/// A held per-blob lock (see `ImageStore::lock_blob`); released on drop.
+pub(crate) struct BlobLock {
+    _file: StoreLock,
+    _in_process: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// Takes an `flock` on `path` (created if missing) on a blocking thread.
+async fn flock(path: std::path::PathBuf, exclusive: bool) -> Result<StoreLock> {
+    tokio::task::spawn_blocking(move || -> Result<StoreLock> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx("opening", &path)?;
+        let op = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
+        rustix::fs::flock(&file, op).map_err(|e| ImageError::io("locking", &path, e.into()))?;
+        Ok(StoreLock { _file: file })
+    })
+    .await
+    .map_err(|e| ImageError::Io {
+        context: "lock thread".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?
 }
 
 /// What a prune removed.
