@@ -30,7 +30,8 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability a privileged container gets (Linux 6.x).
+/// Every capability of Linux 6.x, in bit order (`CAP_CHOWN` = bit 0); a privileged container
+/// gets those the agent itself holds (`all_current_capabilities`).
 const ALL_CAPABILITIES: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -123,7 +124,7 @@ fn cap_name(name: &str) -> String {
 pub fn capabilities(spec: &ContainerSpec) -> Vec<String> {
     let sec = &spec.security;
     if sec.privileged {
-        return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        return all_current_capabilities();
     }
     let drop: Vec<String> = sec.capabilities_drop.iter().map(|c| cap_name(c)).collect();
     let add: Vec<String> = sec.capabilities_add.iter().map(|c| cap_name(c)).collect();
@@ -132,17 +133,35 @@ pub fn capabilities(spec: &ContainerSpec) -> Vec<String> {
     } else {
         DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).filter(|c| !drop.contains(c)).collect()
     };
-    let added: Vec<String> = if add.iter().any(|c| c == "ALL") {
-        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
-    } else {
-        add
-    };
+    let added: Vec<String> =
+        if add.iter().any(|c| c == "ALL") { all_current_capabilities() } else { add };
     for cap in added {
         if !caps.contains(&cap) {
             caps.push(cap);
         }
     }
     caps
+}
+
+/// Every capability in this process's bounding set, like containerd's privileged containers:
+/// asking for one the agent lacks (a node that itself runs in a restricted container or VM)
+/// would make the container fail to start.
+fn all_current_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
+    });
+    capabilities_in(bounding.unwrap_or(u64::MAX))
+}
+
+/// The names of the capabilities whose bits are set in `mask`.
+fn capabilities_in(mask: u64) -> Vec<String> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
 }
 
 /// The (uid, gid) the process runs as: securityContext first, then the image's `User`.
@@ -397,13 +416,23 @@ mod tests {
     }
 
     #[test]
+    fn capability_masks_map_to_names_in_bit_order() {
+        assert_eq!(capabilities_in(0b1), vec!["CAP_CHOWN"]);
+        // This machine's bounding set lacks CAP_SYS_RESOURCE (bit 24).
+        let caps = capabilities_in(0x1_fffe_ffff_ff);
+        assert_eq!(caps.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_RESOURCE"));
+        assert_eq!(capabilities_in(u64::MAX).len(), ALL_CAPABILITIES.len());
+    }
+
+    #[test]
     fn privileged_gets_all_caps_and_devices() {
         let mut s = spec();
         s.security.privileged = true;
         let doc = build_spec(&s, &ctx(), Path::new("/r")).unwrap();
         assert_eq!(
             doc["process"]["capabilities"]["bounding"].as_array().unwrap().len(),
-            ALL_CAPABILITIES.len()
+            all_current_capabilities().len()
         );
         assert_eq!(
             doc["linux"]["resources"]["devices"],

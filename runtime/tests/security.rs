@@ -92,3 +92,29 @@ fn runtime_default_seccomp_refuses_blocked_syscalls_even_with_capabilities() {
     fx.wait(&id);
     assert!(fx.logs(&id).contains("mounted"), "Unconfined lets CAP_SYS_ADMIN mount");
 }
+
+// privileged: every capability of the host's bounding set, nothing masked, and the syscalls
+// RuntimeDefault seccomp would refuse (mount) work.
+#[test]
+fn privileged_container_has_every_capability_and_no_masking() {
+    if !common::privileged() {
+        return;
+    }
+    let fx = Fixture::new("privileged");
+    let pod = fx.sandbox("privileged");
+    let script = "grep CapEff /proc/self/status; echo timer_list=$(cat /proc/timer_list | wc -c); \
+                  mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted; echo done";
+    let mut spec = fx.shell("probe", script);
+    spec.security.privileged = true;
+    let id = fx.run(&pod, spec);
+    assert_eq!(fx.wait(&id).exit_code, Some(0));
+    let log = fx.logs(&id);
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t").map(str::to_string))
+        .unwrap();
+    assert!(log.contains(&format!("CapEff:\t{host_bounding}")), "{log}");
+    assert!(!log.contains("timer_list=0\n"), "nothing masked: {log}");
+    assert!(log.contains("mounted"), "{log}");
+}
