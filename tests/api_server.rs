@@ -110,10 +110,16 @@ async fn authentication_health_version_and_metrics() {
 async fn max_in_flight_answers_429_with_retry_after() {
     let server = SkerryServer::start_with(&["--max-mutating-requests-inflight", "1"]);
     let api = server.admin();
-    let held = api.hold_request("POST", "/api/v1/namespaces/default/configmaps").await;
+    let path = "/api/v1/namespaces/default/configmaps";
+    let mut held = api.hold_request("POST", path).await;
     // The held request occupies the only mutating slot once the server has read its headers.
     let mut refused = None;
     for _ in 0..100 {
+        // It may instead have lost the slot to the previous probe and been refused itself:
+        // then hold a fresh one.
+        if held.was_answered().await {
+            held = api.hold_request("POST", path).await;
+        }
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
         let resp = api
             .request(

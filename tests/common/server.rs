@@ -408,7 +408,7 @@ impl WatchStream {
 impl ApiClient {
     /// Starts a request whose body never finishes: the server holds its in-flight slot until the
     /// returned connection is dropped.
-    pub async fn hold_request(&self, method: &str, path: &str) -> impl Drop {
+    pub async fn hold_request(&self, method: &str, path: &str) -> HeldRequest {
         use tokio::io::AsyncWriteExt;
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.unwrap();
         let name = ServerName::try_from(self.host.clone()).unwrap();
@@ -426,6 +426,20 @@ impl ApiClient {
 
 /// A request left unfinished on purpose (see [`ApiClient::hold_request`]).
 pub struct HeldRequest(Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>);
+
+impl HeldRequest {
+    /// Whether the server already answered it (e.g. refused it with a 429 because another
+    /// request held the slot at that moment), so it no longer occupies a slot.
+    pub async fn was_answered(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let Some(stream) = self.0.as_mut() else { return true };
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), stream.read(&mut buf)).await,
+            Ok(Ok(_)) | Ok(Err(_))
+        )
+    }
+}
 
 impl Drop for HeldRequest {
     fn drop(&mut self) {
