@@ -70,6 +70,15 @@ fn busybox_layout(tmp: &Path, tag: &str) -> (PathBuf, String) {
     (layout, digest)
 }
 
+/// `<tmp>/image.tar`: the OCI layout as a plain tar archive.
+fn archive_of(layout: &Path, tmp: &Path) -> PathBuf {
+    let archive = tmp.join("image.tar");
+    let status =
+        Command::new("tar").arg("-C").arg(layout).arg("-cf").arg(&archive).arg(".").status();
+    assert!(status.unwrap().success());
+    archive
+}
+
 fn skerry(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skerry"))
         .args(["ctr", "--data-dir"])
@@ -89,16 +98,7 @@ fn ok(out: Output) -> String {
 fn import_ls_inspect_export_rm_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let (layout, digest) = busybox_layout(tmp.path(), "example.com/cli/busybox:1");
-    let archive = tmp.path().join("image.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    let archive = archive_of(&layout, tmp.path());
     let data = tmp.path().join("data");
 
     let out = ok(skerry(&data, &["import", archive.to_str().unwrap()]));
@@ -262,16 +262,7 @@ fn an_imported_image_runs_with_ctr_run() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (layout, _) = busybox_layout(tmp.path(), "example.com/run/busybox:1");
-    let archive = tmp.path().join("image.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    let archive = archive_of(&layout, tmp.path());
     let data = tmp.path().join("data");
     ok(skerry(&data, &["import", archive.to_str().unwrap()]));
 
