@@ -323,28 +323,41 @@ pub(crate) fn put(key: &str, value: Vec<u8>) -> RequestOp {
     RequestOp::Put(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() })
 }
 
+/// `current` with a JSON patch (RFC 6902) or merge patch (RFC 7386) body applied; `None` for
+/// any other body format.
+fn json_or_merge_patch(
+    format: BodyFormat,
+    body: &[u8],
+    current: &Value,
+) -> ApiResult<Option<Value>> {
+    match format {
+        BodyFormat::JsonPatch => {
+            let patch: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let mut patched = current.clone();
+            json_patch::patch(&mut patched, &patch).map_err(|e| invalid_patch(&e.to_string()))?;
+            Ok(Some(patched))
+        }
+        BodyFormat::MergePatch => {
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+            Ok(Some(super::patch::merge::apply(current, &patch)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Applies the body of an update or patch request to `current`: the new object, and whether
 /// the client's resourceVersion pins the write (a precondition).
 fn apply_request(call: &Call, current: &Value) -> ApiResult<(Value, bool)> {
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = super::request::body_format(content_type)?;
     let new = if call.method == Method::PATCH {
-        let mut patched = current.clone();
-        match format {
-            BodyFormat::JsonPatch => {
-                let patch: json_patch::Patch = serde_json::from_slice(&call.body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut patched, &patch)
-                    .map_err(|e| invalid_patch(&e.to_string()))?;
-            }
-            BodyFormat::MergePatch => {
-                let patch: Value = serde_json::from_slice(&call.body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
-                json_patch::merge(&mut patched, &patch);
-            }
-            BodyFormat::StrategicMergePatch => patched = strategic_merge(call, current)?,
-            _ => return Err(ApiError::unsupported_media_type(content_type.unwrap_or("none"))),
-        }
+        let mut patched = match format {
+            BodyFormat::StrategicMergePatch => strategic_merge(call, current)?,
+            other => json_or_merge_patch(other, &call.body, current)?
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type.unwrap_or("none")))?,
+        };
         // A patch may only pin a resourceVersion it names explicitly.
         let pinned = meta::meta_str(&patched, "resourceVersion")
             != meta::meta_str(current, "resourceVersion");
@@ -615,23 +628,9 @@ async fn scale(server: &ApiServer, call: Call) -> ApiResult<http::Response<ApiBo
             return Ok(body::object_response(StatusCode::OK, &current, call.output));
         }
         let wanted = if call.method == Method::PATCH {
-            let mut patched = current.clone();
             let ct = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            match super::request::body_format(ct)? {
-                BodyFormat::JsonPatch => {
-                    let patch: json_patch::Patch = serde_json::from_slice(&call.body)
-                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &patch)
-                        .map_err(|e| invalid_patch(&e.to_string()))?;
-                }
-                BodyFormat::MergePatch => {
-                    let patch: Value = serde_json::from_slice(&call.body)
-                        .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
-                    json_patch::merge(&mut patched, &patch);
-                }
-                _ => return Err(ApiError::unsupported_media_type(ct.unwrap_or("none"))),
-            }
-            patched
+            json_or_merge_patch(super::request::body_format(ct)?, &call.body, &current)?
+                .ok_or_else(|| ApiError::unsupported_media_type(ct.unwrap_or("none")))?
         } else {
             decode_body(&call, Some(("autoscaling/v1", "Scale")))?
         };

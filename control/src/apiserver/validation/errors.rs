@@ -110,6 +110,12 @@ impl Errors {
             Err(self.causes)
         }
     }
+
+    /// Every cause as `(reason, field, message)`, for tests to compare against the reference.
+    #[cfg(test)]
+    pub fn triples(self) -> Vec<(String, String, String)> {
+        self.causes.into_iter().map(|c| (c.reason, c.field, c.message)).collect()
+    }
 }
 
 fn with_detail(body: String, detail: &str) -> String {

@@ -243,12 +243,7 @@ mod tests {
     fn create(group: &str, plural: &str, meta: Value) -> Vec<(String, String, String)> {
         let mut errs = Errors::default();
         validate_create(&info(group, plural), &json!({ "metadata": meta }), &mut errs);
-        errs.into_result()
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.reason, c.field, c.message))
-            .collect()
+        errs.triples()
     }
 
     #[test]

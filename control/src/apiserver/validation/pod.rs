@@ -464,12 +464,7 @@ mod tests {
     fn causes(spec: Value) -> Vec<(String, String, String)> {
         let mut errs = Errors::default();
         validate_spec(Some(&spec), "spec", &mut errs);
-        errs.into_result()
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.reason, c.field, c.message))
-            .collect()
+        errs.triples()
     }
 
     #[test]

@@ -318,12 +318,7 @@ mod tests {
     fn causes(obj: Value) -> Vec<(String, String, String)> {
         let mut errs = Errors::default();
         validate(&schema(), &obj, &mut errs);
-        errs.into_result()
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.reason, c.field, c.message))
-            .collect()
+        errs.triples()
     }
 
     #[test]

@@ -467,12 +467,7 @@ mod tests {
     fn check(f: fn(&Value, &mut Errors), obj: &Value) -> Vec<(String, String, String)> {
         let mut errs = Errors::default();
         f(obj, &mut errs);
-        errs.into_result()
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.reason, c.field, c.message))
-            .collect()
+        errs.triples()
     }
 
     #[test]
