@@ -40,4 +40,15 @@ if ! python3 -c 'import kubernetes' 2>/dev/null; then
   python3 -m pip install -q 'kubernetes>=31' || python3 -m pip install -q --break-system-packages 'kubernetes>=31'
 fi
 
+# Debian's kubectl 1.20 (package kubernetes-client) for the OpenAPI v2 protobuf tests. Its
+# /usr/bin/kubectl clashes with the Cloud SDK's kubectl package, so it is unpacked under /opt.
+KUBECTL_120=/opt/kubernetes-client-1.20
+if [ ! -x "$KUBECTL_120/usr/bin/kubectl" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q kubernetes-client) || { apt-get update -q && (cd "$tmp" && apt-get download -q kubernetes-client); }
+  mkdir -p "$KUBECTL_120"
+  dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$KUBECTL_120"
+  rm -rf "$tmp"
+fi
+
 echo "install-deps: done"

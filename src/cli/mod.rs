@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each turning its arguments into a library call.
 
+mod agent;
 mod check;
 mod ctr;
 #[cfg(feature = "server")]
@@ -31,6 +32,8 @@ pub enum Command {
     /// Run the control plane: the Kubernetes API server over the store.
     #[cfg(feature = "server")]
     Server(server::ServerArgs),
+    /// Run the node agent: register this node and run the pods bound to it.
+    Agent(Box<agent::AgentArgs>),
     /// Check that this node can run the agent: kernel features, cgroups, clock, architecture.
     Check(check::CheckArgs),
     /// Operate the node's containers and images directly (like `crictl` / `k3s ctr`).
@@ -56,13 +59,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Etcd(args) => etcd::run(args),
         #[cfg(feature = "server")]
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Check(args) => check::run(args),
         Command::Ctr(args) => ctr::run(args),
     }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-#[cfg(feature = "server")]
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) =

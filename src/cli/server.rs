@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use skerry_control::apiserver::serve::{self, ServerOptions};
 use skerry_control::apiserver::ApiConfig;
+use skerry_control::controllers::{self, ControlPlaneOptions, ControllerOptions};
 use skerry_control::store::config::{self as store_config, StoreConfig};
 use skerry_control::store::sqlite::{AutoCompaction, SqliteOptions};
 
@@ -35,6 +36,15 @@ pub struct ServerArgs {
     /// Run the control plane without the local node agent.
     #[arg(long)]
     pub disable_agent: bool,
+    /// The local agent's Node name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The local agent's node address (default: the source address of the default route).
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// The top cgroup of the local agent's pods (one per data dir).
+    #[arg(long, env = "SKERRY_CGROUP_ROOT", default_value = "kubepods")]
+    pub cgroup_root: String,
     /// Static bearer tokens: CSV of `token,user,uid[,"group1,group2"]`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
@@ -65,6 +75,18 @@ pub struct ServerArgs {
     /// Read-only requests served at once before 429 Too Many Requests.
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// Controllers not to run (comma-separated names, e.g. `deployment,job`).
+    #[arg(long, value_delimiter = ',')]
+    pub disable_controllers: Vec<String>,
+    /// Pod network of the cluster; each node gets a /24 of it as `spec.podCIDR`.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// How long a node's Lease may go unrenewed before it is marked Ready=Unknown (`40s`).
+    #[arg(long, default_value = "40s")]
+    pub node_monitor_grace_period: String,
 }
 
 fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -103,6 +125,30 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
+/// The scheduler and controller settings from the flags.
+fn control_plane_options(args: &ServerArgs) -> anyhow::Result<ControlPlaneOptions> {
+    let cluster_cidr = parse_cidr(&args.cluster_cidr)
+        .with_context(|| format!("--cluster-cidr {:?}", args.cluster_cidr))?;
+    if cluster_cidr.1 > 24 {
+        bail!("--cluster-cidr {:?}: must hold at least one /24 per node", args.cluster_cidr);
+    }
+    let grace = parse_duration(&args.node_monitor_grace_period).with_context(|| {
+        format!("--node-monitor-grace-period {:?}", args.node_monitor_grace_period)
+    })?;
+    if grace.is_zero() {
+        bail!("--node-monitor-grace-period must be positive");
+    }
+    Ok(ControlPlaneOptions {
+        disable_scheduler: args.disable_scheduler,
+        disabled_controllers: args.disable_controllers.clone(),
+        controllers: ControllerOptions {
+            cluster_cidr,
+            node_monitor_grace_period: grace,
+            ..ControllerOptions::default()
+        },
+    })
+}
+
 /// Parses the arguments, starts the API server and serves until SIGTERM or SIGINT.
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let service_cidr = parse_cidr(&args.service_cidr)
@@ -137,6 +183,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             options: SqliteOptions { auto_compaction: compaction, ..SqliteOptions::default() },
         },
     };
+    let control_plane = control_plane_options(&args)?;
     let advertise = args.advertise_address.unwrap_or(if args.bind_address.is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -159,22 +206,72 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     };
     if args.disable_agent {
         tracing::info!("--disable-agent: running the control plane only");
-    } else {
-        tracing::warn!("the node agent is not available yet; running the control plane only");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let store = store_config::open(store).await.context("opening the store")?;
         let started = serve::start(options, store).await?;
+        controllers::start(&started.server, control_plane)?;
+        let (agent_stop, agent_stopped) = tokio::sync::watch::channel(false);
+        let agent = if args.disable_agent {
+            None
+        } else {
+            let cfg = embedded_agent_config(&args, started.addr.port())?;
+            let mut stop = agent_stopped.clone();
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(err) = skerry_agent::Agent::run(cfg, shutdown).await {
+                    tracing::error!(%err, "the local agent failed; the control plane keeps running");
+                }
+            }))
+        };
         tracing::info!(addr = %started.addr, kubeconfig = %started.kubeconfig.display(), "skerry server ready");
         tokio::select! {
             _ = started.wait() => bail!("the API listener stopped"),
             _ = super::shutdown_signal() => {}
         }
+        let _ = agent_stop.send(true);
+        if let Some(agent) = agent {
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded agent: a client certificate for `system:node:<name>` (group `system:nodes`)
+/// signed by the cluster CA, `DATA_DIR/agent/kubeconfig` pointing at this server over HTTPS,
+/// and the agent's data under `DATA_DIR/agent`. The agent talks to the server like any other
+/// node; it does not link the control plane's internals.
+fn embedded_agent_config(args: &ServerArgs, port: u16) -> anyhow::Result<skerry_agent::AgentConfig> {
+    use skerry_control::pki;
+    let node_name = args.node_name.clone().unwrap_or_else(skerry_agent::config::hostname);
+    let agent_dir = args.data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir)
+        .with_context(|| format!("creating {}", agent_dir.display()))?;
+    let tls_dir = args.data_dir.join("tls");
+    let ca = pki::ClusterCa::load_or_create(&tls_dir).context("loading the cluster CA")?;
+    let user = format!("system:node:{node_name}");
+    let cert = pki::load_or_issue(&tls_dir, "node", &format!("{user}:system:nodes"), || {
+        ca.issue_client(&user, Some("system:nodes"))
+    })
+    .context("issuing the node certificate")?;
+    let kubeconfig = agent_dir.join("kubeconfig");
+    let text = pki::kubeconfig(&format!("https://127.0.0.1:{port}"), &ca.cert_pem, &cert, &user);
+    pki::write_private(&kubeconfig, &text).context("writing the agent kubeconfig")?;
+    let mut cfg = skerry_agent::AgentConfig::new(&node_name, kubeconfig, agent_dir);
+    cfg.node_ip = args.node_ip;
+    cfg.control_plane = true;
+    cfg.cgroup_root = args.cgroup_root.clone();
+    cfg.cluster_cidr = args
+        .cluster_cidr
+        .parse()
+        .with_context(|| format!("--cluster-cidr {:?}", args.cluster_cidr))?;
+    cfg.monitor_exe = std::env::current_exe().context("finding the skerry binary")?;
+    Ok(cfg)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests. Each test binary uses only some of them.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod etcd;
+pub mod images;
 pub mod server;

@@ -32,6 +32,8 @@ pub struct SkerryServer {
     pub url: String,
     log: PathBuf,
     args: Vec<String>,
+    /// `--https-listen-port` (0: the OS picks; see `restart_same_port`).
+    port: String,
 }
 
 impl SkerryServer {
@@ -49,7 +51,16 @@ impl SkerryServer {
         let log = dir.path().join("server.log");
         let kubeconfig = data_dir.join("admin.kubeconfig");
         let mut server =
-            SkerryServer { child: None, dir, data_dir, kubeconfig, url: String::new(), log, args };
+            SkerryServer {
+                child: None,
+                dir,
+                data_dir,
+                kubeconfig,
+                url: String::new(),
+                log,
+                args,
+                port: "0".into(),
+            };
         server.spawn();
         server
     }
@@ -59,7 +70,7 @@ impl SkerryServer {
         let log = std::fs::File::create(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
             .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
-            .args(["--https-listen-port", "0", "--data-dir"])
+            .args(["--https-listen-port", &self.port, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -150,6 +161,13 @@ impl SkerryServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Kills and starts the server again on the same data dir and port (clients holding the
+    /// old kubeconfig, like a running agent, reconnect).
+    pub fn restart_same_port(&mut self) {
+        self.port = self.url.rsplit(':').next().unwrap_or("0").to_string();
+        self.restart();
     }
 }
 

@@ -17,6 +17,7 @@ mod list;
 pub mod listener;
 pub mod meta;
 pub mod metrics;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod request;
@@ -26,6 +27,7 @@ pub mod serve;
 pub mod server;
 pub mod status;
 pub mod strategy;
+pub mod tunnel;
 mod watch;
 pub mod watch_cache;
 

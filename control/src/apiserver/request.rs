@@ -13,6 +13,10 @@ pub enum Route {
     Health(String),
     Version,
     Metrics,
+    /// `/openapi/v2`, `/openapi/v3` and `/openapi/v3/<group version>`: the path after `/openapi/`.
+    OpenApi(String),
+    /// `/skerry/v1/tunnel`: an agent opening its tunnel (see `apiserver::tunnel`).
+    Tunnel,
     /// `/api`: the legacy group's versions.
     LegacyRoot,
     /// `/apis`: every group.
@@ -53,6 +57,8 @@ pub fn route(path: &str) -> Route {
         }
         ["version"] => Route::Version,
         ["metrics"] => Route::Metrics,
+        ["openapi", rest @ ..] if !rest.is_empty() => Route::OpenApi(rest.join("/")),
+        ["skerry", "v1", "tunnel"] => Route::Tunnel,
         ["api"] => Route::LegacyRoot,
         ["apis"] => Route::GroupsRoot,
         ["api", version] => {

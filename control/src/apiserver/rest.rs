@@ -14,7 +14,7 @@ use super::request::{BodyFormat, Output};
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult, Cause};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{admission, crd, defaults, delete, list, meta, patch, strategy, validation, watch};
+use super::{admission, crd, defaults, delete, list, meta, openapi, patch, strategy, validation, watch};
 use crate::store::{
     Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, Revision,
     TxnRequest,
@@ -175,7 +175,8 @@ fn check_namespace(call: &Call, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// `fieldValidation`: unknown fields are an error (Strict), a warning (Warn, the default) or
-/// ignored. Only `metadata` fields are checked until OpenAPI schemas arrive.
+/// ignored. Built-in kinds are checked against their OpenAPI schemas (unknown fields dropped, as
+/// the reference's decoder does); custom objects against their CRD's schema (pruning).
 pub(crate) fn field_validation(call: &Call, obj: &mut Value) -> ApiResult<Vec<String>> {
     let mode = call.query.get("fieldValidation").unwrap_or("Warn");
     if !matches!(mode, "Strict" | "Warn" | "Ignore" | "") {
@@ -183,19 +184,53 @@ pub(crate) fn field_validation(call: &Call, obj: &mut Value) -> ApiResult<Vec<St
             "fieldValidation: Unsupported value: \"{mode}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
         )));
     }
-    let mut unknown = strategy::unknown_metadata_fields(obj);
+    let (group, version, kind) = body_kind(call);
+    let typed = if call.info.custom {
+        None
+    } else {
+        openapi::fields::prune_unknown(group, version, kind, obj)
+    };
+    let mut unknown = typed.unwrap_or_else(|| strategy::unknown_metadata_fields(obj));
     if let (true, Some(schema)) = (call.info.custom, call.info.schema.as_ref()) {
         // Custom objects lose the fields their schema does not declare (pruning).
         unknown.extend(defaults::prune_custom(schema, obj));
     }
-    let unknown: Vec<String> =
+    let mut unknown: Vec<String> =
         unknown.into_iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if call.method != Method::PATCH
+        && matches!(super::request::body_format(content_type), Ok(BodyFormat::Json))
+    {
+        let duplicates = openapi::fields::duplicate_fields(&call.body);
+        unknown.extend(duplicates.into_iter().map(|f| format!("duplicate field \"{f}\"")));
+    }
     match mode {
         "Strict" if !unknown.is_empty() => {
-            Err(ApiError::bad_request(format!("strict decoding error: {}", unknown.join(", "))))
+            let error = format!("strict decoding error: {}", unknown.join(", "));
+            if call.info.custom || call.method == Method::PATCH {
+                return Err(ApiError::bad_request(error));
+            }
+            // The reference's decoder wraps it: `Deployment in version "v1" cannot be handled as
+            // a Deployment: strict decoding error: unknown field "spec.foo"`.
+            Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {error}"
+            )))
         }
         "Ignore" => Ok(Vec::new()),
         _ => Ok(unknown),
+    }
+}
+
+/// The group, version and kind of a request body: the subresource's kind (`Scale`, `Eviction`)
+/// or the resource's.
+fn body_kind(call: &Call) -> (&str, &str, &str) {
+    let info = &call.info;
+    match call.path.subresource.as_deref().and_then(|s| info.subresource(s)) {
+        Some(sub) if !sub.group.is_empty() || !sub.version.is_empty() => {
+            (&sub.group, &sub.version, &sub.kind)
+        }
+        Some(sub) => (&info.group, &info.version, &sub.kind),
+        None => (&info.group, &info.version, &info.kind),
     }
 }
 
@@ -489,7 +524,15 @@ pub(crate) async fn commit_update(
                 .pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
-                > 0);
+                > 0)
+        // A terminating namespace stays until its `spec.finalizers` are gone too (the
+        // namespace controller writes its status conditions meanwhile).
+        && !(call.info.kind == "Namespace"
+            && call.info.group.is_empty()
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty()));
     if finished {
         return delete::delete_txn(server, &call.info, key, kv.mod_revision, obj).await;
     }

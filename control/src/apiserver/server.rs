@@ -27,7 +27,7 @@ use super::request::{self, Output, Query, ResourcePath, Route};
 use super::resource::{Registry, ResourceInfo};
 use super::status::{ApiError, ApiResult};
 use super::watch_cache::WatchCaches;
-use super::{discovery, rest};
+use super::{discovery, openapi, rest};
 use crate::store::{RangeRequest, Store};
 
 /// The Kubernetes version the server reports and implements.
@@ -72,6 +72,10 @@ pub(crate) struct Inner {
     pub config: ApiConfig,
     pub ranges: ServiceRanges,
     pub metrics: Metrics,
+    /// Rendered OpenAPI documents, re-rendered when the resources they describe change.
+    pub openapi: openapi::OpenApi,
+    /// Agent tunnels of the connected nodes (logs, exec, attach, port-forward).
+    pub tunnels: Arc<super::tunnel::TunnelRegistry>,
     mutating: Semaphore,
     readonly: Semaphore,
 }
@@ -156,6 +160,8 @@ impl ApiServer {
                 config,
                 ranges,
                 metrics: Metrics::default(),
+                openapi: openapi::OpenApi::default(),
+                tunnels: Arc::default(),
             }),
         }
     }
@@ -235,6 +241,18 @@ impl ApiServer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // Watches are long-running and not counted, as in the reference's max-in-flight filter.
+        // The agent tunnel and the streaming subresources are long-running: not counted.
+        let mut parts = parts;
+        if route == Route::Tunnel {
+            return super::tunnel::accept(&self.inner.tunnels, &mut parts, &user);
+        }
+        if let Route::Resource(path) = &route {
+            if let Some(kind) = super::tunnel::proxy::PodStream::of(path) {
+                return super::tunnel::proxy::serve(self, kind, path, parts)
+                    .await
+                    .unwrap_or_else(|err| body::error_response(&err));
+            }
+        }
         let semaphore = match verb {
             "watch" => None,
             "get" | "list" => Some(&self.inner.readonly),
@@ -247,13 +265,19 @@ impl ApiServer {
         };
         let result = match route {
             Route::Resource(path) => self.resource(path, query, parts, body, user).await,
+            Route::OpenApi(path) => {
+                let (openapi, registry) = (&self.inner.openapi, &self.inner.registry);
+                openapi::respond(openapi, registry, &path, &query, &parts.headers).await.map(Reply::from)
+            }
             other => self.discovery(&other, &parts.headers).await.map(Reply::from),
         };
         match result {
             Ok(reply) => {
                 let mut response = reply.response;
                 for warning in reply.warnings {
-                    let text = format!("299 - \"{}\"", warning.replace('"', "'"));
+                    // A quoted-string (RFC 9110): quotes and backslashes escaped, as the reference does.
+                    let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+                    let text = format!("299 - \"{escaped}\"");
                     if let Ok(value) = HeaderValue::from_str(&text) {
                         response.headers_mut().append(header::WARNING, value);
                     }

@@ -15,7 +15,7 @@ mod names;
 mod pod;
 
 pub(crate) use pod::VOLUME_SOURCES;
-mod quantity;
+pub mod quantity;
 mod schema;
 mod workloads;
 

@@ -1,0 +1,113 @@
+//! The controller manager: the reference controllers as level-triggered loops on the shared
+//! machinery (`crate::machinery`). Each controller has a `start(ctx)` that subscribes its work
+//! queue to the informers it needs and spawns its workers; it acts as
+//! `system:kube-controller-manager` through the in-process client.
+
+// mod deployment; (in progress)
+mod endpoints;
+mod endpointslice;
+mod replicaset;
+pub mod util;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apiserver::ApiServer;
+use crate::machinery::{Context, Identity, Informers};
+
+/// The `skerry server` settings the controllers read.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Pod network of the cluster (`--cluster-cidr`), split into per-node ranges.
+    pub cluster_cidr: (Ipv4Addr, u8),
+    /// Prefix length of each node's `spec.podCIDR`.
+    pub node_cidr_mask_size: u8,
+    /// How long a node's Lease may go unrenewed before the node is Ready=Unknown.
+    pub node_monitor_grace_period: Duration,
+    /// Workers per controller.
+    pub workers: usize,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+            node_cidr_mask_size: 24,
+            node_monitor_grace_period: Duration::from_secs(40),
+            workers: 4,
+        }
+    }
+}
+
+/// A controller's entry point: subscribe and spawn, then return.
+type Start = fn(Context<ControllerOptions>);
+
+/// Every controller: the name `--disable-controllers` takes, its component name in Events, and
+/// its entry point.
+const CONTROLLERS: &[(&str, &str, Start)] = &[
+    ("replicaset", "replicaset-controller", replicaset::start),
+    ("replicationcontroller", "replication-controller", replicaset::start_replication_controllers),
+    (endpoints::NAME, endpoints::COMPONENT, endpoints::start),
+    (endpointslice::NAME, endpointslice::COMPONENT, endpointslice::start),
+    // ("deployment", "deployment-controller", deployment::start),
+];
+
+/// The names `--disable-controllers` accepts.
+pub fn names() -> Vec<&'static str> {
+    CONTROLLERS.iter().map(|(name, _, _)| *name).collect()
+}
+
+/// Why the control loops could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("unknown controller {0:?} in --disable-controllers (known: {1})")]
+    UnknownController(String, String),
+}
+
+/// What runs besides the API server, and how.
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneOptions {
+    pub disable_scheduler: bool,
+    pub disabled_controllers: Vec<String>,
+    pub controllers: ControllerOptions,
+}
+
+/// Starts the scheduler and the enabled controllers over `server`, sharing one set of
+/// informers. Must run inside the tokio runtime that serves `server`.
+pub fn start(server: &ApiServer, options: ControlPlaneOptions) -> Result<Informers, StartError> {
+    for name in &options.disabled_controllers {
+        if !CONTROLLERS.iter().any(|(known, _, _)| known == name) {
+            return Err(StartError::UnknownController(name.clone(), names().join(", ")));
+        }
+    }
+    let reader = crate::machinery::in_process_client(server, Identity::ControllerManager);
+    let informers = Informers::new(reader);
+    let controller_options = Arc::new(options.controllers.clone());
+    for (name, component, start) in CONTROLLERS {
+        if options.disabled_controllers.iter().any(|d| d == name) {
+            tracing::info!(controller = name, "disabled");
+            continue;
+        }
+        let ctx = Context::new(
+            server,
+            Identity::ControllerManager,
+            informers.clone(),
+            component,
+            controller_options.clone(),
+        );
+        start(ctx);
+        tracing::debug!(controller = name, "started");
+    }
+    if !options.disable_scheduler {
+        let ctx = Context::new(
+            server,
+            Identity::Scheduler,
+            informers.clone(),
+            crate::scheduler::COMPONENT,
+            Arc::new(crate::scheduler::SchedulerOptions::default()),
+        );
+        crate::scheduler::start(ctx);
+    }
+    Ok(informers)
+}

@@ -1,0 +1,144 @@
+//! `skerry agent`: the node agent. Flags (and the same keys in `/etc/skerry/config.yaml`, or
+//! the file given with `--config`) become an [`AgentConfig`]; flags win over the file.
+//! `--cleanup` removes what the agent made on this node instead of running it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use skerry_agent::config::{self, ConfigFile};
+use skerry_agent::AgentConfig;
+
+/// The default config file.
+const DEFAULT_CONFIG: &str = "/etc/skerry/config.yaml";
+
+/// Arguments of `skerry agent` (names follow k3s where they overlap).
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The API server, `https://HOST:6443` (default: the kubeconfig's).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Kubeconfig with this node's credentials.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The Node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's IPv4 address (default: the source address of the route to the server).
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// A Node label, `KEY=VALUE` (repeatable).
+    #[arg(long = "node-label")]
+    pub node_label: Vec<String>,
+    /// A Node taint, `KEY[=VALUE]:EFFECT` (repeatable).
+    #[arg(long = "node-taint")]
+    pub node_taint: Vec<String>,
+    /// Where the agent keeps containers, images, its cache and pod files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Resources held back from pods, e.g. `cpu=500m,memory=256Mi`.
+    #[arg(long)]
+    pub system_reserved: Option<String>,
+    /// The cluster DNS address pods get (and the node-local DNS answers on).
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
+    /// The cluster domain.
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
+    /// This node's pod CIDR when the Node has no `spec.podCIDR`.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// The cluster's pod CIDR.
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// The top cgroup of this agent's pods.
+    #[arg(long, env = "SKERRY_CGROUP_ROOT")]
+    pub cgroup_root: Option<String>,
+    /// The config file (default /etc/skerry/config.yaml, if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Remove every container, sandbox, network device, nftables table and state file the
+    /// agent made, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// Merges flags over the config file into an [`AgentConfig`].
+pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let file = ConfigFile::load(&path, required)?;
+    if args.server.is_none() && file.server.is_none() && args.kubeconfig.is_none() && file.kubeconfig.is_none() && !args.cleanup {
+        bail!("give --server and --kubeconfig (or set them in {})", path.display());
+    }
+    if file.token.is_some() {
+        bail!("{}: token join is not supported yet; give a kubeconfig", path.display());
+    }
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/skerry/agent"));
+    let kubeconfig =
+        args.kubeconfig.or(file.kubeconfig).unwrap_or_else(|| data_dir.join("kubeconfig"));
+    let node_name = args.node_name.or(file.node_name).unwrap_or_else(config::hostname);
+    let mut cfg = AgentConfig::new(&node_name, kubeconfig, data_dir);
+    cfg.server = args.server.or(file.server);
+    cfg.node_ip = args.node_ip.or(file.node_ip);
+    let labels = if args.node_label.is_empty() { file.node_label } else { args.node_label };
+    for l in labels {
+        let (k, v) = config::parse_label(&l)?;
+        cfg.node_labels.insert(k, v);
+    }
+    let taints = if args.node_taint.is_empty() { file.node_taint } else { args.node_taint };
+    for t in taints {
+        cfg.node_taints.push(config::parse_taint(&t)?);
+    }
+    if let Some(r) = args.system_reserved.or(file.system_reserved) {
+        cfg.system_reserved = config::parse_reserved(&r)?;
+    }
+    if let Some(dns) = args.cluster_dns.or(file.cluster_dns) {
+        cfg.cluster_dns = dns;
+    }
+    if let Some(domain) = args.cluster_domain.or(file.cluster_domain) {
+        cfg.cluster_domain = domain;
+    }
+    if let Some(c) = args.pod_cidr.or(file.pod_cidr) {
+        cfg.pod_cidr = c.parse().with_context(|| format!("--pod-cidr {c:?}"))?;
+    }
+    if let Some(c) = args.cluster_cidr.or(file.cluster_cidr) {
+        cfg.cluster_cidr = c.parse().with_context(|| format!("--cluster-cidr {c:?}"))?;
+    }
+    if let Some(root) = args.cgroup_root {
+        cfg.cgroup_root = root;
+    }
+    cfg.monitor_exe = std::env::current_exe().context("finding the skerry binary")?;
+    Ok((cfg, args.cleanup))
+}
+
+/// Runs the agent until SIGTERM or SIGINT (or cleans up with `--cleanup`).
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, cleanup) = agent_config(args)?;
+    if !skerry_runtime::terminal::running_as_root() {
+        bail!("skerry agent needs root (it creates namespaces, cgroups, mounts and network devices)");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        if cleanup {
+            let report = skerry_agent::cleanup::cleanup(&cfg).await;
+            println!("removed {} containers and {} pod sandboxes", report.containers, report.sandboxes);
+            for e in &report.errors {
+                eprintln!("skerry: cleanup: {e}");
+            }
+            if !report.errors.is_empty() {
+                bail!("cleanup finished with {} errors", report.errors.len());
+            }
+            return Ok(());
+        }
+        skerry_agent::Agent::run(cfg, super::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

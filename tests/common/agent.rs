@@ -1,0 +1,183 @@
+//! Running the real `skerry agent` for end-to-end tests.
+//!
+//! [`enter_test_netns`] moves the calling test thread (and so every process and thread it
+//! starts afterwards: server, agent, kubectl, the test's own HTTP clients) into a new network
+//! namespace with `lo` and a veth uplink, so the agent's bridge, routes, nftables tables and
+//! DNS address never touch the host's. Use it with nextest (one process per test).
+//! [`SkerryAgent`] runs the agent with its own data dir and cgroup root and, on drop, kills it
+//! and runs `skerry agent --cleanup`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::server::SkerryServer;
+
+/// The node address the test namespace's uplink carries.
+pub const NODE_IP: &str = "192.168.231.1";
+
+/// Unshares a network namespace for the calling thread and sets it up: `lo` up, a veth
+/// `uplink` with [`NODE_IP`]/24 and a default route through it.
+pub fn enter_test_netns() {
+    // SAFETY: unshare has no memory-safety preconditions; it affects only this thread.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        // A veth pair, not a dummy: kernels without the dummy module (this VM's) have veth.
+        vec!["link", "add", "uplink", "type", "veth", "peer", "name", "uplink-peer"],
+        vec!["addr", "add", &format!("{NODE_IP}/24"), "dev", "uplink"],
+        vec!["link", "set", "uplink-peer", "up"],
+        vec!["link", "set", "uplink", "up"],
+        vec!["route", "add", "default", "dev", "uplink"],
+    ] {
+        let out = Command::new("ip").args(&args).output().expect("running ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A running `skerry agent`.
+pub struct SkerryAgent {
+    child: Option<Child>,
+    /// Temp directory holding the data dir and the log.
+    pub dir: tempfile::TempDir,
+    /// The agent's data dir.
+    pub data_dir: PathBuf,
+    /// The Node name.
+    pub node_name: String,
+    /// The cgroup root of its pods.
+    pub cgroup_root: String,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+}
+
+impl SkerryAgent {
+    /// An agent for `server` named `node_name` (credentials: the admin kubeconfig), not yet
+    /// started: images can be imported into its data dir first.
+    pub fn new(server: &SkerryServer, node_name: &str) -> SkerryAgent {
+        let dir = tempfile::Builder::new().prefix("skerry-agent-test").tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log = dir.path().join("agent.log");
+        SkerryAgent {
+            child: None,
+            cgroup_root: format!("skerry-test-{node_name}-{}", std::process::id()),
+            data_dir,
+            node_name: node_name.to_string(),
+            kubeconfig: server.kubeconfig.clone(),
+            log,
+            dir,
+        }
+    }
+
+    /// Starts (or restarts) the agent process.
+    pub fn start(&mut self) {
+        std::fs::write(self.dir.path().join("no-config.yaml"), "").unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
+            .args(["agent", "--node-name", &self.node_name, "--node-ip", NODE_IP])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--config")
+            .arg(self.dir.path().join("no-config.yaml"))
+            .env("SKERRY_CGROUP_ROOT", &self.cgroup_root)
+            .env("RUST_LOG", "info,skerry_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning skerry agent");
+        self.child = Some(child);
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    /// SIGKILL, like a crash: containers are left running.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `skerry ctr --data-dir <agent data dir> ARGS`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_skerry"))
+            .arg("ctr")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env("SKERRY_CGROUP_ROOT", &self.cgroup_root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Imports an image archive into the agent's image store.
+    pub fn import_image(&self, archive: &Path) {
+        let out = self.ctr(&["images", "import", archive.to_str().unwrap()]);
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The runtime's containers: (id, name, state) from `ctr ps`.
+    pub fn containers(&self) -> Vec<(String, String, String)> {
+        let out = self.ctr(&["ps"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for SkerryAgent {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(env!("CARGO_BIN_EXE_skerry"))
+            .args(["agent", "--cleanup", "--node-name", &self.node_name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--config")
+            .arg(self.dir.path().join("no-config.yaml"))
+            .env("SKERRY_CGROUP_ROOT", &self.cgroup_root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in entries.flatten() {
+                let root = h.path().join(&self.cgroup_root);
+                for sub in ["burstable", "besteffort", ""] {
+                    let _ = std::fs::remove_dir(root.join(sub));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.cgroup_root));
+    }
+}
+
+/// Polls `f` until it returns `Ok` (every 200 ms, at most `limit`); panics with the last error.
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
