@@ -159,9 +159,14 @@ impl Node {
         })
         .unwrap();
         let sandbox = runtime
-            .create_sandbox(SandboxSpec { name: POD.into(), hostname: POD.into(), ..Default::default() })
+            .create_sandbox(SandboxSpec {
+                name: POD.into(),
+                hostname: POD.into(),
+                ..Default::default()
+            })
             .unwrap();
-        let script = "echo hello-from-app; mkdir -p /tmp/www; echo port-forward-ok > /tmp/www/index.html; \
+        let script =
+            "echo hello-from-app; mkdir -p /tmp/www; echo port-forward-ok > /tmp/www/index.html; \
                       httpd -f -p 127.0.0.1:8080 -h /tmp/www & \
                       i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done";
         let spec = ContainerSpec {
@@ -200,20 +205,34 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     loop {
         match f() {
             Ok(value) => return value,
-            Err(last) if Instant::now() > deadline => panic!("{what}: never happened; last: {last}"),
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: never happened; last: {last}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
 }
 
 /// Reads lines of a child's stdout until `pred` matches one (bounded by the child's lifetime).
-fn wait_line(child: &mut Child, pred: impl Fn(&str) -> bool) -> (String, BufReader<std::process::ChildStdout>) {
+fn wait_line(
+    child: &mut Child,
+    pred: impl Fn(&str) -> bool,
+) -> (String, BufReader<std::process::ChildStdout>) {
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     loop {
         line.clear();
         let n = reader.read_line(&mut line).unwrap();
-        assert!(n > 0, "the command ended before printing the expected line");
+        if n == 0 {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            panic!(
+                "the command ended ({status}) before printing the expected line; stderr:\n{stderr}"
+            );
+        }
         if pred(&line) {
             return (line.trim().to_string(), reader);
         }
@@ -232,9 +251,10 @@ fn http_get(port: u16) -> Result<String, String> {
 
 /// `kubectl port-forward` through the tunnel; `env` picks the protocol.
 fn port_forward(server: &SkerryServer, kubectl_bin: &Path, env: &[(&str, &str)]) {
-    let mut child = kubectl(server, kubectl_bin, env, &["port-forward", &format!("pod/{POD}"), ":8080"])
-        .spawn()
-        .unwrap();
+    let mut child =
+        kubectl(server, kubectl_bin, env, &["port-forward", &format!("pod/{POD}"), ":8080"])
+            .spawn()
+            .unwrap();
     let (line, _stdout) = wait_line(&mut child, |l| l.starts_with("Forwarding from 127.0.0.1:"));
     let port: u16 = line
         .trim_start_matches("Forwarding from 127.0.0.1:")
@@ -275,9 +295,15 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
     let ghost = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"ghost","namespace":"default"},
             "spec":{"nodeName":"ghost-node","containers":[{"name":"app","image":"busybox"}]}}"#;
     for manifest in [pod.as_str(), ghost] {
-        let mut create = kubectl(&server, &kubectl_bin, &[], &["create", "--validate=false", "-f", "-"]);
+        let mut create =
+            kubectl(&server, &kubectl_bin, &[], &["create", "--validate=false", "-f", "-"]);
         ok(run(&mut create, Some(manifest.as_bytes())), "kubectl create pod");
     }
+    // The pod runs, as its agent would report (kubectl port-forward refuses a pod that is not
+    // Running).
+    let running = r#"{"status":{"phase":"Running"}}"#;
+    let patch = ["patch", "pod", POD, "--subresource=status", "--type=merge", "-p", running];
+    ok(run(&mut kubectl(&server, &kubectl_bin, &[], &patch), None), "kubectl patch pod status");
 
     // The agent side runs on a runtime of its own, as in the agent process.
     let agent = tokio::runtime::Runtime::new().unwrap();
@@ -289,7 +315,8 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
         cert_file: creds.join("node.crt"),
         key_file: creds.join("node.key"),
     };
-    let lookup = Arc::new(OnePod { sandbox: node.sandbox.clone(), container: node.container.clone() });
+    let lookup =
+        Arc::new(OnePod { sandbox: node.sandbox.clone(), container: node.container.clone() });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     agent.spawn(run_tunnel(config, lookup, node.runtime.clone(), async move {
         let _ = stop_rx.await;
@@ -298,10 +325,17 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
     // logs: once the tunnel is up, the container's output comes back.
     let logs = eventually("kubectl logs through the tunnel", || {
         let out = run(&mut kubectl(&server, &kubectl_bin, &[], &["logs", POD]), None);
-        if out.status.success() { Ok(text(&out.stdout)) } else { Err(text(&out.stderr)) }
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
     });
     assert!(logs.starts_with("hello-from-app\n"), "{logs}");
-    let tail = ok(run(&mut kubectl(&server, &kubectl_bin, &[], &["logs", POD, "--tail=1"]), None), "logs --tail");
+    let tail = ok(
+        run(&mut kubectl(&server, &kubectl_bin, &[], &["logs", POD, "--tail=1"]), None),
+        "logs --tail",
+    );
     assert_eq!(tail.lines().count(), 1, "{tail}");
     assert!(tail.starts_with("tick-"), "{tail}");
     let limited = ok(
@@ -311,7 +345,8 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
     assert_eq!(limited, "hello");
 
     // logs -f: new lines keep arriving on one open request.
-    let mut follow = kubectl(&server, &kubectl_bin, &[], &["logs", "-f", POD, "--tail=1"]).spawn().unwrap();
+    let mut follow =
+        kubectl(&server, &kubectl_bin, &[], &["logs", "-f", POD, "--tail=1"]).spawn().unwrap();
     let (first, mut reader) = wait_line(&mut follow, |l| l.starts_with("tick-"));
     let first: u64 = first.trim_start_matches("tick-").parse().unwrap();
     let mut line = String::new();
@@ -329,12 +364,14 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
     // exec with stdin and an exit code: WebSocket (kubectl's default) and SPDY (its fallback).
     for env in [&[][..], &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")][..]] {
         let args = ["exec", "-i", POD, "--", "sh", "-c", "cat; echo to-stderr >&2; exit 3"];
-        let out = run(&mut kubectl(&server, &kubectl_bin, env, &args), Some(b"through the tunnel\n"));
+        let out =
+            run(&mut kubectl(&server, &kubectl_bin, env, &args), Some(b"through the tunnel\n"));
         assert_eq!(out.status.code(), Some(3), "{env:?}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "through the tunnel\n", "{env:?}");
         assert!(text(&out.stderr).contains("to-stderr"), "{env:?}: {}", text(&out.stderr));
-        let out = run(&mut kubectl(&server, &kubectl_bin, env, &["exec", POD, "--", "hostname"]), None);
-        assert_eq!(ok(out, "exec hostname"), format!("{POD}\n"), "{env:?}");
+        let out =
+            run(&mut kubectl(&server, &kubectl_bin, env, &["exec", POD, "--", "hostname"]), None);
+        assert_eq!(ok(out, &format!("exec hostname {env:?}")), format!("{POD}\n"), "{env:?}");
     }
 
     // port-forward: SPDY tunnelled in WebSocket (kubectl 1.32's default), then plain SPDY.
@@ -345,9 +382,18 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
     let local = node._dir.path().join("to-pod.txt");
     std::fs::write(&local, "copied through the tunnel\n").unwrap();
     let dest = format!("default/{POD}:/tmp/copied.txt");
-    ok(run(&mut kubectl(&server, &kubectl_bin, &[], &["cp", local.to_str().unwrap(), &dest]), None), "cp to pod");
+    ok(
+        run(
+            &mut kubectl(&server, &kubectl_bin, &[], &["cp", local.to_str().unwrap(), &dest]),
+            None,
+        ),
+        "cp to pod",
+    );
     let back = node._dir.path().join("from-pod.txt");
-    ok(run(&mut kubectl(&server, &kubectl_bin, &[], &["cp", &dest, back.to_str().unwrap()]), None), "cp from pod");
+    ok(
+        run(&mut kubectl(&server, &kubectl_bin, &[], &["cp", &dest, back.to_str().unwrap()]), None),
+        "cp from pod",
+    );
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied through the tunnel\n");
 
     // A pod on a node without a tunnel: a clear 503, not a hang.
@@ -360,11 +406,22 @@ fn kubectl_streams_reach_a_node_through_its_tunnel() {
     relay.cut();
     eventually("the agent dialing again", || {
         let now = relay.accepted.load(Ordering::SeqCst);
-        if now > before { Ok(()) } else { Err(format!("{now} connections")) }
+        if now > before {
+            Ok(())
+        } else {
+            Err(format!("{now} connections"))
+        }
     });
     let out = eventually("kubectl exec after the reconnect", || {
-        let out = run(&mut kubectl(&server, &kubectl_bin, &[], &["exec", POD, "--", "echo", "back"]), None);
-        if out.status.success() { Ok(text(&out.stdout)) } else { Err(text(&out.stderr)) }
+        let out = run(
+            &mut kubectl(&server, &kubectl_bin, &[], &["exec", POD, "--", "echo", "back"]),
+            None,
+        );
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
     });
     assert_eq!(out, "back\n");
     let _ = stop_tx.send(());

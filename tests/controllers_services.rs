@@ -98,6 +98,9 @@ async fn endpoints_state(endpoints: &Api<Endpoints>, service: &str) -> Option<(V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_get_endpoints_and_slices_that_follow_their_pods() {
     let server = SkerryServer::start();
+    struct Dump<'a>(&'a SkerryServer);
+    impl Drop for Dump<'_> { fn drop(&mut self) { std::fs::write("/tmp/svc-test.log", self.0.log_text()).unwrap(); } }
+    let _dump = Dump(&server);
     let client = kube_client(&server.kubeconfig).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -184,7 +187,7 @@ async fn services_get_endpoints_and_slices_that_follow_their_pods() {
         if ep.is_none() && list.is_empty() {
             Ok(())
         } else {
-            Err(format!("endpoints {ep:?}, {} slices", list.len()))
+            Err(format!("endpoints {ep:?}, {} slices: {:?}", list.len(), list.iter().map(|s| &s.metadata).collect::<Vec<_>>()))
         }
     })
     .await;

@@ -2,7 +2,7 @@
 //! `tar` CLI, lists, inspects, exports, pulls from a real local `docker-registry` with a
 //! registries.yaml, reports clear errors, and removes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::json;

@@ -25,6 +25,7 @@ use crate::events::EventRecorder;
 use crate::network::PodNetworkHook;
 use crate::node::{self, NodeFacts};
 use crate::pods::status_writer::StatusWriter;
+use crate::pods::lookup::CachedPodLookup;
 use crate::pods::{PodContext, PodManager};
 
 /// Why the agent could not start.
@@ -64,6 +65,11 @@ impl Agent {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| AgentError::Start { what: "data dir", message: format!("{}: {e}", data_dir.display()) })?;
+        if let Some(token) = &config.token {
+            crate::join::ensure_joined(&config, token)
+                .await
+                .map_err(|e| start_err("joining the cluster")(e.to_string()))?;
+        }
         let client = client(&config).await?;
         let cache = LocalCache::open(&data_dir.join("cache.db"))
             .map_err(|e| start_err("local cache")(e.to_string()))?;
@@ -159,6 +165,18 @@ impl Agent {
             host_resolv,
             probes: Mutex::new(Default::default()),
         });
+        // The tunnel carries kubectl's logs/exec/port-forward to this node; a kubeconfig without
+        // a client certificate (a token) only loses those, not the pods.
+        match crate::credentials::tunnel_config(&config.kubeconfig, config.server.as_deref(), &data_dir) {
+            Ok(tunnel) => {
+                let lookup = Arc::new(CachedPodLookup::new(cache.clone(), ctx.runtime.clone()));
+                let mut stop = stop_rx.clone();
+                tasks.push(tokio::spawn(crate::tunnel::run_tunnel(tunnel, lookup, ctx.runtime.clone(), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })));
+            }
+            Err(err) => tracing::warn!(%err, "no tunnel: kubectl logs, exec and port-forward will not reach this node"),
+        }
         tasks.push(tokio::spawn(PodManager::new(ctx).run(stop_rx.clone())));
         tasks.push(tokio::spawn(node::heartbeat(client, config.clone(), measure, stop_rx.clone())));
         shutdown.await;

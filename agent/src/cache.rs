@@ -103,6 +103,15 @@ impl LocalCache {
         })
     }
 
+    /// The UID of pod `namespace/name`, if cached.
+    pub fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, CacheError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT uid FROM pods WHERE namespace = ?1 AND name = ?2")?;
+            let mut rows = stmt.query_map(params![namespace, name], |r| r.get::<_, String>(0))?;
+            Ok(rows.next().transpose()?)
+        })
+    }
+
     /// Every cached pod.
     pub fn pods(&self) -> Result<Vec<Pod>, CacheError> {
         self.with(|c| {

@@ -52,8 +52,10 @@ pub struct Reserved {
 pub struct AgentConfig {
     /// The API server URL (overrides the kubeconfig's `server:` when given).
     pub server: Option<String>,
-    /// The kubeconfig with this node's credentials.
+    /// The kubeconfig with this node's credentials (written by the join when `token` is set).
     pub kubeconfig: PathBuf,
+    /// A join token (`K10<ca hash>::<id>.<secret>`): used when `kubeconfig` does not exist yet.
+    pub token: Option<String>,
     /// The Node's name (default: the hostname).
     pub node_name: String,
     /// The node's address (default: the address of the route to the server, else the first
@@ -96,6 +98,7 @@ impl AgentConfig {
         AgentConfig {
             server: None,
             kubeconfig,
+            token: None,
             node_name: node_name.to_string(),
             node_ip: None,
             node_labels: BTreeMap::new(),

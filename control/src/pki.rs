@@ -26,6 +26,8 @@ pub enum PkiError {
     Generate { what: String, source: rcgen::Error },
     #[error("reading {path}: {source}")]
     Parse { path: PathBuf, source: rcgen::Error },
+    #[error("the certificate signing request: {0}")]
+    Request(String),
 }
 
 /// The cluster CA: its certificate and the key that signs serving and client certificates.
@@ -180,6 +182,25 @@ impl ClusterCa {
         self.sign(params, 1, gen)
     }
 
+    /// Signs a PEM certificate signing request (its signature checked) as a client certificate
+    /// for one year; the caller decides first whether its [`request_subject`] may be signed.
+    pub fn sign_client_request(&self, csr_pem: &str) -> Result<String, PkiError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Request(e.to_string()))?;
+        let params = &mut csr.params;
+        validity(params, 1);
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        // Only the subject and key come from the request: no SANs or extensions of its own.
+        params.subject_alt_names.clear();
+        params.custom_extensions.clear();
+        let cert = csr.signed_by(&self.issuer).map_err(|e| PkiError::Request(e.to_string()))?;
+        Ok(cert.pem())
+    }
+
     fn sign(
         &self,
         mut params: CertificateParams,
@@ -193,6 +214,33 @@ impl ClusterCa {
         let cert = params.signed_by(&key, &self.issuer).map_err(&gen)?;
         Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// The subject a certificate signing request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSubject {
+    /// CN: the user name.
+    pub common_name: Option<String>,
+    /// O: the group (rcgen reads one value per attribute type).
+    pub organization: Option<String>,
+}
+
+/// The subject of a PEM certificate signing request, after checking its signature.
+pub fn request_subject(csr_pem: &str) -> Result<RequestSubject, PkiError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| PkiError::Request(e.to_string()))?;
+    let name = &csr.params.distinguished_name;
+    let text = |ty: DnType| {
+        name.get(&ty).and_then(|v| match v {
+            rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+            rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        })
+    };
+    Ok(RequestSubject {
+        common_name: text(DnType::CommonName),
+        organization: text(DnType::OrganizationName),
+    })
 }
 
 /// Loads `dir/<name>.crt` + `.key`, or issues them with `issue` and writes them. `fingerprint`

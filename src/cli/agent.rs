@@ -19,9 +19,13 @@ pub struct AgentArgs {
     /// The API server, `https://HOST:6443` (default: the kubeconfig's).
     #[arg(long)]
     pub server: Option<String>,
-    /// Kubeconfig with this node's credentials.
+    /// Kubeconfig with this node's credentials (default: DATA_DIR/kubeconfig, written when
+    /// joining with --token).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// The join token (`DATA_DIR/server/node-token` on the server, or `skerry token create`).
+    #[arg(long, env = "SKERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// The Node's name (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -71,11 +75,15 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
     let file = ConfigFile::load(&path, required)?;
+    let token = args.token.or(file.token);
     if args.server.is_none() && file.server.is_none() && args.kubeconfig.is_none() && file.kubeconfig.is_none() && !args.cleanup {
-        bail!("give --server and --kubeconfig (or set them in {})", path.display());
+        bail!("give --server and --token, or --kubeconfig (or set them in {})", path.display());
     }
-    if file.token.is_some() {
-        bail!("{}: token join is not supported yet; give a kubeconfig", path.display());
+    if token.is_some() && args.server.is_none() && file.server.is_none() {
+        bail!("--token needs --server https://HOST:6443");
+    }
+    if let Some(t) = &token {
+        skerry_agent::join::JoinToken::parse(t).context("--token")?;
     }
     let data_dir = args
         .data_dir
@@ -86,6 +94,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     let node_name = args.node_name.or(file.node_name).unwrap_or_else(config::hostname);
     let mut cfg = AgentConfig::new(&node_name, kubeconfig, data_dir);
     cfg.server = args.server.or(file.server);
+    cfg.token = token;
     cfg.node_ip = args.node_ip.or(file.node_ip);
     let labels = if args.node_label.is_empty() { file.node_label } else { args.node_label };
     for l in labels {

@@ -8,6 +8,8 @@ mod etcd;
 mod images;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod token;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,9 @@ pub enum Command {
     /// Run the control plane: the Kubernetes API server over the store.
     #[cfg(feature = "server")]
     Server(server::ServerArgs),
+    /// Manage the bootstrap tokens agents join with.
+    #[cfg(feature = "server")]
+    Token(token::TokenArgs),
     /// Run the node agent: register this node and run the pods bound to it.
     Agent(Box<agent::AgentArgs>),
     /// Check that this node can run the agent: kernel features, cgroups, clock, architecture.
@@ -59,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Etcd(args) => etcd::run(args),
         #[cfg(feature = "server")]
         Command::Server(args) => server::run(args),
+        #[cfg(feature = "server")]
+        Command::Token(args) => token::run(args),
         Command::Agent(args) => agent::run(*args),
         Command::Check(args) => check::run(args),
         Command::Ctr(args) => ctr::run(args),

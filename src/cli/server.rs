@@ -109,7 +109,7 @@ fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
 }
 
 /// `0`, or a number with `s`, `m` or `h`.
-fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+pub(super) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -183,7 +183,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             options: SqliteOptions { auto_compaction: compaction, ..SqliteOptions::default() },
         },
     };
-    let control_plane = control_plane_options(&args)?;
+    let mut control_plane = control_plane_options(&args)?;
     let advertise = args.advertise_address.unwrap_or(if args.bind_address.is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -202,6 +202,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             max_readonly_in_flight: args.max_requests_inflight.max(1),
             advertise_address: advertise,
             secure_port: args.https_listen_port,
+            // Filled in by `serve::start` from the cluster CA.
+            ca_pem: String::new(),
         },
     };
     if args.disable_agent {
@@ -211,6 +213,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let store = store_config::open(store).await.context("opening the store")?;
         let started = serve::start(options, store).await?;
+        // The CA exists once the server started; the certificate controller signs with it.
+        let ca = skerry_control::pki::ClusterCa::load_or_create(&args.data_dir.join("tls"))
+            .context("loading the cluster CA")?;
+        control_plane.controllers.ca = Some(std::sync::Arc::new(ca));
         controllers::start(&started.server, control_plane)?;
         let (agent_stop, agent_stopped) = tokio::sync::watch::channel(false);
         let agent = if args.disable_agent {

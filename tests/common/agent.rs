@@ -48,6 +48,8 @@ pub struct SkerryAgent {
     /// The cgroup root of its pods.
     pub cgroup_root: String,
     kubeconfig: PathBuf,
+    /// `(--server, --token)` when the agent joins with a token instead of a kubeconfig.
+    join: Option<(String, String)>,
     log: PathBuf,
 }
 
@@ -65,9 +67,19 @@ impl SkerryAgent {
             data_dir,
             node_name: node_name.to_string(),
             kubeconfig: server.kubeconfig.clone(),
+            join: None,
             log,
             dir,
         }
+    }
+
+    /// An agent that joins `server` with `token` (its kubeconfig: `DATA_DIR/kubeconfig`,
+    /// written by the join).
+    pub fn joining(server: &SkerryServer, node_name: &str, token: &str) -> SkerryAgent {
+        let mut agent = SkerryAgent::new(server, node_name);
+        agent.kubeconfig = agent.data_dir.join("kubeconfig");
+        agent.join = Some((server.url.clone(), token.to_string()));
+        agent
     }
 
     /// Starts (or restarts) the agent process.
@@ -76,6 +88,9 @@ impl SkerryAgent {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
             .args(["agent", "--node-name", &self.node_name, "--node-ip", NODE_IP])
+            .args(
+                self.join.iter().flat_map(|(server, token)| ["--server", server, "--token", token]),
+            )
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--data-dir")
@@ -158,16 +173,21 @@ impl Drop for SkerryAgent {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in entries.flatten() {
-                let root = h.path().join(&self.cgroup_root);
-                for sub in ["burstable", "besteffort", ""] {
-                    let _ = std::fs::remove_dir(root.join(sub));
-                }
+        remove_cgroup_root(&self.cgroup_root);
+    }
+}
+
+/// Removes the (emptied) QoS cgroups of an agent's cgroup root in every hierarchy.
+pub fn remove_cgroup_root(cgroup_root: &str) {
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in entries.flatten() {
+            let root = h.path().join(cgroup_root);
+            for sub in ["burstable", "besteffort", ""] {
+                let _ = std::fs::remove_dir(root.join(sub));
             }
         }
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.cgroup_root));
     }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(cgroup_root));
 }
 
 /// Polls `f` until it returns `Ok` (every 200 ms, at most `limit`); panics with the last error.

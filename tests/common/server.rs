@@ -1,4 +1,4 @@
-//! Running the real `skerry server --disable-agent` for end-to-end tests: each server gets its
+//! Running the real `skerry server` (`--disable-agent` unless asked) for end-to-end tests: each server gets its
 //! own temp data dir and an OS-chosen port (read back from the kubeconfig it writes), is ready
 //! once `/readyz` answers, and is killed when the handle drops. [`ApiClient`] sends raw HTTPS
 //! requests (HTTP/1.1, the admin client certificate or a bearer token) for the error-class
@@ -34,6 +34,8 @@ pub struct SkerryServer {
     args: Vec<String>,
     /// `--https-listen-port` (0: the OS picks; see `restart_same_port`).
     port: String,
+    /// The embedded agent's cgroup root, when it runs (see [`SkerryServer::start_with_agent`]).
+    agent_cgroup_root: Option<String>,
 }
 
 impl SkerryServer {
@@ -44,23 +46,45 @@ impl SkerryServer {
 
     /// A server with extra arguments (`{dir}` in an argument is replaced by the temp dir).
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_inner(args, None, |_| {})
+    }
+
+    /// A server with its embedded agent (node `node_name`, pods under a cgroup root of their
+    /// own); `prepare` runs on the data dir first (e.g. to import images into
+    /// `data_dir/agent`). On drop the agent's containers, sandboxes and devices are cleaned up.
+    pub fn start_with_agent(args: &[&str], node_name: &str, prepare: impl FnOnce(&Path)) -> Self {
+        let cgroup_root = format!("skerry-test-{node_name}-{}", std::process::id());
+        let mut all = vec!["--node-name", node_name, "--cgroup-root", &cgroup_root];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Self::start_inner(&all, Some(cgroup_root.clone()), prepare)
+    }
+
+    fn start_inner(
+        args: &[&str],
+        agent_cgroup_root: Option<String>,
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::Builder::new().prefix("skerry-server-test").tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let dir_str = dir.path().to_str().unwrap().to_string();
         let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &dir_str)).collect();
         let log = dir.path().join("server.log");
         let kubeconfig = data_dir.join("admin.kubeconfig");
-        let mut server =
-            SkerryServer {
-                child: None,
-                dir,
-                data_dir,
-                kubeconfig,
-                url: String::new(),
-                log,
-                args,
-                port: "0".into(),
-            };
+        let mut server = SkerryServer {
+            child: None,
+            dir,
+            data_dir,
+            kubeconfig,
+            url: String::new(),
+            log,
+            args,
+            port: "0".into(),
+            agent_cgroup_root,
+        };
+        std::fs::create_dir_all(&server.data_dir).unwrap();
+        prepare(&server.data_dir);
         server.spawn();
         server
     }
@@ -69,7 +93,9 @@ impl SkerryServer {
         let _ = std::fs::remove_file(&self.kubeconfig);
         let log = std::fs::File::create(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
-            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+            .arg("server")
+            .args(self.agent_cgroup_root.is_none().then_some("--disable-agent"))
+            .args(["--bind-address", "127.0.0.1"])
             .args(["--https-listen-port", &self.port, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
@@ -174,6 +200,18 @@ impl SkerryServer {
 impl Drop for SkerryServer {
     fn drop(&mut self) {
         self.kill();
+        let Some(cgroup_root) = &self.agent_cgroup_root else { return };
+        let agent_dir = self.data_dir.join("agent");
+        let _ = Command::new(env!("CARGO_BIN_EXE_skerry"))
+            .args(["agent", "--cleanup", "--config", "/dev/null", "--data-dir"])
+            .arg(&agent_dir)
+            .arg("--kubeconfig")
+            .arg(agent_dir.join("kubeconfig"))
+            .env("SKERRY_CGROUP_ROOT", cgroup_root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        super::agent::remove_cgroup_root(cgroup_root);
     }
 }
 

@@ -11,6 +11,7 @@
 //! the mapping of Kubernetes containers onto runtime specs.
 
 pub mod backoff;
+pub mod lookup;
 pub mod naming;
 pub mod spec;
 pub mod status;

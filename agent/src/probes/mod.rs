@@ -11,7 +11,7 @@
 //! retried up to 3 times within one run and never count towards the thresholds, as in kubelet.
 
 mod grpc;
-mod http;
+pub(crate) mod http;
 mod tcp;
 mod tracker;
 

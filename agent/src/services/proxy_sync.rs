@@ -39,7 +39,7 @@ pub fn proxied(svc: &Service, cluster_dns: IpAddr) -> bool {
 /// One service's new state for an incremental update.
 pub enum ServiceChange {
     /// Program the service with its slices.
-    Update(Service, Vec<EndpointSlice>),
+    Update(Box<Service>, Vec<EndpointSlice>),
     /// The service is gone (or no longer proxied).
     Remove(ServiceKey),
 }
@@ -131,7 +131,7 @@ impl ProxySync {
         }
         keys.iter()
             .map(|key| match service(key).filter(|s| self.proxies(s)) {
-                Some(svc) => ServiceChange::Update(svc, own.remove(key).unwrap_or_default()),
+                Some(svc) => ServiceChange::Update(Box::new(svc), own.remove(key).unwrap_or_default()),
                 None => ServiceChange::Remove(key.clone()),
             })
             .collect()

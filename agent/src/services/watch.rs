@@ -22,8 +22,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
-/// One event of one of the watches.
+/// One event of one of the watches (sizes differ a lot, but there is one in flight at a time).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// A Service event.
     Service(Event<Service>),

@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -74,15 +75,20 @@ pub(crate) fn serve(
     attach: bool,
     params: &Params,
 ) -> http::Response<Body> {
+    let tty = params.flag("tty");
     let wanted = Wanted {
         stdin: params.flag("stdin"),
         stdout: params.flag("stdout"),
-        stderr: params.flag("stderr"),
-        tty: params.flag("tty"),
+        // A terminal carries both outputs: no stderr stream with a tty (as the kubelet).
+        stderr: params.flag("stderr") && !tty,
+        tty,
     };
     let command = params.all("command");
     if !attach && command.is_empty() {
-        return status_response(http::StatusCode::BAD_REQUEST, "you must specify at least 1 command");
+        return status_response(
+            http::StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command",
+        );
     }
     if !(wanted.stdin || wanted.stdout || wanted.stderr) {
         return status_response(
@@ -109,7 +115,13 @@ pub(crate) fn serve(
             Upgrade::WebSocket { protocol, .. } => {
                 websocket_wiring(io, protocol == WEBSOCKET_PROTOCOLS[0], wanted)
             }
-            Upgrade::Spdy { .. } => spdy_wiring(io, wanted),
+            Upgrade::Spdy { .. } => match spdy_wiring(io, wanted).await {
+                Ok(wiring) => wiring,
+                Err(why) => {
+                    tracing::debug!(%why, "exec/attach over SPDY did not start");
+                    return;
+                }
+            },
         };
         if attach {
             run_attach(runtime, container_id, wanted, wiring).await;
@@ -209,7 +221,8 @@ async fn run_exec(
         (Some(rx), Some(pipe)) => feed(rx, pipe),
         _ => {}
     }
-    let stdout = process.stdout.take().map(|p| pump(p, wanted.stdout.then(|| out.clone()), Out::Stdout));
+    let stdout =
+        process.stdout.take().map(|p| pump(p, wanted.stdout.then(|| out.clone()), Out::Stdout));
     let stderr = process.stderr.take().map(|p| {
         // With a TTY the terminal carries both streams; stderr has only runtime errors then.
         let to = (wanted.stderr || wanted.tty).then(|| out.clone());
@@ -367,97 +380,166 @@ where
     }
 }
 
+/// How long a SPDY client may take to open the streams it asked for (the kubelet's
+/// `DefaultStreamCreationTimeout`).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SPDY streams (`streamtype`s) a client opens for a request: `error` always, then one per
+/// wanted stream, and `resize` with a tty. client-go opens them one at a time, each after the
+/// SYN_REPLY to the one before.
+fn expected_streams(wanted: Wanted) -> Vec<&'static str> {
+    let mut kinds = vec!["error"];
+    for (kind, on) in [
+        ("stdin", wanted.stdin),
+        ("stdout", wanted.stdout),
+        ("stderr", wanted.stderr && !wanted.tty),
+        ("resize", wanted.tty),
+    ] {
+        if on {
+            kinds.push(kind);
+        }
+    }
+    kinds
+}
+
+/// Stream ids by `streamtype`.
+#[derive(Debug, Default)]
+struct SpdyStreams(Vec<(String, u32)>);
+
+impl SpdyStreams {
+    fn id(&self, kind: &str) -> Option<u32> {
+        self.0.iter().find(|(k, _)| k == kind).map(|(_, id)| *id)
+    }
+
+    fn has_all(&self, kinds: &[&str]) -> bool {
+        kinds.iter().all(|kind| self.id(kind).is_some())
+    }
+}
+
 /// The SPDY stream protocol (`v4.channel.k8s.io`) as [`Wiring`]: one stream per channel,
 /// named by its `streamtype` header.
-fn spdy_wiring<IO>(io: IO, wanted: Wanted) -> Wiring
+///
+/// Resolves only once the client has opened every stream it asked for, as the kubelet does:
+/// the command must not start before. A command that finished first would otherwise send
+/// its `Status` and end the session (GOAWAY) while the client still waits for the SYN_REPLY
+/// to its next stream: spdystream stops reading at a GOAWAY, so kubectl failed with
+/// `Timeout occurred` (or `EOF`) and the output for the unopened streams was lost.
+async fn spdy_wiring<IO>(io: IO, wanted: Wanted) -> Result<Wiring, String>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut events, writer) = spdy::start(io);
+    let expected = expected_streams(wanted);
+    let mut streams = SpdyStreams::default();
+    // Data or resets on streams already open, while the others are being opened.
+    let mut early: Vec<Event> = Vec::new();
+    let opened = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
+        while !streams.has_all(&expected) {
+            match events.recv().await {
+                Some(Event::Stream { id, headers }) => {
+                    let kind = header(&headers, "streamtype").unwrap_or("").to_string();
+                    streams.0.push((kind, id));
+                }
+                Some(event) => early.push(event),
+                None => return Err("the client closed the session".to_string()),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let failure = match opened {
+        Ok(Ok(())) => None,
+        Ok(Err(why)) => Some(why),
+        Err(_) => {
+            Some(format!("timed out waiting for the client to open the streams {expected:?}"))
+        }
+    };
+    if let Some(why) = failure {
+        writer.go_away().await;
+        return Err(why);
+    }
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
     let (resize_tx, resize_rx) = mpsc::channel::<TermSize>(4);
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(64);
+    let (stdin_id, resize_id) = (streams.id("stdin"), streams.id("resize"));
+    // Input: its own task, so a full stdin pipe never holds up the output (and the process).
     tokio::spawn(async move {
-        let mut streams: Vec<(String, u32)> = Vec::new();
-        let id_of = |streams: &[(String, u32)], kind: &str| {
-            streams.iter().find(|(k, _)| k == kind).map(|(_, id)| *id)
-        };
         let mut stdin = Some(stdin_tx);
         let mut resize_buf = Vec::new();
-        let mut pending: Vec<Out> = Vec::new();
-        let mut finished = false;
+        let mut pending = early.into_iter();
         loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(Event::Stream { id, headers }) => {
-                        let kind = header(&headers, "streamtype").unwrap_or("").to_string();
-                        streams.push((kind, id));
-                    }
-                    Some(Event::Data { id, data, fin }) => {
-                        if Some(id) == id_of(&streams, "stdin") {
-                            if let (Some(tx), false) = (&stdin, data.is_empty()) {
-                                let _ = tx.send(Bytes::from(data)).await;
-                            }
-                            if fin {
-                                stdin = None;
-                            }
-                        } else if Some(id) == id_of(&streams, "resize") {
-                            resize_buf.extend_from_slice(&data);
-                            for size in parse_resizes(&mut resize_buf) {
-                                let _ = resize_tx.send(size).await;
-                            }
-                        }
-                    }
-                    Some(Event::Reset { id }) => {
-                        if Some(id) == id_of(&streams, "stdin") {
-                            stdin = None;
-                        }
-                    }
+            let event = match pending.next() {
+                Some(event) => event,
+                None => match events.recv().await {
+                    Some(event) => event,
                     // The client is gone: nothing more to deliver.
                     None => return,
                 },
-                out = out_rx.recv(), if !finished => match out {
-                    Some(out) => pending.push(out),
-                    None => finished = true,
-                },
-            }
-            // Output waits until the client has opened the stream it goes to.
-            let mut done = false;
-            let mut kept = Vec::new();
-            for out in pending.drain(..) {
-                let (kind, data, last) = match &out {
-                    Out::Stdout(b) => ("stdout", b.to_vec(), false),
-                    Out::Stderr(b) => ("stderr", b.to_vec(), false),
-                    Out::Status(status) => ("error", status.to_string().into_bytes(), true),
-                };
-                let Some(id) = id_of(&streams, kind) else {
-                    kept.push(out);
-                    continue;
-                };
-                if last {
-                    for kind in ["stdout", "stderr"] {
-                        if let Some(id) = id_of(&streams, kind) {
-                            writer.data(id, &[], true).await;
+            };
+            match event {
+                Event::Data { id, data, fin } if Some(id) == stdin_id => {
+                    if let (Some(tx), false) = (&stdin, data.is_empty()) {
+                        if tx.send(Bytes::from(data)).await.is_err() {
+                            stdin = None;
                         }
                     }
+                    if fin {
+                        stdin = None;
+                    }
                 }
-                if !writer.data(id, &data, last).await || last {
-                    done = true;
-                    break;
+                Event::Data { id, data, .. } if Some(id) == resize_id => {
+                    resize_buf.extend_from_slice(&data);
+                    for size in parse_resizes(&mut resize_buf) {
+                        let _ = resize_tx.send(size).await;
+                    }
                 }
-            }
-            pending = kept;
-            if done || (finished && pending.is_empty()) {
-                writer.go_away().await;
-                return;
+                Event::Reset { id } if Some(id) == stdin_id => stdin = None,
+                _ => {}
             }
         }
     });
-    Wiring {
+    tokio::spawn(spdy_output(writer, streams, out_rx));
+    Ok(Wiring {
         stdin: wanted.stdin.then_some(stdin_rx),
         resize: wanted.tty.then_some(resize_rx),
         out: out_tx,
+    })
+}
+
+/// Writes the command's output to the open SPDY streams, in order; then a FIN on the output
+/// streams, the `Status` on the error stream, and a GOAWAY that ends the session.
+async fn spdy_output(
+    writer: spdy::FrameWriter,
+    streams: SpdyStreams,
+    mut out: mpsc::Receiver<Out>,
+) {
+    let mut status = None;
+    while let Some(item) = out.recv().await {
+        let (kind, data) = match item {
+            Out::Stdout(data) => ("stdout", data),
+            Out::Stderr(data) => ("stderr", data),
+            Out::Status(last) => {
+                status = Some(last);
+                break;
+            }
+        };
+        // Output for a stream the client did not ask for has nowhere to go.
+        if let Some(id) = streams.id(kind) {
+            if !writer.data(id, &data, false).await {
+                return;
+            }
+        }
     }
+    for kind in ["stdout", "stderr"] {
+        if let Some(id) = streams.id(kind) {
+            writer.data(id, &[], true).await;
+        }
+    }
+    if let Some(id) = streams.id("error") {
+        let status = status.map(|s| s.to_string()).unwrap_or_default();
+        writer.data(id, status.as_bytes(), true).await;
+    }
+    writer.go_away().await;
 }
 
 #[cfg(test)]
@@ -484,5 +566,107 @@ mod tests {
         buf.extend_from_slice(br#"20,"Height":40}"#);
         assert_eq!(parse_resizes(&mut buf), [TermSize { width: 120, height: 40 }]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_spdy_streams_expected_are_the_ones_client_go_opens() {
+        let exec = Wanted { stdin: true, stdout: true, stderr: true, tty: false };
+        assert_eq!(expected_streams(exec), ["error", "stdin", "stdout", "stderr"]);
+        let terminal = Wanted { stdin: true, stdout: true, stderr: true, tty: true };
+        assert_eq!(expected_streams(terminal), ["error", "stdin", "stdout", "resize"]);
+    }
+
+    /// The client end of a SPDY session, as client-go's spdystream speaks it.
+    struct SpdyClient {
+        io: tokio::io::DuplexStream,
+        codec: spdy::frame::HeaderCodec,
+    }
+
+    impl SpdyClient {
+        async fn send(&mut self, frame: spdy::frame::Frame) {
+            let bytes = self.codec.encode(&frame);
+            self.io.write_all(&bytes).await.unwrap();
+        }
+
+        /// The next frame from the server; `None` once it closed the connection.
+        async fn recv(&mut self) -> Option<spdy::frame::Frame> {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 8];
+            self.io.read_exact(&mut buf).await.ok()?;
+            buf.resize(spdy::frame::frame_len(&buf).unwrap(), 0);
+            self.io.read_exact(&mut buf[8..]).await.unwrap();
+            Some(self.codec.decode(&buf).unwrap())
+        }
+
+        async fn open(&mut self, stream: u32, kind: &str) {
+            let headers = vec![("streamtype".to_string(), kind.to_string())];
+            let frame = spdy::frame::Frame::SynStream {
+                stream,
+                associated: 0,
+                priority: 0,
+                fin: false,
+                headers,
+            };
+            self.send(frame).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_that_ends_at_once_still_reaches_every_spdy_stream_the_client_opens() {
+        use spdy::frame::Frame;
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let wanted = Wanted { stdout: true, stderr: true, ..Default::default() };
+        // `hostname`: output and exit as soon as the command may start.
+        tokio::spawn(async move {
+            let wiring = spdy_wiring(server, wanted).await.unwrap();
+            wiring.out.send(Out::Stdout(Bytes::from_static(b"tunnel-pod\n"))).await.unwrap();
+            wiring.out.send(Out::Status(exit_status(0, &[]))).await.unwrap();
+        });
+        let mut client = SpdyClient { io: client, codec: Default::default() };
+        let mut data: std::collections::HashMap<u32, (Vec<u8>, bool)> = Default::default();
+        let mut record =
+            |frame: Frame, data: &mut std::collections::HashMap<u32, (Vec<u8>, bool)>| {
+                if let Frame::Data { stream, fin, data: bytes } = frame {
+                    let entry = data.entry(stream).or_default();
+                    entry.0.extend(bytes);
+                    entry.1 |= fin;
+                }
+            };
+        // As client-go: error, stdout, stderr, each opened once the one before has its reply.
+        for (id, kind) in [(1, "error"), (3, "stdout"), (5, "stderr")] {
+            client.open(id, kind).await;
+            loop {
+                match client.recv().await {
+                    Some(Frame::SynReply { stream, .. }) if stream == id => break,
+                    Some(Frame::GoAway { .. }) | None => {
+                        panic!("the session ended before the {kind} stream got its SYN_REPLY")
+                    }
+                    Some(frame) => record(frame, &mut data),
+                }
+            }
+        }
+        loop {
+            match client.recv().await {
+                Some(Frame::GoAway { .. }) | None => break,
+                Some(frame) => record(frame, &mut data),
+            }
+        }
+        assert_eq!(data[&3], (b"tunnel-pod\n".to_vec(), true), "stdout");
+        assert_eq!(data[&5], (Vec::new(), true), "stderr");
+        let (status, fin) = &data[&1];
+        assert!(fin);
+        let status: Value = serde_json::from_slice(status).unwrap();
+        assert_eq!(status["status"], "Success");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_before_opening_its_streams_starts_nothing() {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let wanted = Wanted { stdin: true, stdout: true, ..Default::default() };
+        let wiring = tokio::spawn(spdy_wiring(server, wanted));
+        let mut client = SpdyClient { io: client, codec: Default::default() };
+        client.open(1, "error").await;
+        drop(client);
+        assert!(wiring.await.unwrap().is_err());
     }
 }

@@ -11,6 +11,7 @@ pub mod validation;
 pub mod admission;
 pub mod authn;
 pub mod body;
+pub mod bootstrap_token;
 pub mod crd;
 mod delete;
 mod list;

@@ -12,6 +12,8 @@ pub enum Route {
     /// `/healthz`, `/livez`, `/readyz` (and their `/…/<check>` forms).
     Health(String),
     Version,
+    /// `/cacerts`: the cluster CA, unauthenticated (agents pin it by the hash in their token).
+    CaCerts,
     Metrics,
     /// `/openapi/v2`, `/openapi/v3` and `/openapi/v3/<group version>`: the path after `/openapi/`.
     OpenApi(String),
@@ -56,6 +58,7 @@ pub fn route(path: &str) -> Route {
             Route::Health(rest.first().map(|s| s.to_string()).unwrap_or_default())
         }
         ["version"] => Route::Version,
+        ["cacerts"] => Route::CaCerts,
         ["metrics"] => Route::Metrics,
         ["openapi", rest @ ..] if !rest.is_empty() => Route::OpenApi(rest.join("/")),
         ["skerry", "v1", "tunnel"] => Route::Tunnel,

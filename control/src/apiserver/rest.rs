@@ -42,10 +42,13 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
     // Authorization (RBAC) comes in a later part: any authenticated user may do anything.
     tracing::debug!(user = %call.user.name, verb, resource = %call.info.plural, "request");
     let main_verb_ok = call.info.verbs.iter().any(|v| v == verb);
+    // A CSR's `approval` is the object itself, like `status` (see `strategy::prepare_update`).
+    let approval = sub.as_deref() == Some("approval") && call.info.subresource("approval").is_some();
     match (verb, sub.as_deref()) {
         ("watch", None) if main_verb_ok => watch::watch(server, call).await,
         ("list", None) if main_verb_ok => list::list(server, call).await.map(Reply::from),
         ("get", None | Some("status")) if main_verb_ok => get(server, call).await.map(Reply::from),
+        ("get", Some("approval")) if approval => get(server, call).await.map(Reply::from),
         ("create", None)
             if main_verb_ok && (named || call.namespace().is_some() || !call.info.namespaced) =>
         {
@@ -58,6 +61,7 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
         ("update" | "patch", None | Some("status") | Some("finalize")) if main_verb_ok => {
             update(server, call).await
         }
+        ("update" | "patch", Some("approval")) if approval => update(server, call).await,
         ("get" | "update" | "patch", Some("scale")) => scale(server, call).await.map(Reply::from),
         ("delete", None) if main_verb_ok => delete::delete(server, call).await.map(Reply::from),
         ("deletecollection", None) if main_verb_ok => {
@@ -270,6 +274,7 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         admission::check_namespace(server.inner.store.as_ref(), &call.info, ns, &name).await?;
     }
     strategy::prepare_create(&call.info, &mut obj);
+    strategy::set_requester(&call.info, &mut obj, &call.user);
     defaults::apply(&call.info, &mut obj);
     validate_new(&call, &obj, &name)?;
     if crd::is_crd(&call.info) {

@@ -162,8 +162,12 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
 
     let mut api = opts.api.clone();
     api.secure_port = addr.port();
+    api.ca_pem = ca.cert_pem.clone();
     let server = ApiServer::new(store, api, tokens);
     bootstrap(&server).await.map_err(ServeError::Bootstrap)?;
+    super::bootstrap_token::ensure_node_token(&server, &opts.data_dir, &ca.cert_pem)
+        .await
+        .map_err(ServeError::Bootstrap)?;
     let tls = listener::tls_config(&serving.cert_pem, &serving.key_pem, &ca.cert_pem)?;
     let serving = tokio::spawn(listener::serve(listener, tls, server.clone()));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
@@ -171,7 +175,7 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
 }
 
 /// Sends one request through the handler as the system user; 409 AlreadyExists is fine.
-async fn ensure(server: &ApiServer, path: &str, body: Value) -> Result<(), ApiError> {
+pub(crate) async fn ensure(server: &ApiServer, path: &str, body: Value) -> Result<(), ApiError> {
     let request = http::Request::post(path)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))

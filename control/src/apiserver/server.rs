@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub advertise_address: IpAddr,
     /// The HTTPS port (the `kubernetes` service's target port).
     pub secure_port: u16,
+    /// The cluster CA certificate (PEM), served on `/cacerts` for joining agents.
+    pub ca_pem: String,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +61,7 @@ impl Default for ApiConfig {
             max_readonly_in_flight: 400,
             advertise_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             secure_port: 6443,
+            ca_pem: String::new(),
         }
     }
 }
@@ -197,8 +200,10 @@ impl ApiServer {
             _ => String::new(),
         };
         let response = match &route {
-            Route::Health(_) | Route::Version => self.unauthenticated(&route, &query).await,
-            _ => match transport_user.or_else(|| self.bearer_user(&parts.headers)) {
+            Route::Health(_) | Route::Version | Route::CaCerts => {
+                self.unauthenticated(&route, &query).await
+            }
+            _ => match self.authenticate(transport_user, &parts.headers).await {
                 None => body::error_response(&ApiError::unauthorized()),
                 Some(user) => {
                     let call = self.limited(route, query, parts, body, user, verb);
@@ -221,10 +226,17 @@ impl ApiServer {
         response
     }
 
-    fn bearer_user(&self, headers: &HeaderMap) -> Option<User> {
+    /// The transport's user, else the bearer token's: a static token, or a bootstrap token.
+    async fn authenticate(&self, transport_user: Option<User>, headers: &HeaderMap) -> Option<User> {
+        if transport_user.is_some() {
+            return transport_user;
+        }
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
-        self.inner.tokens.authenticate(token.trim())
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        match self.inner.tokens.authenticate(token) {
+            Some(user) => Some(user),
+            None => super::bootstrap_token::authenticate(self, token).await,
+        }
     }
 
     async fn limited<B>(
@@ -332,6 +344,12 @@ impl ApiServer {
     async fn unauthenticated(&self, route: &Route, query: &Query) -> Response<ApiBody> {
         match route {
             Route::Version => body::object_response(StatusCode::OK, &version_info(), Output::Json),
+            // What a joining agent pins by the hash in its token (k3s serves the same path).
+            Route::CaCerts if !self.inner.config.ca_pem.is_empty() => body::text_response(
+                StatusCode::OK,
+                self.inner.config.ca_pem.clone(),
+                "text/plain; charset=utf-8",
+            ),
             Route::Health(check) => {
                 let ok = check == "ping" || self.store_healthy().await;
                 let (sign, word) = if ok { ("+", "ok") } else { ("-", "failed") };

@@ -49,6 +49,24 @@ pub fn present(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+/// A new CertificateSigningRequest records who asked, whatever the body says (the reference's
+/// CSR strategy): approvers and signers decide by `spec.username` and `spec.groups`.
+pub fn set_requester(info: &ResourceInfo, obj: &mut Value, user: &crate::apiserver::authn::User) {
+    if info.group != "certificates.k8s.io" || info.kind != "CertificateSigningRequest" {
+        return;
+    }
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("username".into(), json!(user.name));
+        spec.insert("groups".into(), json!(user.groups));
+        spec.remove("extra");
+        if user.uid.is_empty() {
+            spec.remove("uid");
+        } else {
+            spec.insert("uid".into(), json!(user.uid));
+        }
+    }
+}
+
 /// Fills the server-owned fields of a new object and resets what clients may not set.
 pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
     meta::set_meta(obj, "uid", json!(meta::new_uid()));
@@ -138,6 +156,18 @@ pub fn prepare_update(
                         map.remove("status");
                     }
                 }
+            }
+            merged
+        }
+        Some("approval") => {
+            // A CSR's approval changes only its conditions (Approved/Denied), nothing else.
+            let mut merged = old.clone();
+            let conditions = new.pointer("/status/conditions").cloned().unwrap_or(Value::Null);
+            match merged.get_mut("status").and_then(Value::as_object_mut) {
+                Some(status) => {
+                    status.insert("conditions".into(), conditions);
+                }
+                None => merged["status"] = json!({"conditions": conditions}),
             }
             merged
         }

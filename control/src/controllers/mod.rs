@@ -3,10 +3,15 @@
 //! queue to the informers it needs and spawns its workers; it acts as
 //! `system:kube-controller-manager` through the in-process client.
 
-// mod deployment; (in progress)
+mod certificates;
+mod deployment;
 mod endpoints;
 mod endpointslice;
+mod garbagecollector;
+mod namespace;
+mod nodeipam;
 mod replicaset;
+mod serviceaccount;
 pub mod util;
 
 use std::net::Ipv4Addr;
@@ -27,6 +32,8 @@ pub struct ControllerOptions {
     pub node_monitor_grace_period: Duration,
     /// Workers per controller.
     pub workers: usize,
+    /// The cluster CA, for signing approved client certificate requests (`None`: not signed).
+    pub ca: Option<Arc<crate::pki::ClusterCa>>,
 }
 
 impl Default for ControllerOptions {
@@ -36,6 +43,7 @@ impl Default for ControllerOptions {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(40),
             workers: 4,
+            ca: None,
         }
     }
 }
@@ -50,7 +58,12 @@ const CONTROLLERS: &[(&str, &str, Start)] = &[
     ("replicationcontroller", "replication-controller", replicaset::start_replication_controllers),
     (endpoints::NAME, endpoints::COMPONENT, endpoints::start),
     (endpointslice::NAME, endpointslice::COMPONENT, endpointslice::start),
-    // ("deployment", "deployment-controller", deployment::start),
+    (namespace::NAME, namespace::COMPONENT, namespace::start),
+    (garbagecollector::NAME, garbagecollector::COMPONENT, garbagecollector::start),
+    (serviceaccount::NAME, serviceaccount::COMPONENT, serviceaccount::start),
+    (nodeipam::NAME, nodeipam::COMPONENT, nodeipam::start),
+    ("deployment", "deployment-controller", deployment::start),
+    (certificates::NAME, certificates::COMPONENT, certificates::start),
 ];
 
 /// The names `--disable-controllers` accepts.

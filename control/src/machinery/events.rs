@@ -35,12 +35,15 @@ impl EventType {
 type DedupKey = (String, String, String, String);
 
 /// Writes Events as one component (`replicaset-controller`, `default-scheduler`, …).
+/// An event already written: (namespace, name, count).
+type SeenEvent = (String, String, i32);
+
 #[derive(Clone)]
 pub struct EventRecorder {
     client: Client,
     component: String,
     /// Last event name and count per (uid, type, reason, message).
-    seen: Arc<Mutex<HashMap<DedupKey, (String, String, i32)>>>,
+    seen: Arc<Mutex<HashMap<DedupKey, SeenEvent>>>,
 }
 
 impl EventRecorder {

@@ -25,7 +25,12 @@ pub struct AffinityTerm {
 
 impl AffinityTerm {
     /// Resolves `term` of a pod in `namespace`.
-    pub fn new(term: &PodAffinityTerm, namespace: &str, objects: &ClusterObjects, weight: i64) -> AffinityTerm {
+    pub fn new(
+        term: &PodAffinityTerm,
+        namespace: &str,
+        objects: &ClusterObjects,
+        weight: i64,
+    ) -> AffinityTerm {
         let mut namespaces: HashSet<String> = term.namespaces.iter().flatten().cloned().collect();
         let mut all_namespaces = false;
         match &term.namespace_selector {
@@ -72,7 +77,8 @@ impl AffinityTerm {
     }
 }
 
-/// Which of a pod's terms to read.
+/// Which of a pod's terms to read (the reference's four term lists).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
     RequiredAffinity,
@@ -94,22 +100,26 @@ pub fn terms_of(pod: &Pod, kind: Kind, objects: &ClusterObjects) -> Vec<Affinity
         terms
             .into_iter()
             .flatten()
-            .map(|t| AffinityTerm::new(&t.pod_affinity_term, namespace, objects, i64::from(t.weight)))
+            .map(|t| {
+                AffinityTerm::new(&t.pod_affinity_term, namespace, objects, i64::from(t.weight))
+            })
             .collect()
     };
     match kind {
-        Kind::RequiredAffinity => {
-            required(affinity_part.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()))
-        }
-        Kind::RequiredAntiAffinity => {
-            required(anti_part.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()))
-        }
-        Kind::PreferredAffinity => {
-            preferred(affinity_part.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()))
-        }
-        Kind::PreferredAntiAffinity => {
-            preferred(anti_part.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()))
-        }
+        Kind::RequiredAffinity => required(
+            affinity_part
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+        Kind::RequiredAntiAffinity => required(
+            anti_part.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+        Kind::PreferredAffinity => preferred(
+            affinity_part
+                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+        Kind::PreferredAntiAffinity => preferred(
+            anti_part.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
+        ),
     }
 }
 

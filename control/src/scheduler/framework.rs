@@ -107,7 +107,8 @@ mod tests {
     #[test]
     fn message_counts_and_sorts_reasons_like_the_reference() {
         let mut e = FitError { num_nodes: 3, ..FitError::default() };
-        e.rejections.insert("a".into(), Rejection::unresolvable("node(s) had untolerated taint {k: v}"));
+        e.rejections
+            .insert("a".into(), Rejection::unresolvable("node(s) had untolerated taint {k: v}"));
         e.rejections.insert("b".into(), Rejection::unschedulable("Insufficient memory"));
         e.rejections.insert("c".into(), Rejection::unschedulable("Insufficient memory"));
         assert_eq!(

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use super::resources::{node_allocatable, pod_nonzero_requests, pod_requests, Resources};
 use super::affinity_terms::has_pod_affinity;
+use super::resources::{node_allocatable, pod_nonzero_requests, pod_requests, Resources};
 use super::selectors::labels_of;
 
 /// One host port a pod claims: protocol, IP (`0.0.0.0` when unset) and port.
@@ -66,7 +66,11 @@ impl PodInfo {
                 let port = p.host_port.filter(|&h| h > 0)?;
                 Some(HostPort {
                     protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                    ip: p.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".into()),
+                    ip: p
+                        .host_ip
+                        .clone()
+                        .filter(|ip| !ip.is_empty())
+                        .unwrap_or_else(|| "0.0.0.0".into()),
                     port,
                 })
             })
@@ -268,8 +272,11 @@ mod tests {
 
     #[test]
     fn host_ports_default_protocol_and_ip() {
-        let p = pod("a", json!({"spec": {"containers": [{"name": "c", "image": "x",
-            "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}}));
+        let p = pod(
+            "a",
+            json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}}),
+        );
         assert_eq!(p.host_ports.len(), 1);
         assert_eq!(p.host_ports[0].protocol, "TCP");
         assert_eq!(p.host_ports[0].ip, "0.0.0.0");

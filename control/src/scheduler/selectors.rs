@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Labels of an object, empty when it has none.
-pub fn labels_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &BTreeMap<String, String> {
+pub fn labels_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &BTreeMap<String, String> {
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     meta.labels.as_ref().unwrap_or(&EMPTY)
 }
@@ -44,10 +46,9 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) ->
         "DoesNotExist" => value.is_none(),
         // Gt/Lt compare integers; a non-integer label or a malformed bound matches nothing.
         "Gt" | "Lt" => {
-            let (Some(actual), Some(bound)) = (
-                value.and_then(|v| as_int(v)),
-                values.first().and_then(|v| as_int(v)),
-            ) else {
+            let (Some(actual), Some(bound)) =
+                (value.and_then(|v| as_int(v)), values.first().and_then(|v| as_int(v)))
+            else {
                 return false;
             };
             if req.operator == "Gt" {
@@ -114,7 +115,9 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
     match operator {
         "Exists" => true,
-        "Equal" | "" => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Equal" | "" => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
         _ => false,
     }
 }
@@ -141,16 +144,40 @@ mod tests {
     fn node_selector_operators() {
         let n = node(json!({"zone": "a", "cores": "8"}));
         let cases = [
-            (json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}), true),
-            (json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}), false),
-            (json!({"matchExpressions": [{"key": "gpu", "operator": "NotIn", "values": ["x"]}]}), true),
+            (
+                json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}),
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}),
+                false,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "gpu", "operator": "NotIn", "values": ["x"]}]}),
+                true,
+            ),
             (json!({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}), true),
             (json!({"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}), false),
-            (json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]}), true),
-            (json!({"matchExpressions": [{"key": "cores", "operator": "Lt", "values": ["4"]}]}), false),
-            (json!({"matchExpressions": [{"key": "zone", "operator": "Gt", "values": ["4"]}]}), false),
-            (json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}), true),
-            (json!({"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}), false),
+            (
+                json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]}),
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "cores", "operator": "Lt", "values": ["4"]}]}),
+                false,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "zone", "operator": "Gt", "values": ["4"]}]}),
+                false,
+            ),
+            (
+                json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}),
+                true,
+            ),
+            (
+                json!({"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}),
+                false,
+            ),
             (json!({}), false),
         ];
         for (t, want) in cases {
@@ -165,18 +192,27 @@ mod tests {
         assert!(label_selector_matches(&sel(json!({})), &labels));
         assert!(label_selector_matches(&sel(json!({"matchLabels": {"app": "web"}})), &labels));
         assert!(!label_selector_matches(&sel(json!({"matchLabels": {"app": "db"}})), &labels));
-        let not_in = json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]});
+        let not_in =
+            json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]});
         assert!(!label_selector_matches(&sel(not_in), &labels));
     }
 
     #[test]
     fn tolerations_match_key_value_and_effect() {
-        let taint = Taint { key: "k".into(), value: Some("v".into()), effect: "NoSchedule".into(), ..Default::default() };
+        let taint = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
         let tol = |v: serde_json::Value| serde_json::from_value::<Toleration>(v).unwrap();
         assert!(tolerates(&tol(json!({"key": "k", "value": "v", "effect": "NoSchedule"})), &taint));
         assert!(tolerates(&tol(json!({"key": "k", "operator": "Exists"})), &taint));
         assert!(tolerates(&tol(json!({"operator": "Exists"})), &taint));
         assert!(!tolerates(&tol(json!({"key": "k", "value": "w"})), &taint));
-        assert!(!tolerates(&tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
+        assert!(!tolerates(
+            &tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})),
+            &taint
+        ));
     }
 }

@@ -497,6 +497,14 @@ impl PodNetwork {
         Ok(())
     }
 
+    /// Puts `ip`/32 on the bridge: a node-local service address (the cluster DNS) that pods
+    /// reach without a Service hop, and that goes away with the bridge on cleanup.
+    pub async fn add_bridge_address(&self, ip: Ipv4Addr) -> Result<(), PodNetError> {
+        links::add_address(&self.handle, self.bridge_index, ip, 32)
+            .await
+            .map_err(nl("bridge service address"))
+    }
+
     /// The link index of `bridge` (for tests and diagnostics).
     pub fn bridge_index(&self) -> u32 {
         self.bridge_index

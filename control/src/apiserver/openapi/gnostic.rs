@@ -124,6 +124,7 @@ pub struct Parameter {
 pub mod parameter {
     /// `oneof oneof`.
     #[derive(Clone, PartialEq, prost::Oneof)]
+    #[allow(clippy::large_enum_variant)] // prost's shape for a protobuf oneof
     pub enum Oneof {
         #[prost(message, tag = "1")]
         BodyParameter(super::BodyParameter),

@@ -21,7 +21,10 @@ const MAX_HISTORY_CHARS: usize = 2000;
 
 /// Annotations that belong to the ReplicaSet, not copied from the Deployment.
 fn skip_copy(key: &str) -> bool {
-    matches!(key, LAST_APPLIED | REVISION | REVISION_HISTORY | DESIRED_REPLICAS | MAX_REPLICAS | ROLLBACK_TO)
+    matches!(
+        key,
+        LAST_APPLIED | REVISION | REVISION_HISTORY | DESIRED_REPLICAS | MAX_REPLICAS | ROLLBACK_TO
+    )
 }
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -137,7 +140,10 @@ mod tests {
     fn a_new_replica_set_gets_revision_replicas_and_the_deployments_annotations() {
         let mut d = Deployment::default();
         d.metadata.annotations = Some(
-            [("team", "edge"), (REVISION, "7")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            [("team", "edge"), (REVISION, "7")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         );
         let mut rs = ReplicaSet::default();
         assert!(set_new_replica_set_annotations(&d, &mut rs, 3, false, 4, 5));

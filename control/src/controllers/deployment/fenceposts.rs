@@ -11,7 +11,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 pub struct InvalidIntOrPercent(pub String);
 
 /// `value` as a number of pods out of `total` (the reference's `GetScaledValueFromIntOrPercent`).
-pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, InvalidIntOrPercent> {
+pub fn scaled_value(
+    value: &IntOrString,
+    total: i32,
+    round_up: bool,
+) -> Result<i32, InvalidIntOrPercent> {
     match value {
         IntOrString::Int(n) => Ok(*n),
         IntOrString::String(s) => {
@@ -20,7 +24,8 @@ pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| InvalidIntOrPercent(s.clone()))?;
             let scaled = percent * i64::from(total);
-            let value = if round_up { (scaled + 99).div_euclid(100) } else { scaled.div_euclid(100) };
+            let value =
+                if round_up { (scaled + 99).div_euclid(100) } else { scaled.div_euclid(100) };
             Ok(i32::try_from(value).unwrap_or(i32::MAX))
         }
     }
@@ -113,7 +118,11 @@ mod tests {
                                   "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 9}}}
         }))
         .unwrap();
-        assert_eq!((max_surge(&d), max_unavailable(&d)), (1, 4), "unavailability capped at replicas");
+        assert_eq!(
+            (max_surge(&d), max_unavailable(&d)),
+            (1, 4),
+            "unavailability capped at replicas"
+        );
         let mut recreate = d.clone();
         recreate.spec.as_mut().unwrap().strategy.as_mut().unwrap().type_ = Some("Recreate".into());
         assert_eq!((max_surge(&recreate), max_unavailable(&recreate)), (0, 0));

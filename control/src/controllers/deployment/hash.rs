@@ -73,7 +73,10 @@ mod tests {
         assert_eq!(a, compute(&template("busybox:1"), None));
         assert_ne!(a, compute(&template("busybox:2"), None));
         assert_ne!(a, compute(&template("busybox:1"), Some(1)));
-        assert_ne!(compute(&template("busybox:1"), Some(1)), compute(&template("busybox:1"), Some(2)));
+        assert_ne!(
+            compute(&template("busybox:1"), Some(1)),
+            compute(&template("busybox:1"), Some(2))
+        );
         assert!(a.bytes().all(|b| ALPHANUMS.contains(&b)), "{a}");
         assert!(!a.is_empty() && a.len() <= 10);
     }

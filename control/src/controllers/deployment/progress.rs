@@ -24,7 +24,13 @@ pub const PAUSED: &str = "DeploymentPaused";
 pub const RESUMED: &str = "DeploymentResumed";
 
 /// A condition stamped `now`.
-pub fn condition(type_: &str, status: &str, reason: &str, message: String, now: Timestamp) -> DeploymentCondition {
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> DeploymentCondition {
     DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -69,7 +75,12 @@ pub fn has_progress_deadline(d: &Deployment) -> bool {
 
 /// The reference's `calculateStatus`: counts from the ReplicaSets, conditions carried over,
 /// `Available` recomputed.
-pub fn calculate(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>, now: Timestamp) -> DeploymentStatus {
+pub fn calculate(
+    d: &Deployment,
+    all: &[ReplicaSet],
+    new_rs: Option<&ReplicaSet>,
+    now: Timestamp,
+) -> DeploymentStatus {
     let (total, ready, available) = total_status(all);
     let updated = new_rs.map_or(0, |rs| rs.status.as_ref().map_or(0, |s| s.replicas));
     let unavailable = (total_spec(all) - available).max(0);
@@ -86,9 +97,21 @@ pub fn calculate(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>
         terminating_replicas: None,
     };
     let next = if available >= replicas(d) - max_unavailable(d) {
-        condition(AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), now)
+        condition(
+            AVAILABLE,
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            now,
+        )
     } else {
-        condition(AVAILABLE, "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), now)
+        condition(
+            AVAILABLE,
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            now,
+        )
     };
     set(&mut status, next);
     status
@@ -118,7 +141,11 @@ pub fn progressing(d: &Deployment, next: &DeploymentStatus) -> bool {
 
 /// How long until the progress deadline of `status` passes (`None` without a running clock:
 /// no deadline, no Progressing condition, or already complete or timed out).
-pub fn until_deadline(d: &Deployment, status: &DeploymentStatus, now: Timestamp) -> Option<SignedDuration> {
+pub fn until_deadline(
+    d: &Deployment,
+    status: &DeploymentStatus,
+    now: Timestamp,
+) -> Option<SignedDuration> {
     if !has_progress_deadline(d) {
         return None;
     }
@@ -142,7 +169,12 @@ pub fn timed_out(d: &Deployment, status: &DeploymentStatus, now: Timestamp) -> b
 
 /// The reference's `syncRolloutStatus` conditions: complete, progressing, or timed out; and
 /// the first `ReplicaFailure` of the ReplicaSets (the new one first) carried over.
-pub fn rollout_status(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>, now: Timestamp) -> DeploymentStatus {
+pub fn rollout_status(
+    d: &Deployment,
+    all: &[ReplicaSet],
+    new_rs: Option<&ReplicaSet>,
+    now: Timestamp,
+) -> DeploymentStatus {
     let mut status = calculate(d, all, new_rs, now);
     if !has_progress_deadline(d) {
         remove(&mut status, PROGRESSING);
@@ -176,7 +208,8 @@ pub fn rollout_status(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&Replic
         }
     }
     let failure = new_rs.into_iter().chain(all.iter()).find_map(|rs| {
-        let cond = rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == REPLICA_FAILURE)?;
+        let cond =
+            rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == REPLICA_FAILURE)?;
         Some(DeploymentCondition {
             type_: REPLICA_FAILURE.into(),
             status: cond.status.clone(),
@@ -223,7 +256,10 @@ mod tests {
         let status = rollout_status(&d, &[], None, now);
         let cond = get(&status, PROGRESSING).unwrap();
         assert_eq!((cond.status.as_str(), cond.reason.as_deref()), ("False", Some(TIMED_OUT)));
-        assert_eq!(get(&status, AVAILABLE).unwrap().reason.as_deref(), Some("MinimumReplicasUnavailable"));
+        assert_eq!(
+            get(&status, AVAILABLE).unwrap().reason.as_deref(),
+            Some("MinimumReplicasUnavailable")
+        );
 
         let d = deployment(60, 30, now);
         let status = rollout_status(&d, &[], None, now);

@@ -26,7 +26,8 @@ pub fn status_replicas(rs: &ReplicaSet) -> (i32, i32, i32) {
 }
 
 fn template_without_hash(template: Option<&PodTemplateSpec>) -> Value {
-    let mut value = template.map_or(Value::Null, |t| serde_json::to_value(t).unwrap_or(Value::Null));
+    let mut value =
+        template.map_or(Value::Null, |t| serde_json::to_value(t).unwrap_or(Value::Null));
     if let Some(labels) = value.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
         labels.remove(POD_TEMPLATE_HASH);
         if labels.is_empty() {
@@ -87,7 +88,9 @@ pub fn total_spec(sets: &[ReplicaSet]) -> i32 {
 
 /// Sums of `status.replicas`, `readyReplicas` and `availableReplicas`.
 pub fn total_status(sets: &[ReplicaSet]) -> (i32, i32, i32) {
-    sets.iter().map(status_replicas).fold((0, 0, 0), |(r, rd, a), (r2, rd2, a2)| (r + r2, rd + rd2, a + a2))
+    sets.iter()
+        .map(status_replicas)
+        .fold((0, 0, 0), |(r, rd, a), (r2, rd2, a2)| (r + r2, rd + rd2, a + a2))
 }
 
 /// How many pods the new ReplicaSet may have now (the reference's `NewRSNewReplicas`).
@@ -107,7 +110,10 @@ pub fn new_rs_new_replicas(d: &Deployment, all: &[ReplicaSet], new_rs: &ReplicaS
 }
 
 /// The only active ReplicaSet, or the newest if none is active (`None` when several are).
-pub fn find_active_or_latest(new_rs: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Option<ReplicaSet> {
+pub fn find_active_or_latest(
+    new_rs: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
+) -> Option<ReplicaSet> {
     if new_rs.is_none() && old.is_empty() {
         return None;
     }

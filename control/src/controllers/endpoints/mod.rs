@@ -69,6 +69,7 @@ fn desired_labels(service: &Service) -> BTreeMap<String, String> {
 
 async fn reconcile(ctx: &Context<ControllerOptions>, key: &ObjectKey) -> Result<Action, ControlError> {
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    tracing::info!(%key, "DEBUG ep start");
     let cached = ctx.informers.get::<Endpoints>().get(key.namespace(), &key.name);
     let Some(service) = ctx.informers.get::<Service>().get(key.namespace(), &key.name) else {
         // The service is gone: so are its endpoints (as in the reference).

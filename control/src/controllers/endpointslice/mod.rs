@@ -153,6 +153,7 @@ impl Controller {
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ControlError> {
         let slices = self.ctx.informers.get::<EndpointSlice>();
+        tracing::info!(%key, "DEBUG start");
         let cached: Vec<Arc<EndpointSlice>> = slices
             .list_namespace(&key.namespace)
             .into_iter()
@@ -160,16 +161,18 @@ impl Controller {
             .collect();
         if !self.cache_caught_up(key, &cached) {
             // The informer wakes us when our writes arrive; the delay is a safety net.
+            tracing::info!(%key, "DEBUG not caught up");
             return Ok(Action::RequeueAfter(Duration::from_secs(1)));
         }
         let service = self.ctx.informers.get::<Service>().get(key.namespace(), &key.name);
         let writes = match &service {
             // Gone: its slices go (the garbage collector would too, through the owner).
             None => cached.iter().map(|s| Write::Delete(s.name_any())).collect(),
-            Some(service) if service.metadata.deletion_timestamp.is_some() => return Ok(Action::Done),
+            Some(service) if service.metadata.deletion_timestamp.is_some() => { tracing::info!("DEBUG deleting"); return Ok(Action::Done) },
             Some(service) if svcutil::selector(service).is_none() => return Ok(Action::Done),
             Some(service) => self.plan(service, &cached),
         };
+        tracing::info!(%key, cached = ?cached.iter().map(|s| (s.name_any(), s.resource_version(), s.endpoints.len())).collect::<Vec<_>>(), writes = writes.len(), "DEBUG slice sync");
         self.apply(key, service.as_deref(), writes).await?;
         Ok(Action::Done)
     }

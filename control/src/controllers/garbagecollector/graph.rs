@@ -129,12 +129,9 @@ impl Graph {
         self.nodes.values().filter(|n| &n.resource_key() == key).map(|n| n.uid.clone()).collect()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 }
 

@@ -27,7 +27,7 @@ use kube::Client;
 
 use super::util::discovery::ServedResource;
 use super::ControllerOptions;
-use crate::machinery::{run_workers, Context, EventRecorder, WorkQueue};
+use crate::machinery::{run_workers, Context, WorkQueue};
 use graph::{Graph, Node};
 
 /// The name `--disable-controllers` takes.
@@ -38,7 +38,6 @@ pub const COMPONENT: &str = "garbage-collector-controller";
 /// The collector's shared state: the graph, the queue of uids, and what discovery found.
 pub(crate) struct Collector {
     client: Client,
-    events: EventRecorder,
     queue: WorkQueue<String>,
     graph: Mutex<Graph>,
     /// Every served resource (for resolving an owner's apiVersion/kind).
@@ -114,7 +113,6 @@ impl Collector {
 pub fn start(ctx: Context<ControllerOptions>) {
     let collector = Arc::new(Collector {
         client: ctx.client.clone(),
-        events: ctx.events.clone(),
         queue: WorkQueue::new(),
         graph: Mutex::default(),
         resources: RwLock::default(),

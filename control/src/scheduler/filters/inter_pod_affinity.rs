@@ -52,7 +52,12 @@ pub fn pre_filter(pod: &PodInfo, nodes: &[&NodeInfo], objects: &ClusterObjects) 
     state
 }
 
-fn count(terms: &[AffinityTerm], counts: &mut [HashMap<String, usize>], pod: &PodInfo, node: &NodeInfo) {
+fn count(
+    terms: &[AffinityTerm],
+    counts: &mut [HashMap<String, usize>],
+    pod: &PodInfo,
+    node: &NodeInfo,
+) {
     for (term, counts) in terms.iter().zip(counts.iter_mut()) {
         if let Some(value) = term.domain(node).filter(|_| term.matches(pod)) {
             *counts.entry(value.clone()).or_insert(0) += 1;
@@ -64,7 +69,9 @@ fn count(terms: &[AffinityTerm], counts: &mut [HashMap<String, usize>], pod: &Po
 pub fn filter(state: &AffinityState, pod: &PodInfo, node: &NodeInfo) -> Verdict {
     let labels = node.labels();
     if state.excluded.iter().any(|(key, value)| labels.get(key) == Some(value)) {
-        return Err(Rejection::unschedulable("node(s) didn't satisfy existing pods anti-affinity rules"));
+        return Err(Rejection::unschedulable(
+            "node(s) didn't satisfy existing pods anti-affinity rules",
+        ));
     }
     if !state.affinity.is_empty() {
         let none_anywhere = state.affinity_counts.iter().all(HashMap::is_empty);
@@ -94,10 +101,13 @@ mod tests {
     use serde_json::json;
 
     fn web(name: &str, rule: &str) -> PodInfo {
-        pod(name, json!({"metadata": {"labels": {"app": "web"}}, "spec": {"affinity": {rule: {
+        pod(
+            name,
+            json!({"metadata": {"labels": {"app": "web"}}, "spec": {"affinity": {rule: {
             "requiredDuringSchedulingIgnoredDuringExecution": [{
                 "labelSelector": {"matchLabels": {"app": "web"}},
-                "topologyKey": "kubernetes.io/hostname"}]}}}}))
+                "topologyKey": "kubernetes.io/hostname"}]}}}}),
+        )
     }
 
     fn check(incoming: &PodInfo, nodes: &[NodeInfo]) -> Vec<Verdict> {
@@ -128,12 +138,18 @@ mod tests {
         let first = check(&web("a", "podAffinity"), &[node("n1", "1", "1Gi", json!({}))]);
         assert!(first[0].is_ok(), "the first pod of the group matches its own term");
         let nodes = [
-            with_pods(node("n1", "1", "1Gi", json!({})), vec![pod("x", json!({"metadata": {"labels": {"app": "web"}}}))]),
+            with_pods(
+                node("n1", "1", "1Gi", json!({})),
+                vec![pod("x", json!({"metadata": {"labels": {"app": "web"}}}))],
+            ),
             node("n2", "1", "1Gi", json!({})),
         ];
         let verdicts = check(&web("b", "podAffinity"), &nodes);
         assert!(verdicts[0].is_ok());
-        assert_eq!(verdicts[1].clone().unwrap_err().reasons, ["node(s) didn't match pod affinity rules"]);
+        assert_eq!(
+            verdicts[1].clone().unwrap_err().reasons,
+            ["node(s) didn't match pod affinity rules"]
+        );
     }
 
     #[test]
@@ -141,10 +157,15 @@ mod tests {
         let mut other = pod("x", json!({"metadata": {"labels": {"app": "db"}}}));
         other.namespace = "prod".into();
         let nodes = [with_pods(node("n1", "1", "1Gi", json!({})), vec![other])];
-        let term = |ns_sel: serde_json::Value| pod("p", json!({"spec": {"affinity": {"podAntiAffinity": {
+        let term = |ns_sel: serde_json::Value| {
+            pod(
+                "p",
+                json!({"spec": {"affinity": {"podAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [{
                 "labelSelector": {"matchLabels": {"app": "db"}}, "namespaceSelector": ns_sel,
-                "topologyKey": "kubernetes.io/hostname"}]}}}}));
+                "topologyKey": "kubernetes.io/hostname"}]}}}}),
+            )
+        };
         assert!(check(&term(json!(null)), &nodes)[0].is_ok(), "own namespace only");
         assert!(check(&term(json!({})), &nodes)[0].is_err(), "{{}} selects every namespace");
     }

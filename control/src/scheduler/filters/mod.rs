@@ -26,7 +26,11 @@ pub struct CycleState {
 impl CycleState {
     /// Works out the cluster-wide state for `pod`; a reason that rules out every node (a
     /// missing claim, ...) as the error.
-    pub fn new(pod: &PodInfo, nodes: &[&NodeInfo], objects: &ClusterObjects) -> Result<CycleState, String> {
+    pub fn new(
+        pod: &PodInfo,
+        nodes: &[&NodeInfo],
+        objects: &ClusterObjects,
+    ) -> Result<CycleState, String> {
         let volumes = volume_binding::pre_filter(&pod.pod, objects)?;
         Ok(CycleState {
             affinity: inter_pod_affinity::pre_filter(pod, nodes, objects),

@@ -27,18 +27,22 @@ mod tests {
     fn node_selector_must_match_labels() {
         let n = node("n1", "1", "1Gi", json!({"metadata": {"labels": {"disk": "ssd"}}}));
         assert!(filter(&pod("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}})), &n).is_ok());
-        let err = filter(&pod("p", json!({"spec": {"nodeSelector": {"disk": "hdd"}}})), &n).unwrap_err();
+        let err =
+            filter(&pod("p", json!({"spec": {"nodeSelector": {"disk": "hdd"}}})), &n).unwrap_err();
         assert_eq!(err.reasons, [REASON]);
     }
 
     #[test]
     fn required_affinity_terms_are_ored() {
         let n = node("n1", "1", "1Gi", json!({"metadata": {"labels": {"zone": "b"}}}));
-        let p = pod("p", json!({"spec": {"affinity": {"nodeAffinity": {
+        let p = pod(
+            "p",
+            json!({"spec": {"affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
-            ]}}}}}));
+            ]}}}}}),
+        );
         assert!(filter(&p, &n).is_ok());
         let other = node("n2", "1", "1Gi", json!({"metadata": {"labels": {"zone": "b"}}}));
         assert!(filter(&p, &other).is_err());

@@ -10,7 +10,8 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo) -> Verdict {
         return Ok(());
     }
     let taken = node.pods.iter().flat_map(|p| p.host_ports.iter());
-    let conflict = taken.into_iter().any(|used| pod.host_ports.iter().any(|want| want.conflicts(used)));
+    let conflict =
+        taken.into_iter().any(|used| pod.host_ports.iter().any(|want| want.conflicts(used)));
     if conflict {
         Err(Rejection::unschedulable("node(s) didn't have free ports for the requested pod ports"))
     } else {
@@ -25,8 +26,11 @@ mod tests {
     use serde_json::json;
 
     fn with_port(name: &str, port: i32, protocol: &str) -> PodInfo {
-        pod(name, json!({"spec": {"containers": [{"name": "c", "image": "x",
-            "ports": [{"containerPort": 80, "hostPort": port, "protocol": protocol}]}]}}))
+        pod(
+            name,
+            json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "ports": [{"containerPort": 80, "hostPort": port, "protocol": protocol}]}]}}),
+        )
     }
 
     #[test]

@@ -43,14 +43,22 @@ mod tests {
         let n = node("n1", "1", "1Gi", json!({"spec": {"unschedulable": true}}));
         let err = filter(&pod("p", json!({})), &n).unwrap_err();
         assert_eq!(err.reasons, ["node(s) were unschedulable"]);
-        let tolerant = pod("p", json!({"spec": {"tolerations": [
-            {"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]}}));
+        let tolerant = pod(
+            "p",
+            json!({"spec": {"tolerations": [
+            {"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]}}),
+        );
         assert!(filter(&tolerant, &n).is_ok());
     }
 
     #[test]
     fn not_ready_node_rejects() {
-        let n = node("n1", "1", "1Gi", json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
+        let n = node(
+            "n1",
+            "1",
+            "1Gi",
+            json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+        );
         let err = filter(&pod("p", json!({})), &n).unwrap_err();
         assert_eq!(err.reasons, ["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"]);
         assert!(filter(&pod("p", json!({})), &node("n2", "1", "1Gi", json!({}))).is_ok());

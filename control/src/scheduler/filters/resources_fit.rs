@@ -59,11 +59,24 @@ mod tests {
 
     #[test]
     fn pod_slots_and_extended_resources() {
-        let n = node("n1", "2", "4Gi", json!({"status": {"allocatable": {"pods": "1", "example.com/gpu": "1"}}}));
-        let gpu = |name: &str, count: &str| pod(name, json!({"spec": {"containers": [{"name": "c",
-            "image": "x", "resources": {"limits": {"example.com/gpu": count}}}]}}));
+        let n = node(
+            "n1",
+            "2",
+            "4Gi",
+            json!({"status": {"allocatable": {"pods": "1", "example.com/gpu": "1"}}}),
+        );
+        let gpu = |name: &str, count: &str| {
+            pod(
+                name,
+                json!({"spec": {"containers": [{"name": "c",
+            "image": "x", "resources": {"limits": {"example.com/gpu": count}}}]}}),
+            )
+        };
         assert!(filter(&gpu("a", "1"), &n).is_ok());
-        assert_eq!(filter(&gpu("b", "2"), &n).unwrap_err().reasons, ["Insufficient example.com/gpu"]);
+        assert_eq!(
+            filter(&gpu("b", "2"), &n).unwrap_err().reasons,
+            ["Insufficient example.com/gpu"]
+        );
         let full = with_pods(n, vec![pod("x", json!({}))]);
         assert_eq!(filter(&pod("y", json!({})), &full).unwrap_err().reasons, ["Too many pods"]);
     }
@@ -71,8 +84,11 @@ mod tests {
     #[test]
     fn ephemeral_storage_counts() {
         let n = node("n1", "2", "4Gi", json!({}));
-        let p = pod("p", json!({"spec": {"containers": [{"name": "c", "image": "x",
-            "resources": {"requests": {"ephemeral-storage": "20Gi"}}}]}}));
+        let p = pod(
+            "p",
+            json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"ephemeral-storage": "20Gi"}}}]}}),
+        );
         assert_eq!(filter(&p, &n).unwrap_err().reasons, ["Insufficient ephemeral-storage"]);
     }
 }

@@ -31,7 +31,12 @@ mod tests {
     use serde_json::json;
 
     fn tainted(effect: &str) -> NodeInfo {
-        node("n1", "1", "1Gi", json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": effect}]}}))
+        node(
+            "n1",
+            "1",
+            "1Gi",
+            json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": effect}]}}),
+        )
     }
 
     #[test]
@@ -45,8 +50,11 @@ mod tests {
 
     #[test]
     fn a_matching_toleration_admits_the_pod() {
-        let p = pod("p", json!({"spec": {"tolerations": [
-            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}));
+        let p = pod(
+            "p",
+            json!({"spec": {"tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}),
+        );
         assert!(filter(&p, &tainted("NoSchedule")).is_ok());
         assert!(filter(&p, &tainted("NoExecute")).is_err(), "effect must match");
     }

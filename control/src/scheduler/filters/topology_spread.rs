@@ -28,7 +28,9 @@ impl Constraint {
     /// Whether the constraint counts `pod` (same namespace as `owner`, selected, not leaving).
     pub fn counts(&self, owner: &PodInfo, pod: &PodInfo) -> bool {
         let Some(selector) = &self.selector else { return false };
-        pod.namespace == owner.namespace && !pod.terminating && label_selector_matches(selector, pod.labels())
+        pod.namespace == owner.namespace
+            && !pod.terminating
+            && label_selector_matches(selector, pod.labels())
     }
 }
 
@@ -36,7 +38,11 @@ impl Constraint {
 /// `matchLabelKeys` folded into the selector.
 pub fn constraints(pod: &Pod, hard: bool) -> Vec<Constraint> {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let all = pod.spec.as_ref().and_then(|s| s.topology_spread_constraints.as_deref()).unwrap_or_default();
+    let all = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or_default();
     all.iter()
         .filter(|c| (c.when_unsatisfiable == "DoNotSchedule") == hard)
         .map(|c| {
@@ -44,11 +50,13 @@ pub fn constraints(pod: &Pod, hard: bool) -> Vec<Constraint> {
             if let Some(selector) = selector.as_mut() {
                 for key in c.match_label_keys.iter().flatten() {
                     if let Some(value) = labels.get(key) {
-                        selector.match_expressions.get_or_insert_with(Vec::new).push(LabelSelectorRequirement {
-                            key: key.clone(),
-                            operator: "In".into(),
-                            values: Some(vec![value.clone()]),
-                        });
+                        selector.match_expressions.get_or_insert_with(Vec::new).push(
+                            LabelSelectorRequirement {
+                                key: key.clone(),
+                                operator: "In".into(),
+                                values: Some(vec![value.clone()]),
+                            },
+                        );
                     }
                 }
             }
@@ -64,7 +72,11 @@ pub fn constraints(pod: &Pod, hard: bool) -> Vec<Constraint> {
 
 /// Per constraint: domain → pods counted there, over the nodes the pod could use that carry
 /// every constraint's key (each such node's domain starts at 0).
-pub fn count_domains(pod: &PodInfo, constraints: &[Constraint], nodes: &[&NodeInfo]) -> Vec<HashMap<String, i64>> {
+pub fn count_domains(
+    pod: &PodInfo,
+    constraints: &[Constraint],
+    nodes: &[&NodeInfo],
+) -> Vec<HashMap<String, i64>> {
     let mut counts = vec![HashMap::new(); constraints.len()];
     if constraints.is_empty() {
         return counts;
@@ -115,7 +127,9 @@ pub fn filter(state: &SpreadState, pod: &PodInfo, node: &NodeInfo) -> Verdict {
         let self_match = i64::from(constraint.counts(pod, pod));
         let here = counts.get(value).copied().unwrap_or(0);
         if here + self_match - min > constraint.max_skew {
-            return Err(Rejection::unschedulable("node(s) didn't match pod topology spread constraints"));
+            return Err(Rejection::unschedulable(
+                "node(s) didn't match pod topology spread constraints",
+            ));
         }
     }
     Ok(())
@@ -168,9 +182,15 @@ mod tests {
         let nodes = [zone_node("a1", "a", vec![web("x")])];
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
         let plain = spread("p", json!({}));
-        assert!(filter(&pre_filter(&plain, &refs), &plain, &nodes[0]).is_ok(), "one domain: skew 0");
-        let p = spread("p", json!({"spec": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
-            "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2, "labelSelector": {"matchLabels": {"app": "web"}}}]}}));
+        assert!(
+            filter(&pre_filter(&plain, &refs), &plain, &nodes[0]).is_ok(),
+            "one domain: skew 0"
+        );
+        let p = spread(
+            "p",
+            json!({"spec": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+            "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2, "labelSelector": {"matchLabels": {"app": "web"}}}]}}),
+        );
         assert!(filter(&pre_filter(&p, &refs), &p, &nodes[0]).is_err());
     }
 }

@@ -100,11 +100,12 @@ mod tests {
 
     fn objects() -> ClusterObjects {
         let claim = |name: &str, volume: Option<&str>, class: &str| {
-            let c: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"volumeName": volume, "storageClassName": class}
-            }))
-            .unwrap();
+            let c: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+                serde_json::from_value(json!({
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"volumeName": volume, "storageClassName": class}
+                }))
+                .unwrap();
             (("default".to_string(), name.to_string()), Arc::new(c))
         };
         let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
@@ -114,8 +115,12 @@ mod tests {
         }))
         .unwrap();
         ClusterObjects {
-            claims: [claim("bound", Some("pv1"), "local"), claim("later", None, "local-path"), claim("now", None, "x")]
-                .into(),
+            claims: [
+                claim("bound", Some("pv1"), "local"),
+                claim("later", None, "local-path"),
+                claim("now", None, "x"),
+            ]
+            .into(),
             volumes: [("pv1".to_string(), Arc::new(pv))].into(),
             binding_modes: [("local-path".to_string(), "WaitForFirstConsumer".to_string())].into(),
             ..ClusterObjects::default()
@@ -123,7 +128,10 @@ mod tests {
     }
 
     fn using(claim: &str) -> PodInfo {
-        pod("p", json!({"spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}))
+        pod(
+            "p",
+            json!({"spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}),
+        )
     }
 
     #[test]
@@ -137,7 +145,10 @@ mod tests {
     #[test]
     fn missing_and_unbound_claims() {
         let objects = objects();
-        assert_eq!(pre_filter(&using("gone").pod, &objects).unwrap_err(), "persistentvolumeclaim \"gone\" not found");
+        assert_eq!(
+            pre_filter(&using("gone").pod, &objects).unwrap_err(),
+            "persistentvolumeclaim \"gone\" not found"
+        );
         assert_eq!(
             pre_filter(&using("now").pod, &objects).unwrap_err(),
             "pod has unbound immediate PersistentVolumeClaims"

@@ -14,7 +14,12 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 fn siblings(pod: &PodInfo, node: &NodeInfo) -> i64 {
     node.pods
         .iter()
-        .filter(|p| p.owner == pod.owner && p.namespace == pod.namespace && !p.terminating && p.uid != pod.uid)
+        .filter(|p| {
+            p.owner == pod.owner
+                && p.namespace == pod.namespace
+                && !p.terminating
+                && p.uid != pod.uid
+        })
         .count() as i64
 }
 
@@ -39,7 +44,8 @@ pub fn scores(ctx: &ScoreContext, nodes: &[&NodeInfo]) -> Vec<i64> {
     }
     let max_node = per_node.iter().copied().max().unwrap_or(0);
     let max_zone = per_zone.values().copied().max().unwrap_or(0);
-    let share = |count: i64, max: i64| if max > 0 { MAX_SCORE * (max - count) / max } else { MAX_SCORE };
+    let share =
+        |count: i64, max: i64| if max > 0 { MAX_SCORE * (max - count) / max } else { MAX_SCORE };
     nodes
         .iter()
         .zip(&per_node)
@@ -61,8 +67,11 @@ mod tests {
     use serde_json::json;
 
     fn owned(name: &str) -> PodInfo {
-        pod(name, json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "name": "rs", "uid": "rs-uid", "controller": true}]}}))
+        pod(
+            name,
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "rs", "uid": "rs-uid", "controller": true}]}}),
+        )
     }
 
     #[test]

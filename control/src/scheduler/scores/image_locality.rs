@@ -18,7 +18,8 @@ pub fn normalize_image(image: &str) -> String {
         None => (image.to_string(), image.contains(':') || image.contains('@')),
     };
     let first = name.split('/').next().unwrap_or("");
-    let has_registry = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut full = if has_registry {
         name
     } else if name.contains('/') {
@@ -35,7 +36,8 @@ pub fn normalize_image(image: &str) -> String {
 /// Size-weighted presence of the pod's images on each node.
 pub fn scores(ctx: &ScoreContext, nodes: &[&NodeInfo]) -> Vec<i64> {
     let Some(spec) = &ctx.pod.pod.spec else { return vec![0; nodes.len()] };
-    let images: Vec<String> = spec.containers.iter().filter_map(|c| c.image.as_deref()).map(normalize_image).collect();
+    let images: Vec<String> =
+        spec.containers.iter().filter_map(|c| c.image.as_deref()).map(normalize_image).collect();
     if images.is_empty() || ctx.all_nodes.iter().all(|n| n.images.is_empty()) {
         return vec![0; nodes.len()];
     }
@@ -85,8 +87,13 @@ mod tests {
 
     #[test]
     fn a_node_with_the_image_scores_higher() {
-        let with = node("a", "1", "1Gi", json!({"status": {"images": [
-            {"names": ["docker.io/library/big:1"], "sizeBytes": 500 * 1024 * 1024}]}}));
+        let with = node(
+            "a",
+            "1",
+            "1Gi",
+            json!({"status": {"images": [
+            {"names": ["docker.io/library/big:1"], "sizeBytes": 500 * 1024 * 1024}]}}),
+        );
         let without = node("b", "1", "1Gi", json!({}));
         let p = pod("p", json!({"spec": {"containers": [{"name": "c", "image": "big:1"}]}}));
         let all = [&with, &without];

@@ -19,7 +19,8 @@ pub fn scores(ctx: &ScoreContext, nodes: &[&NodeInfo]) -> Vec<i64> {
     let mut domains: HashMap<(String, String), i64> = HashMap::new();
     let mut add = |term: &AffinityTerm, node: &NodeInfo, sign: i64| {
         if let Some(value) = term.domain(node) {
-            *domains.entry((term.topology_key.clone(), value.clone())).or_insert(0) += sign * term.weight;
+            *domains.entry((term.topology_key.clone(), value.clone())).or_insert(0) +=
+                sign * term.weight;
         }
     };
     for node in ctx.all_nodes {
@@ -53,7 +54,11 @@ pub fn scores(ctx: &ScoreContext, nodes: &[&NodeInfo]) -> Vec<i64> {
         .iter()
         .map(|n| {
             let labels = n.labels();
-            domains.iter().filter(|((key, value), _)| labels.get(key) == Some(value)).map(|(_, w)| w).sum()
+            domains
+                .iter()
+                .filter(|((key, value), _)| labels.get(key) == Some(value))
+                .map(|(_, w)| w)
+                .sum()
         })
         .collect();
     normalize_min_max(&raw)
@@ -73,11 +78,16 @@ mod tests {
         let n1 = with_pods(node("n1", "1", "1Gi", json!({})), vec![db]);
         let n2 = with_pods(node("n2", "1", "1Gi", json!({})), vec![cache]);
         let n3 = node("n3", "1", "1Gi", json!({}));
-        let term = |app: &str, weight: i32| json!({"weight": weight, "podAffinityTerm": {
-            "labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}});
-        let p = pod("p", json!({"spec": {"affinity": {
+        let term = |app: &str, weight: i32| {
+            json!({"weight": weight, "podAffinityTerm": {
+            "labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}})
+        };
+        let p = pod(
+            "p",
+            json!({"spec": {"affinity": {
             "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term("db", 10)]},
-            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term("cache", 10)]}}}}));
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term("cache", 10)]}}}}),
+        );
         let all = [&n1, &n2, &n3];
         let ctx = ScoreContext { pod: &p, all_nodes: &all, objects: &ClusterObjects::default() };
         assert_eq!(scores(&ctx, &all), [100, 0, 50]);

@@ -34,7 +34,10 @@ mod tests {
 
     #[test]
     fn the_emptier_node_scores_higher() {
-        let busy = with_pods(node("busy", "4", "8Gi", json!({})), vec![pod_requesting("a", "2", "4Gi", json!({}))]);
+        let busy = with_pods(
+            node("busy", "4", "8Gi", json!({})),
+            vec![pod_requesting("a", "2", "4Gi", json!({}))],
+        );
         let idle = node("idle", "4", "8Gi", json!({}));
         let p = pod_requesting("p", "1", "2Gi", json!({}));
         let ctx = ScoreContext { pod: &p, all_nodes: &[], objects: &ClusterObjects::default() };

@@ -41,11 +41,15 @@ mod tests {
 
     #[test]
     fn matching_preferences_add_their_weights() {
-        let p = pod("p", json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 80, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
-            {"weight": 20, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}}
-        ]}}}}));
-        let both = node("a", "1", "1Gi", json!({"metadata": {"labels": {"disk": "ssd", "zone": "z"}}}));
+        let p = pod(
+            "p",
+            json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 80, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
+                {"weight": 20, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}}
+            ]}}}}),
+        );
+        let both =
+            node("a", "1", "1Gi", json!({"metadata": {"labels": {"disk": "ssd", "zone": "z"}}}));
         let zone = node("b", "1", "1Gi", json!({"metadata": {"labels": {"zone": "z"}}}));
         let none = node("c", "1", "1Gi", json!({}));
         let ctx = ScoreContext { pod: &p, all_nodes: &[], objects: &ClusterObjects::default() };

@@ -31,7 +31,12 @@ mod tests {
 
     #[test]
     fn prefer_no_schedule_lowers_the_score() {
-        let tainted = node("a", "1", "1Gi", json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}));
+        let tainted = node(
+            "a",
+            "1",
+            "1Gi",
+            json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}),
+        );
         let clean = node("b", "1", "1Gi", json!({}));
         let p = pod("p", json!({}));
         let ctx = ScoreContext { pod: &p, all_nodes: &[], objects: &ClusterObjects::default() };

@@ -47,12 +47,18 @@ mod tests {
     #[test]
     fn schedule_anyway_prefers_the_emptier_domain() {
         let web = |n: &str| pod(n, json!({"metadata": {"labels": {"app": "web"}}}));
-        let a = with_pods(node("a", "4", "8Gi", json!({"metadata": {"labels": {"zone": "a"}}})), vec![web("x"), web("y")]);
+        let a = with_pods(
+            node("a", "4", "8Gi", json!({"metadata": {"labels": {"zone": "a"}}})),
+            vec![web("x"), web("y")],
+        );
         let b = node("b", "4", "8Gi", json!({"metadata": {"labels": {"zone": "b"}}}));
         let bare = node("c", "4", "8Gi", json!({}));
-        let p = pod("p", json!({"metadata": {"labels": {"app": "web"}}, "spec": {"topologySpreadConstraints": [{
+        let p = pod(
+            "p",
+            json!({"metadata": {"labels": {"app": "web"}}, "spec": {"topologySpreadConstraints": [{
             "maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": {"app": "web"}}}]}}));
+            "labelSelector": {"matchLabels": {"app": "web"}}}]}}),
+        );
         let all = [&a, &b, &bare];
         let ctx = ScoreContext { pod: &p, all_nodes: &all, objects: &ClusterObjects::default() };
         assert_eq!(scores(&ctx, &all), [0, 100, 0]);

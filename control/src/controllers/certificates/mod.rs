@@ -1,0 +1,114 @@
+//! The certificate controllers (the reference's `csrapproving` and `csrsigning`) for the two
+//! client signers of the cluster CA:
+//!
+//! - `kubernetes.io/kube-apiserver-client-kubelet`: node client certificates. A request for
+//!   `CN=system:node:<name>, O=system:nodes` with client usages is approved automatically when
+//!   a bootstrap token (an agent joining) or that same node (renewing) asked for it.
+//! - `kubernetes.io/kube-apiserver-client`: user certificates, signed once someone approved them
+//!   (`kubectl certificate approve`).
+//!
+//! An approved request is signed with the cluster CA and gets `status.certificate`; one that
+//! cannot be signed gets the `Failed` condition. Level-triggered: each pass looks at the
+//! request's conditions and certificate only.
+
+mod policy;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use serde_json::json;
+
+use self::policy::{auto_approves, has_condition, signs, Verdict};
+use super::ControllerOptions;
+use crate::machinery::{run_workers, Action, Context, ControlError, ObjectKey, WorkQueue};
+use crate::pki::ClusterCa;
+
+/// The name `--disable-controllers` takes.
+pub const NAME: &str = "csrsigning";
+/// The component in its Events.
+pub const COMPONENT: &str = "certificate-controller";
+
+/// Subscribes to CertificateSigningRequests and starts the workers.
+pub fn start(ctx: Context<ControllerOptions>) {
+    let Some(ca) = ctx.options.ca.clone() else {
+        tracing::info!("no cluster CA key: certificate signing requests are left alone");
+        return;
+    };
+    let queue = WorkQueue::new();
+    ctx.informers
+        .get::<CertificateSigningRequest>()
+        .feed(queue.clone(), |csr: &CertificateSigningRequest| vec![ObjectKey::of(csr)]);
+    let workers = ctx.options.workers;
+    run_workers(NAME, queue, workers, move |key: ObjectKey| {
+        let ctx = ctx.clone();
+        let ca = ca.clone();
+        async move { reconcile(&ctx, &ca, &key).await }
+    });
+}
+
+fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigningRequestCondition {
+    let now = Time(Timestamp::now());
+    CertificateSigningRequestCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_update_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
+}
+
+async fn reconcile(
+    ctx: &Context<ControllerOptions>,
+    ca: &Arc<ClusterCa>,
+    key: &ObjectKey,
+) -> Result<Action, ControlError> {
+    let Some(csr) = ctx.informers.get::<CertificateSigningRequest>().get(None, &key.name) else {
+        return Ok(Action::Done);
+    };
+    let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
+    let finished = has_condition(&csr, "Denied") || has_condition(&csr, "Failed");
+    if finished || csr.status.as_ref().is_some_and(|s| s.certificate.is_some()) {
+        return Ok(Action::Done);
+    }
+    if !has_condition(&csr, "Approved") {
+        if let Verdict::Approve(message) = auto_approves(&csr) {
+            let mut approved = (*csr).clone();
+            let status = approved.status.get_or_insert_with(Default::default);
+            status.conditions.get_or_insert_with(Vec::new).push(condition("Approved", "AutoApproved", &message));
+            api.replace_subresource("approval", &key.name, &Default::default(), &approved).await?;
+        }
+        // Signing follows when the informer sees the approval.
+        return Ok(Action::Done);
+    }
+    let patch = match signs(&csr) {
+        Verdict::Approve(_) => {
+            let request = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+            match ca.sign_client_request(&request) {
+                Ok(cert_pem) => {
+                    let cert = base64::engine::general_purpose::STANDARD.encode(cert_pem);
+                    json!({"status": {"certificate": cert}})
+                }
+                Err(err) => failed(&csr, &err.to_string()),
+            }
+        }
+        Verdict::Refuse(reason) => failed(&csr, &reason),
+        Verdict::NotOurs => return Ok(Action::Done),
+    };
+    api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(Action::Done)
+}
+
+/// The status patch adding the `Failed` condition (a merge patch replaces the list whole).
+fn failed(csr: &CertificateSigningRequest, message: &str) -> serde_json::Value {
+    let mut conditions = csr.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    conditions.push(condition("Failed", "SignerValidationFailure", message));
+    json!({"status": {"conditions": conditions}})
+}

@@ -1,0 +1,205 @@
+//! The first milestone end to end, as root: one `skerry server` with its embedded agent (in a
+//! network namespace made by the test), `kubectl apply` of a Deployment and a Service, and
+//! nothing else: the scheduler binds the pods, the Deployment and ReplicaSet controllers make
+//! them, the agent runs them in real containers from a locally built image, the EndpointSlice
+//! controller and the agent's proxy and DNS make them reachable by ClusterIP and by name — from
+//! another pod, through `kubectl exec` over the agent's tunnel.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::agent::{enter_test_netns, eventually, NODE_IP};
+use common::images::{archive_of, busybox_layout};
+use common::server::{ok, SkerryServer};
+use serde_json::Value;
+
+const IMAGE: &str = "example.com/test/busybox:1";
+const NODE: &str = "slice-node";
+
+/// A web Deployment (busybox httpd answering with the pod's hostname), its Service, and a
+/// client pod to reach it from.
+fn manifest() -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: {IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports:
+        - {{name: http, containerPort: 8080}}
+        readinessProbe:
+          tcpSocket: {{port: http}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  selector: {{app: web}}
+  ports:
+  - {{name: http, port: 80, targetPort: http}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+"#
+    )
+}
+
+fn kubectl_json(server: &SkerryServer, kubectl: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = server.kubectl(kubectl, args);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// `wget` of `url` inside the client pod, through `kubectl exec` (the agent's tunnel).
+fn fetch_from_client(server: &SkerryServer, kubectl: &Path, url: &str) -> Result<String, String> {
+    let out = server.kubectl(kubectl, &["exec", "client", "--", "wget", "-q", "-T", "3", "-O", "-", url]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!("{url}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[test]
+fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
+    if !skerry_testkit::require_root()
+        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
+        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
+    {
+        return;
+    }
+    let Some(kubectl) = skerry_testkit::kubectl() else { return };
+    enter_test_netns();
+    let images = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_layout(images.path(), IMAGE);
+    let archive = archive_of(&layout, images.path());
+    let server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
+        // The embedded agent's image store: images are air-gapped imports, as on a site without
+        // a registry.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
+            .args(["ctr", "--data-dir"])
+            .arg(data_dir.join("agent"))
+            .args(["images", "import"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let on_failure = || format!("server log:\n{}", server.log_text());
+
+    // The node registers itself and becomes Ready.
+    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
+        let node = kubectl_json(&server, &kubectl, &["get", "node", NODE, "-o", "json"])?;
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if ready { Ok(()) } else { Err(format!("{node}\n{}", on_failure())) }
+    });
+
+    let out = server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest()));
+    let applied = ok(out, "kubectl apply");
+    assert!(applied.contains("deployment.apps/web created"), "{applied}");
+    assert!(applied.contains("service/web created"), "{applied}");
+
+    let out = server.kubectl(&kubectl, &["rollout", "status", "deployment/web", "--timeout=120s"]);
+    assert!(out.status.success(), "rollout status: {}\n{}", String::from_utf8_lossy(&out.stderr), on_failure());
+
+    // Two web pods, bound by the scheduler, running with pod IPs.
+    let pods = kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let mut names = Vec::new();
+    for pod in &pods {
+        assert_eq!(pod["spec"]["nodeName"], NODE, "{pod}");
+        assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+        assert!(pod["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.42.")), "{pod}");
+        names.push(pod["metadata"]["name"].as_str().unwrap().to_string());
+    }
+    eventually("the client pod runs", Duration::from_secs(60), || {
+        let pod = kubectl_json(&server, &kubectl, &["get", "pod", "client", "-o", "json"])?;
+        if pod["status"]["phase"] == "Running" { Ok(()) } else { Err(pod.to_string()) }
+    });
+
+    // The Service: a ClusterIP from the service CIDR, both pods in its EndpointSlice.
+    let svc = kubectl_json(&server, &kubectl, &["get", "service", "web", "-o", "json"]).unwrap();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(cluster_ip.starts_with("10.43."), "{svc}");
+    eventually("both pods in the EndpointSlice", Duration::from_secs(60), || {
+        let slices = kubectl_json(
+            &server,
+            &kubectl,
+            &["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"],
+        )?;
+        let ready = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        if ready == 2 { Ok(()) } else { Err(slices.to_string()) }
+    });
+
+    // Reachable from another pod by ClusterIP and by DNS name (short and full), and the
+    // connections spread over both replicas.
+    let mut served = std::collections::BTreeSet::new();
+    for url in [
+        format!("http://{cluster_ip}/"),
+        "http://web/".to_string(),
+        "http://web.default.svc.cluster.local/".to_string(),
+    ] {
+        let body = eventually(&format!("GET {url} from the client pod"), Duration::from_secs(60), || {
+            fetch_from_client(&server, &kubectl, &url)
+        });
+        assert!(names.contains(&body), "{url} answered {body:?}, not one of {names:?}");
+        served.insert(body);
+    }
+    for _ in 0..40 {
+        if served.len() == 2 {
+            break;
+        }
+        if let Ok(body) = fetch_from_client(&server, &kubectl, &format!("http://{cluster_ip}/")) {
+            served.insert(body);
+        }
+    }
+    assert_eq!(served.len(), 2, "only {served:?} answered through the ClusterIP");
+
+    // Deleting the Deployment removes its pods (the garbage collector) and their containers.
+    ok(server.kubectl(&kubectl, &["delete", "deployment", "web", "--wait=true"]), "kubectl delete");
+    eventually("the web pods are gone", Duration::from_secs(90), || {
+        let pods = kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"])?;
+        let left = pods["items"].as_array().map_or(0, Vec::len);
+        if left == 0 { Ok(()) } else { Err(format!("{left} pods left")) }
+    });
+}
