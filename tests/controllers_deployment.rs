@@ -65,7 +65,7 @@ struct Rs {
     revision: String,
     image: String,
     hash: String,
-    /// `status.readyReplicas` (diagnostics).
+    /// `status.readyReplicas`.
     ready: i64,
 }
 
@@ -261,7 +261,7 @@ fn roll_out(c: &Cluster, name: &str, replicas: i64, image: &str, bounds: Option<
         let status = &d["status"];
         let done = sets.values().all(|rs| {
             if rs.image == image {
-                rs.replicas == replicas
+                rs.replicas == replicas && rs.ready == replicas
             } else {
                 rs.replicas == 0
             }

@@ -22,7 +22,9 @@ fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T 
     loop {
         match probe() {
             Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => panic!("{what}: never happened; last: {last}"),
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: never happened; last: {last}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -117,7 +119,10 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
     assert_eq!(ns["status"]["phase"], "Terminating");
     let content = condition(&ns, "NamespaceContentRemaining").unwrap();
     assert_eq!(content["reason"], "SomeResourcesRemain");
-    assert!(content["message"].as_str().unwrap().contains("widgets.example.com has 1 resource instances"));
+    assert!(content["message"]
+        .as_str()
+        .unwrap()
+        .contains("widgets.example.com has 1 resource instances"));
     assert!(c.items(&["configmaps", "-n", "team"]).is_empty());
     assert!(c.items(&["pods", "-n", "team"]).is_empty());
     let widgets: Vec<String> = c
@@ -128,7 +133,16 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
     assert_eq!(widgets, vec!["held".to_string()]);
 
     // Its finalizer done, the widget goes, and then the namespace.
-    c.k(&["patch", "widget", "held", "-n", "team", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    c.k(&[
+        "patch",
+        "widget",
+        "held",
+        "-n",
+        "team",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     c.k(&["delete", "namespace", "team", "--wait", "--timeout=60s", "--ignore-not-found"]);
     assert!(c.get(&["namespace", "team"]).is_none());
 }
@@ -170,7 +184,14 @@ fn cascading_deletes_follow_the_propagation_policy() {
 
     // Foreground: the ReplicaSet waits for its pods; one held by a finalizer keeps it.
     let held = pods_of(&c, "fg", 2)[0]["metadata"]["name"].as_str().unwrap().to_string();
-    c.k(&["patch", "pod", &held, "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold"]}}"#]);
+    c.k(&[
+        "patch",
+        "pod",
+        &held,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
     c.k(&["delete", "replicaset", "fg", "--cascade=foreground", "--wait=false"]);
     let pods = eventually("the unheld pod gone, the held one terminating", || {
         let pods = c.items(&["pods", "-l", "app=fg"]);
@@ -182,7 +203,11 @@ fn cascading_deletes_follow_the_propagation_policy() {
     assert_eq!(pods[0]["metadata"]["name"], held.as_str());
     let rs = c.get(&["replicaset", "fg"]).expect("the ReplicaSet waits for its held pod");
     assert!(rs["metadata"]["deletionTimestamp"].is_string());
-    assert!(rs["metadata"]["finalizers"].as_array().unwrap().iter().any(|f| f == "foregroundDeletion"));
+    assert!(rs["metadata"]["finalizers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "foregroundDeletion"));
     c.k(&["patch", "pod", &held, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
     eventually("the foreground ReplicaSet gone", || match c.get(&["replicaset", "fg"]) {
         None => Ok(()),
@@ -241,7 +266,8 @@ fn nodes_get_distinct_pod_cidrs_also_after_a_restart() {
     c.server.restart();
     create_node(&c, "n4");
     create_node(&c, "n5");
-    let mut after = vec![pod_cidr(&c, "n1"), pod_cidr(&c, "n3"), pod_cidr(&c, "n4"), pod_cidr(&c, "n5")];
+    let mut after =
+        vec![pod_cidr(&c, "n1"), pod_cidr(&c, "n3"), pod_cidr(&c, "n4"), pod_cidr(&c, "n5")];
     after.sort();
     after.dedup();
     assert_eq!(after.len(), 4, "{after:?}");

@@ -148,7 +148,11 @@ async fn replicaset_pods_spread_over_equal_nodes() {
             bound.into_iter().for_each(|n| *counts.entry(n).or_insert(0) += 1);
             break counts;
         }
-        assert!(Instant::now() < deadline, "pods not all bound: {list:#}");
+        assert!(
+            Instant::now() < deadline,
+            "pods not all bound: {list:#}\nserver log:\n{}",
+            server.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let expected: BTreeMap<String, usize> =
@@ -271,7 +275,11 @@ async fn two_pods_do_not_share_the_last_room() {
             (false, true) => break ("second", "first"),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "neither pod was bound:\n{a:#}\n{b:#}\nLOG{}", server.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "neither pod was bound:\n{a:#}\n{b:#}\nserver log:\n{}",
+            server.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(wait_bound(&api, bound).await, "only");

@@ -79,14 +79,10 @@ fn kubectl_json(server: &SkerryServer, kubectl: &Path, args: &[&str]) -> Result<
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
-/// `wget` of `url` inside the client pod, through `kubectl exec` (the agent's tunnel).
-fn fetch_from_client(server: &SkerryServer, kubectl: &Path, url: &str) -> Result<String, String> {
-    let out = server.kubectl(kubectl, &["exec", "client", "--", "wget", "-q", "-T", "3", "-O", "-", url]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!("{url}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
+/// The body of `GET /` from `host` inside the client pod, through `kubectl exec` (the agent's
+/// tunnel). busybox `nc`, not `wget`: the static busybox's wget crashes without NSS libraries.
+fn fetch_from_client(server: &SkerryServer, kubectl: &Path, host: &str) -> Result<String, String> {
+    common::agent::http_get_in_pod(server, kubectl, "client", host, 80)
 }
 
 #[test]
@@ -114,7 +110,15 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
             .unwrap();
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     });
-    let on_failure = || format!("server log:\n{}", server.log_text());
+    let on_failure = || {
+        let state = server.kubectl(&kubectl, &["get", "deploy,rs,pods,endpointslices,events", "-o", "wide"]);
+        format!(
+            "cluster:\n{}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&state.stdout),
+            String::from_utf8_lossy(&state.stderr),
+            server.log_text()
+        )
+    };
 
     // The node registers itself and becomes Ready.
     eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
@@ -174,11 +178,7 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
     // Reachable from another pod by ClusterIP and by DNS name (short and full), and the
     // connections spread over both replicas.
     let mut served = std::collections::BTreeSet::new();
-    for url in [
-        format!("http://{cluster_ip}/"),
-        "http://web/".to_string(),
-        "http://web.default.svc.cluster.local/".to_string(),
-    ] {
+    for url in [cluster_ip.clone(), "web".to_string(), "web.default.svc.cluster.local".to_string()] {
         let body = eventually(&format!("GET {url} from the client pod"), Duration::from_secs(60), || {
             fetch_from_client(&server, &kubectl, &url)
         });
@@ -189,7 +189,7 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
         if served.len() == 2 {
             break;
         }
-        if let Ok(body) = fetch_from_client(&server, &kubectl, &format!("http://{cluster_ip}/")) {
+        if let Ok(body) = fetch_from_client(&server, &kubectl, &cluster_ip) {
             served.insert(body);
         }
     }

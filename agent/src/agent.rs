@@ -55,6 +55,8 @@ fn start_err(what: &'static str) -> impl FnOnce(String) -> AgentError {
 
 /// How long registration may take before the agent goes on with its cached state.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new Node may wait for the node IPAM controller's `spec.podCIDR`.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(30);
 
 /// The node agent.
 pub struct Agent;
@@ -92,6 +94,13 @@ impl Agent {
             .and_then(|r| r.map_err(|e| e.to_string()));
         let node = match registered {
             Ok(node) => {
+                let node = match node::wait_for_pod_cidr(&client, &node, POD_CIDR_WAIT).await {
+                    Some(with_cidr) => with_cidr,
+                    None => {
+                        tracing::warn!(fallback = %config.pod_cidr, "the Node got no spec.podCIDR");
+                        node
+                    }
+                };
                 let stored = node.clone();
                 let name = config.node_name.clone();
                 let _ = cache.run(move |c| c.put_object("Node", "", &name, &stored)).await;

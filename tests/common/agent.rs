@@ -36,6 +36,34 @@ pub fn enter_test_netns() {
     }
 }
 
+/// Moves the calling test thread (and every process and thread it starts afterwards) into the
+/// named network namespace `name` (`ip netns add`).
+pub fn enter_named_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/run/netns/{name}")).expect("opening the namespace");
+    // SAFETY: setns has no memory-safety preconditions; it affects only this thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns({name}): {}", std::io::Error::last_os_error());
+}
+
+/// The body of `GET /` from `host:port`, sent with busybox `nc` inside `pod` through
+/// `kubectl exec` (static busybox's `wget` crashes in a container without NSS libraries).
+pub fn http_get_in_pod(
+    server: &SkerryServer,
+    kubectl: &Path,
+    pod: &str,
+    host: &str,
+    port: u16,
+) -> Result<String, String> {
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}");
+    let out = server.kubectl(kubectl, &["exec", pod, "--", "sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if out.status.success() && head.starts_with("HTTP/1.") => Ok(body.trim().to_string()),
+        _ => Err(format!("{pod} → {host}:{port}: {text}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
 /// A running `skerry agent`.
 pub struct SkerryAgent {
     child: Option<Child>,
@@ -50,6 +78,9 @@ pub struct SkerryAgent {
     kubeconfig: PathBuf,
     /// `(--server, --token)` when the agent joins with a token instead of a kubeconfig.
     join: Option<(String, String)>,
+    /// The named network namespace (`ip netns`) the agent runs in, and its node address there;
+    /// `None`: the caller's namespace and [`NODE_IP`].
+    netns: Option<(String, String)>,
     log: PathBuf,
 }
 
@@ -68,6 +99,7 @@ impl SkerryAgent {
             node_name: node_name.to_string(),
             kubeconfig: server.kubeconfig.clone(),
             join: None,
+            netns: None,
             log,
             dir,
         }
@@ -82,12 +114,35 @@ impl SkerryAgent {
         agent
     }
 
+    /// The server URL a joining agent dials (default: the server's own kubeconfig URL).
+    pub fn set_server(&mut self, url: &str) {
+        if let Some((server, _)) = &mut self.join {
+            *server = url.to_string();
+        }
+    }
+
+    /// Runs the agent in the named network namespace `netns` with node address `node_ip`.
+    pub fn in_netns(mut self, netns: &str, node_ip: &str) -> SkerryAgent {
+        self.netns = Some((netns.to_string(), node_ip.to_string()));
+        self
+    }
+
     /// Starts (or restarts) the agent process.
     pub fn start(&mut self) {
         std::fs::write(self.dir.path().join("no-config.yaml"), "").unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
-            .args(["agent", "--node-name", &self.node_name, "--node-ip", NODE_IP])
+        let (mut command, node_ip) = match &self.netns {
+            Some((netns, ip)) => {
+                // nsenter, not `ip netns exec`: that one remounts /sys in a new mount
+                // namespace, which hides the cgroup hierarchies under /sys/fs/cgroup.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}")).arg(env!("CARGO_BIN_EXE_skerry"));
+                (c, ip.as_str())
+            }
+            None => (Command::new(env!("CARGO_BIN_EXE_skerry")), NODE_IP),
+        };
+        let child = command
+            .args(["agent", "--node-name", &self.node_name, "--node-ip", node_ip])
             .args(
                 self.join.iter().flat_map(|(server, token)| ["--server", server, "--token", token]),
             )

@@ -95,7 +95,13 @@ impl SkerryServer {
         let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
             .arg("server")
             .args(self.agent_cgroup_root.is_none().then_some("--disable-agent"))
-            .args(["--bind-address", "127.0.0.1"])
+            // Loopback unless the test binds elsewhere (agents in other namespaces must reach it).
+            .args(
+                (!self.args.iter().any(|a| a == "--bind-address"))
+                    .then_some(["--bind-address", "127.0.0.1"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--https-listen-port", &self.port, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)

@@ -253,6 +253,27 @@ pub async fn register(
     nodes.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await
 }
 
+/// The Node once the node IPAM controller has given it `spec.podCIDR` (as the kubelet, the
+/// pod network waits for it); `None` after `limit`, for clusters that assign none.
+pub async fn wait_for_pod_cidr(client: &kube::Client, node: &Node, limit: std::time::Duration) -> Option<Node> {
+    let has_cidr = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
+    if has_cidr(node) {
+        return Some(node.clone());
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Ok(Some(n)) = nodes.get_opt(&name).await {
+            if has_cidr(&n) {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
 /// Renews the Lease (creating it, and its namespace, when missing).
 pub async fn renew_lease(client: &kube::Client, node: &str) -> Result<(), kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);

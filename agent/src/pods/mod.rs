@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod lookup;
 pub mod naming;
+pub mod probing;
 pub mod spec;
 pub mod status;
 pub mod status_writer;
@@ -93,7 +94,7 @@ impl PodContext {
 
     /// Whether the liveness probe asks for a restart.
     pub fn liveness_failed(&self, uid: &str, name: &str, c: &Container) -> bool {
-        if c.liveness_probe.is_none() {
+        if c.liveness_probe.is_none() && c.startup_probe.is_none() {
             return false;
         }
         self.probes

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::backoff::Backoff;
 use super::naming;
+use super::probing::{self, ProbeLoop};
 use super::status::{self, ContainerView, Exit, Observed, State};
 use super::PodContext;
 
@@ -93,6 +94,8 @@ pub struct PodWorker {
     sent: Option<PodStatus>,
     terminal: Option<(String, String, String)>,
     delete_sent: bool,
+    /// The probe task of each running container instance with probes.
+    probe_loops: HashMap<String, ProbeLoop>,
 }
 
 impl PodWorker {
@@ -114,6 +117,7 @@ impl PodWorker {
             sent: None,
             terminal: None,
             delete_sent: false,
+            probe_loops: HashMap::new(),
         }
     }
 
@@ -233,6 +237,22 @@ impl PodWorker {
         let observed = self.drive(&instances, &sandbox).await;
         self.report(observed);
         Ok(false)
+    }
+
+    /// Probes instance `runtime_id` of `c` (a new task when the instance changed).
+    fn ensure_probing(&mut self, c: &Container, runtime_id: &str, sandbox: &SandboxRecord) {
+        if self.probe_loops.get(&c.name).is_some_and(|l| l.runtime_id == runtime_id) {
+            return;
+        }
+        let pod_ip = self.base(Some(sandbox)).pod_ips.first().cloned().unwrap_or_default();
+        match probing::spawn(self.ctx.clone(), &self.pod, c, runtime_id, &pod_ip) {
+            Some(probes) => {
+                self.probe_loops.insert(c.name.clone(), probes);
+            }
+            None => {
+                self.probe_loops.remove(&c.name);
+            }
+        }
     }
 
     /// Base observation: sandbox, IPs and times.
@@ -375,7 +395,9 @@ impl PodWorker {
         let mut v = self.view_of(c, attempt, &inst, instances);
         match inst.state {
             ContainerState::Running => {
+                self.ensure_probing(c, &inst.id, sandbox);
                 if self.ctx.liveness_failed(&self.uid, &c.name, c) {
+                    self.probe_loops.remove(&c.name);
                     self.ctx.events.normal(
                         &self.pod,
                         Some(&c.name),
@@ -506,6 +528,7 @@ impl PodWorker {
         };
         self.ctx.events.normal(&self.pod, Some(&c.name), "Created", format!("Created container {}", c.name));
         self.ctx.events.normal(&self.pod, Some(&c.name), "Started", format!("Started container {}", c.name));
+        self.probe_loops.remove(&c.name);
         self.ctx.forget_probes(&self.uid, &c.name);
         // Keep the previous instance (for `logs --previous`); older ones go.
         let old: Vec<ContainerStatus> = self

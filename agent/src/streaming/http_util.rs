@@ -26,8 +26,19 @@ pub(crate) fn status_response(code: StatusCode, message: impl Into<String>) -> R
     });
     let mut response = Response::new(Full::new(Bytes::from(status.to_string())).boxed_unsync());
     *response.status_mut() = code;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A request refused before any streaming starts: the error response to send instead (boxed,
+/// as it is much larger than the values it stands in for).
+pub(crate) type Refusal = Box<Response<Body>>;
+
+/// A [`Refusal`] with a `Status` body.
+pub(crate) fn refusal(code: StatusCode, message: impl Into<String>) -> Refusal {
+    Box::new(status_response(code, message))
 }
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus`).
@@ -38,16 +49,14 @@ fn decode_with(s: &str, plus: bool) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' if plus => out.push(b' '),
             b => out.push(b),
         }
@@ -95,11 +104,11 @@ impl Params {
     }
 
     /// An integer parameter; `Err` with a 400 when malformed.
-    pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, Response<Body>> {
+    pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, Refusal> {
         match self.get(key) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                status_response(StatusCode::BAD_REQUEST, format!("invalid value for {key}: {v:?}"))
+                refusal(StatusCode::BAD_REQUEST, format!("invalid value for {key}: {v:?}"))
             }),
         }
     }
@@ -131,10 +140,10 @@ pub(crate) fn negotiate(
     headers: &HeaderMap,
     websocket: &[&str],
     spdy: &[&str],
-) -> Result<Upgrade, Response<Body>> {
+) -> Result<Upgrade, Refusal> {
     let wanted = tokens(headers, "upgrade");
     let forbidden = |offered: &[String], ours: &[&str]| {
-        status_response(
+        refusal(
             StatusCode::FORBIDDEN,
             format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, \
@@ -152,7 +161,7 @@ pub(crate) fn negotiate(
                 accept: super::websocket::accept_key(key),
             }),
             (None, _) => Err(forbidden(&offered, websocket)),
-            (_, None) => Err(status_response(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
+            (_, None) => Err(refusal(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
         };
     }
     if wanted.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
@@ -162,10 +171,7 @@ pub(crate) fn negotiate(
             None => Err(forbidden(&offered, spdy)),
         };
     }
-    Err(status_response(
-        StatusCode::BAD_REQUEST,
-        "Upgrade request required (WebSocket or SPDY/3.1)",
-    ))
+    Err(refusal(StatusCode::BAD_REQUEST, "Upgrade request required (WebSocket or SPDY/3.1)"))
 }
 
 /// The `101 Switching Protocols` answer for a negotiated upgrade.
@@ -219,7 +225,10 @@ mod tests {
         let mut ws = HeaderMap::new();
         ws.insert("upgrade", HeaderValue::from_static("websocket"));
         ws.insert("sec-websocket-key", HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
-        ws.insert("sec-websocket-protocol", HeaderValue::from_static("v4.channel.k8s.io, v5.channel.k8s.io"));
+        ws.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v4.channel.k8s.io, v5.channel.k8s.io"),
+        );
         let chosen = negotiate(&ws, &["v5.channel.k8s.io", "v4.channel.k8s.io"], &[]).unwrap();
         assert_eq!(
             chosen,

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, StreamBody};
 use skerry_runtime::{ContainerState, LogReadOptions, Runtime};
 use tokio::sync::mpsc;
 
-use super::http_util::{status_response, Body, Params};
+use super::http_util::{refusal, Body, Params, Refusal};
 use super::Streaming;
 
 /// The reader's options from the query.
@@ -26,8 +26,8 @@ pub(crate) struct LogQuery {
 }
 
 /// Parses the kubelet's log parameters; a 400 `Status` when one is malformed.
-pub(crate) fn parse_query(params: &Params, now: DateTime<Utc>) -> Result<LogQuery, Response<Body>> {
-    let bad = |msg: String| status_response(StatusCode::BAD_REQUEST, msg);
+pub(crate) fn parse_query(params: &Params, now: DateTime<Utc>) -> Result<LogQuery, Refusal> {
+    let bad = |msg: String| refusal(StatusCode::BAD_REQUEST, msg);
     let mut query = LogQuery {
         previous: params.flag("previous"),
         options: LogReadOptions {
@@ -38,7 +38,8 @@ pub(crate) fn parse_query(params: &Params, now: DateTime<Utc>) -> Result<LogQuer
         limit_bytes: None,
     };
     if let Some(tail) = params.int("tailLines")? {
-        let tail = usize::try_from(tail).map_err(|_| bad(format!("tailLines: {tail} must be >= 0")))?;
+        let tail =
+            usize::try_from(tail).map_err(|_| bad(format!("tailLines: {tail} must be >= 0")))?;
         query.options.tail = Some(tail);
     }
     if let Some(seconds) = params.int("sinceSeconds")? {
@@ -70,11 +71,11 @@ pub(crate) async fn serve(
 ) -> Response<Body> {
     let query = match parse_query(params, Utc::now()) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let id = match streaming.container(namespace, pod, container, query.previous) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let runtime = streaming.runtime.clone();
     let (tx, rx) = mpsc::channel::<Bytes>(16);
@@ -83,9 +84,7 @@ pub(crate) async fn serve(
         rx.recv().await.map(|chunk| (Ok::<_, Infallible>(hyper::body::Frame::data(chunk)), rx))
     });
     let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -119,13 +118,8 @@ fn read(runtime: Arc<Runtime>, id: String, query: LogQuery, tx: mpsc::Sender<Byt
         Ok(())
     };
     let max_files = status.spec.log_rotation.max_files;
-    let result = skerry_runtime::logs::read_log(
-        &status.log_path,
-        max_files,
-        &query.options,
-        finished,
-        sink,
-    );
+    let result =
+        skerry_runtime::logs::read_log(&status.log_path, max_files, &query.options, finished, sink);
     if let Err(err) = result {
         tracing::debug!(%err, container = %id, "log stream ended");
     }
@@ -147,8 +141,13 @@ mod tests {
         assert_eq!(q.options.since.unwrap().to_rfc3339(), "2026-01-01T00:00:00+00:00");
         assert_eq!(q.limit_bytes, Some(100));
         let p = Params::parse(Some("sinceTime=2025-12-31T23:00:00Z"));
-        assert_eq!(parse_query(&p, now).unwrap().options.since.unwrap().to_rfc3339(), "2025-12-31T23:00:00+00:00");
-        for bad in ["tailLines=x", "tailLines=-1", "sinceSeconds=0", "limitBytes=0", "sinceTime=yesterday"] {
+        assert_eq!(
+            parse_query(&p, now).unwrap().options.since.unwrap().to_rfc3339(),
+            "2025-12-31T23:00:00+00:00"
+        );
+        for bad in
+            ["tailLines=x", "tailLines=-1", "sinceSeconds=0", "limitBytes=0", "sinceTime=yesterday"]
+        {
             let err = parse_query(&Params::parse(Some(bad)), now).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
         }

@@ -25,7 +25,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use skerry_runtime::Runtime;
 
-use http_util::{status_response, Body, Params};
+use http_util::{refusal, status_response, Body, Params, Refusal};
 
 /// What the streaming API needs from the agent core: which runtime objects a pod's names map to.
 pub trait PodLookup: Send + Sync {
@@ -62,15 +62,15 @@ impl Streaming {
         pod: &str,
         container: &str,
         previous: bool,
-    ) -> Result<String, Response<Body>> {
+    ) -> Result<String, Refusal> {
         self.lookup.container_id(namespace, pod, container, previous).ok_or_else(|| {
             if previous {
-                status_response(
+                refusal(
                     StatusCode::BAD_REQUEST,
                     format!("previous terminated container {container:?} in pod {pod:?} not found"),
                 )
             } else {
-                status_response(
+                refusal(
                     StatusCode::NOT_FOUND,
                     format!("container {container:?} in pod {pod:?} not found on this node"),
                 )
@@ -115,7 +115,7 @@ async fn route(req: Request<Incoming>, streaming: Arc<Streaming>) -> Response<Bo
             let attach = *kind == "attach";
             match streaming.container(ns, pod, container, false) {
                 Ok(id) => remotecommand::serve(req, &streaming, id, attach, &params),
-                Err(response) => response,
+                Err(response) => *response,
             }
         }
         (["portForward", ns, pod], Method::GET | Method::POST) => {

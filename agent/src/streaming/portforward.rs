@@ -28,10 +28,14 @@ const SPDY_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 const TUNNELED_PROTOCOLS: [&str; 1] = ["SPDY/3.1+portforward.k8s.io"];
 
 /// Answers a port-forward request and runs the session on its own task.
-pub(crate) fn serve(mut req: Request<Incoming>, netns: PathBuf, pod: String) -> http::Response<Body> {
+pub(crate) fn serve(
+    mut req: Request<Incoming>,
+    netns: PathBuf,
+    pod: String,
+) -> http::Response<Body> {
     let upgrade = match negotiate(req.headers(), &TUNNELED_PROTOCOLS, &SPDY_PROTOCOLS) {
         Ok(upgrade) => upgrade,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tunneled = matches!(upgrade, Upgrade::WebSocket { .. });
@@ -122,9 +126,10 @@ where
                 let kind = header(&headers, "streamtype").unwrap_or("");
                 let port = header(&headers, "port").and_then(|p| p.parse::<u16>().ok());
                 // Old clients send no request id: the data stream follows its error stream.
-                let request = header(&headers, "requestid").map(str::to_string).unwrap_or_else(
-                    || (if kind == "data" { id.saturating_sub(2) } else { id }).to_string(),
-                );
+                let request =
+                    header(&headers, "requestid").map(str::to_string).unwrap_or_else(|| {
+                        (if kind == "data" { id.saturating_sub(2) } else { id }).to_string()
+                    });
                 let pair = pairs.entry(request.clone()).or_default();
                 match kind {
                     "error" => pair.error = Some(id),

@@ -2,7 +2,8 @@
 //! streams the client wants (`stdin`, `stdout`, `stderr`, `tty`); the connection switches to
 //! WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) or SPDY/3.1 (`v4.channel.k8s.io`);
 //! either transport is reduced to the same [`Wiring`] — stdin and resize in, output and the
-//! final `Status` out — and one driver runs the process in the runtime.
+//! final `Status` out — and one driver runs the process in the runtime. Over SPDY the
+//! process starts only once the client has opened every stream it asked for (as the kubelet).
 //!
 //! The final `Status` follows the v4 protocol: `Success`, or `Failure` with reason
 //! `NonZeroExitCode` and an `ExitCode` cause that kubectl turns into its own exit code.
@@ -98,7 +99,7 @@ pub(crate) fn serve(
     }
     let upgrade = match negotiate(req.headers(), &WEBSOCKET_PROTOCOLS, &SPDY_PROTOCOLS) {
         Ok(upgrade) => upgrade,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let runtime = streaming.runtime.clone();
@@ -217,9 +218,8 @@ async fn run_exec(
             return;
         }
     };
-    match (stdin, process.stdin.take()) {
-        (Some(rx), Some(pipe)) => feed(rx, pipe),
-        _ => {}
+    if let (Some(rx), Some(pipe)) = (stdin, process.stdin.take()) {
+        feed(rx, pipe);
     }
     let stdout =
         process.stdout.take().map(|p| pump(p, wanted.stdout.then(|| out.clone()), Out::Stdout));
@@ -624,14 +624,13 @@ mod tests {
         });
         let mut client = SpdyClient { io: client, codec: Default::default() };
         let mut data: std::collections::HashMap<u32, (Vec<u8>, bool)> = Default::default();
-        let mut record =
-            |frame: Frame, data: &mut std::collections::HashMap<u32, (Vec<u8>, bool)>| {
-                if let Frame::Data { stream, fin, data: bytes } = frame {
-                    let entry = data.entry(stream).or_default();
-                    entry.0.extend(bytes);
-                    entry.1 |= fin;
-                }
-            };
+        let record = |frame: Frame, data: &mut std::collections::HashMap<u32, (Vec<u8>, bool)>| {
+            if let Frame::Data { stream, fin, data: bytes } = frame {
+                let entry = data.entry(stream).or_default();
+                entry.0.extend(bytes);
+                entry.1 |= fin;
+            }
+        };
         // As client-go: error, stdout, stderr, each opened once the one before has its reply.
         for (id, kind) in [(1, "error"), (3, "stdout"), (5, "stderr")] {
             client.open(id, kind).await;

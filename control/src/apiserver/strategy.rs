@@ -100,9 +100,20 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
         }
         ("", "Namespace") => {
             obj["status"] = json!({ "phase": "Active" });
-            if obj.get("spec").and_then(|s| s.get("finalizers")).is_none() {
-                obj["spec"] = json!({ "finalizers": ["kubernetes"] });
+            // As the reference's PrepareForCreate: `kubernetes` is always among the
+            // finalizers of a new namespace (kubectl sends `finalizers: []`).
+            let mut finalizers: Vec<Value> = obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if !finalizers.iter().any(|f| f == "kubernetes") {
+                finalizers.push(json!("kubernetes"));
             }
+            if !obj.get("spec").is_some_and(Value::is_object) {
+                obj["spec"] = json!({});
+            }
+            obj["spec"]["finalizers"] = json!(finalizers);
         }
         _ => {}
     }

@@ -15,7 +15,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::queue::WorkQueue;
 
@@ -45,11 +45,14 @@ impl<K> Clone for Change<K> {
 pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Change<K>>,
+    /// Set once the first list is in the store. (kube-runtime's `Store::wait_until_ready`
+    /// wakes only the last of several concurrent waiters; a watch channel wakes them all.)
+    listed: watch::Receiver<bool>,
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Clone for Informer<K> {
     fn clone(&self) -> Self {
-        Informer { store: self.store.clone(), changes: self.changes.clone() }
+        Informer { store: self.store.clone(), changes: self.changes.clone(), listed: self.listed.clone() }
     }
 }
 
@@ -64,8 +67,8 @@ where
 
     /// Waits until the first list has filled the cache.
     pub async fn ready(&self) {
-        // The writer lives as long as the watch task, which never ends on its own.
-        let _ = self.store.wait_until_ready().await;
+        // The sender lives as long as the watch task, which never ends on its own.
+        let _ = self.listed.clone().wait_for(|listed| *listed).await;
     }
 
     /// Every cached object.
@@ -158,7 +161,8 @@ impl Informers {
     {
         let (store, mut writer) = reflector::store::<K>();
         let (changes, _) = broadcast::channel(CHANNEL_CAPACITY);
-        let informer = Informer { store, changes: changes.clone() };
+        let (listed_tx, listed) = watch::channel(false);
+        let informer = Informer { store, changes: changes.clone(), listed };
         let api: Api<K> = Api::all(self.client.clone());
         tokio::spawn(async move {
             let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
@@ -174,7 +178,10 @@ impl Informers {
                 let change = match event {
                     watcher::Event::Apply(o) => Change::Applied(Arc::new(o)),
                     watcher::Event::Delete(o) => Change::Deleted(Arc::new(o)),
-                    watcher::Event::InitDone => Change::Resynced,
+                    watcher::Event::InitDone => {
+                        listed_tx.send_replace(true);
+                        Change::Resynced
+                    }
                     watcher::Event::Init | watcher::Event::InitApply(_) => continue,
                 };
                 // No subscribers yet is fine: they start from the cache.
@@ -228,5 +235,30 @@ mod tests {
         api.delete("after", &DeleteParams::default()).await.unwrap();
         assert_eq!(queue.next().await.as_deref(), Some("after"));
         assert!(informer.get(Some("default"), "after").is_none());
+    }
+
+    #[tokio::test]
+    async fn every_concurrent_waiter_sees_the_informer_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default()).unwrap();
+        let server =
+            ApiServer::new(Arc::new(store), ApiConfig::default(), TokenAuthenticator::default());
+        crate::apiserver::serve::bootstrap(&server).await.unwrap();
+        let informers = Informers::new(in_process_client(&server, Identity::ControllerManager));
+        let informer = informers.get::<ConfigMap>();
+        // Several loops wait at once before the first list (as controllers do at start).
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let informer = informer.clone();
+                tokio::spawn(async move { informer.ready().await })
+            })
+            .collect();
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                .await
+                .expect("a waiter was never woken")
+                .unwrap();
+        }
     }
 }

@@ -50,6 +50,7 @@ pub async fn run(scheduler: Arc<Scheduler>) {
     scheduler.nodes.ready().await;
     let mut node_prints: HashMap<String, u64> = HashMap::new();
     resync(&scheduler, &mut node_prints);
+    tracing::info!(nodes = node_prints.len(), "scheduler caches ready");
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     loop {
         tokio::select! {

@@ -43,17 +43,48 @@ pub type Headers = Vec<(String, String)>;
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Data { stream: u32, fin: bool, data: Vec<u8> },
-    SynStream { stream: u32, associated: u32, priority: u8, fin: bool, headers: Headers },
-    SynReply { stream: u32, fin: bool, headers: Headers },
-    RstStream { stream: u32, status: u32 },
+    Data {
+        stream: u32,
+        fin: bool,
+        data: Vec<u8>,
+    },
+    SynStream {
+        stream: u32,
+        associated: u32,
+        priority: u8,
+        fin: bool,
+        headers: Headers,
+    },
+    SynReply {
+        stream: u32,
+        fin: bool,
+        headers: Headers,
+    },
+    RstStream {
+        stream: u32,
+        status: u32,
+    },
     Settings,
-    Ping { id: u32 },
-    GoAway { last_good: u32, status: u32 },
-    HeadersFrame { stream: u32, fin: bool, headers: Headers },
-    WindowUpdate { stream: u32, delta: u32 },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        last_good: u32,
+        status: u32,
+    },
+    HeadersFrame {
+        stream: u32,
+        fin: bool,
+        headers: Headers,
+    },
+    WindowUpdate {
+        stream: u32,
+        delta: u32,
+    },
     /// A control frame type this implementation ignores (the spec says to).
-    Unknown { kind: u16 },
+    Unknown {
+        kind: u16,
+    },
 }
 
 /// The value of a header, if present.
@@ -160,7 +191,8 @@ impl HeaderCodec {
             return Err(FrameError::Version(version));
         }
         let kind = u16::from_be_bytes([buf[2], buf[3]]);
-        let need = |n: usize, what| if body.len() < n { Err(FrameError::Truncated(what)) } else { Ok(()) };
+        let need =
+            |n: usize, what| if body.len() < n { Err(FrameError::Truncated(what)) } else { Ok(()) };
         Ok(match kind {
             SYN_STREAM => {
                 need(10, "SYN_STREAM")?;
@@ -236,7 +268,8 @@ impl HeaderCodec {
             }
             Frame::SynReply { stream, fin, headers }
             | Frame::HeadersFrame { stream, fin, headers } => {
-                let kind = if matches!(frame, Frame::SynReply { .. }) { SYN_REPLY } else { HEADERS };
+                let kind =
+                    if matches!(frame, Frame::SynReply { .. }) { SYN_REPLY } else { HEADERS };
                 let mut body = stream.to_be_bytes().to_vec();
                 body.extend(self.deflate(&build_block(headers)));
                 control(kind, fin_flag(*fin), body)
@@ -375,10 +408,7 @@ mod tests {
     #[test]
     fn malformed_frames_are_errors_not_panics() {
         let mut codec = HeaderCodec::default();
-        assert_eq!(
-            codec.decode(&[0x80, 2, 0, 1, 0, 0, 0, 0]).unwrap_err(),
-            FrameError::Version(2)
-        );
+        assert_eq!(codec.decode(&[0x80, 2, 0, 1, 0, 0, 0, 0]).unwrap_err(), FrameError::Version(2));
         assert!(codec.decode(&[0x80, 3, 0, 1, 0, 0, 0, 2, 0, 0]).is_err());
         let mut garbage = vec![0x80, 3, 0, 2, 0, 0, 0, 8, 0, 0, 0, 1];
         garbage.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);

@@ -13,7 +13,9 @@ use kube::Api;
 
 use super::util::service as svcutil;
 use super::ControllerOptions;
-use crate::machinery::{run_workers, Action, Context, ControlError, EventType, ObjectKey, WorkQueue};
+use crate::machinery::{
+    run_workers, Action, Context, ControlError, EventType, ObjectKey, WorkQueue,
+};
 
 /// The name `--disable-controllers` takes.
 pub const NAME: &str = "endpoint";
@@ -46,8 +48,14 @@ pub fn start(ctx: Context<ControllerOptions>) {
         let services = services.clone();
         ctx.informers.get::<Endpoints>().feed(queue.clone(), move |ep: &Endpoints| {
             let key = ObjectKey::of(ep);
-            let selecting = services.get(key.namespace(), &key.name).is_some_and(|s| svcutil::selector(&s).is_some());
-            if selecting { vec![key] } else { vec![] }
+            let selecting = services
+                .get(key.namespace(), &key.name)
+                .is_some_and(|s| svcutil::selector(&s).is_some());
+            if selecting {
+                vec![key]
+            } else {
+                vec![]
+            }
         });
     }
     let workers = ctx.options.workers;
@@ -67,9 +75,11 @@ fn desired_labels(service: &Service) -> BTreeMap<String, String> {
     labels
 }
 
-async fn reconcile(ctx: &Context<ControllerOptions>, key: &ObjectKey) -> Result<Action, ControlError> {
+async fn reconcile(
+    ctx: &Context<ControllerOptions>,
+    key: &ObjectKey,
+) -> Result<Action, ControlError> {
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    tracing::info!(%key, "DEBUG ep start");
     let cached = ctx.informers.get::<Endpoints>().get(key.namespace(), &key.name);
     let Some(service) = ctx.informers.get::<Service>().get(key.namespace(), &key.name) else {
         // The service is gone: so are its endpoints (as in the reference).
@@ -104,7 +114,14 @@ async fn reconcile(ctx: &Context<ControllerOptions>, key: &ObjectKey) -> Result<
             if let Err(error) = api.replace(&key.name, &PostParams::default(), &next).await {
                 if !matches!(&error, kube::Error::Api(s) if s.code == 409 || s.code == 404) {
                     let message = format!("Failed to update endpoint {key}: {error}");
-                    ctx.events.record(service.as_ref(), EventType::Warning, "FailedToUpdateEndpoint", &message).await;
+                    ctx.events
+                        .record(
+                            service.as_ref(),
+                            EventType::Warning,
+                            "FailedToUpdateEndpoint",
+                            &message,
+                        )
+                        .await;
                 }
                 return Err(error.into());
             }
@@ -119,7 +136,14 @@ async fn reconcile(ctx: &Context<ControllerOptions>, key: &ObjectKey) -> Result<
                 // A terminating namespace refuses new objects: nothing to do there.
                 if !matches!(&error, kube::Error::Api(s) if s.code == 409 || s.code == 403) {
                     let message = format!("Failed to create endpoint for service {key}: {error}");
-                    ctx.events.record(service.as_ref(), EventType::Warning, "FailedToCreateEndpoint", &message).await;
+                    ctx.events
+                        .record(
+                            service.as_ref(),
+                            EventType::Warning,
+                            "FailedToCreateEndpoint",
+                            &message,
+                        )
+                        .await;
                 }
                 return Err(error.into());
             }

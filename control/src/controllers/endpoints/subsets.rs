@@ -22,6 +22,9 @@ struct PortKey {
 /// Addresses by (ip, target pod uid), with readiness.
 type AddressSet = BTreeMap<(String, String), (EndpointAddress, bool)>;
 
+/// The addresses of a port (by id, with readiness): ports with equal ones share a subset.
+type AddressesKey = Vec<((String, String), bool)>;
+
 fn address(pod: &Pod, service: &Service, ip: &str) -> EndpointAddress {
     EndpointAddress {
         ip: ip.to_string(),
@@ -52,7 +55,12 @@ pub fn desired_subsets(service: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> 
         let id = (ip.to_string(), pod.metadata.uid.clone().unwrap_or_default());
         let ports = svcutil::ports(service);
         let keys: Vec<PortKey> = if ports.is_empty() && svcutil::is_headless(service) {
-            vec![PortKey { name: String::new(), port: -1, protocol: String::new(), app_protocol: None }]
+            vec![PortKey {
+                name: String::new(),
+                port: -1,
+                protocol: String::new(),
+                app_protocol: None,
+            }]
         } else {
             ports
                 .iter()
@@ -74,8 +82,7 @@ pub fn desired_subsets(service: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> 
         }
     }
     // Ports offered by the same addresses share one subset.
-    let mut by_addresses: BTreeMap<Vec<((String, String), bool)>, (AddressSet, Vec<PortKey>)> =
-        BTreeMap::new();
+    let mut by_addresses: BTreeMap<AddressesKey, (AddressSet, Vec<PortKey>)> = BTreeMap::new();
     for (port, addresses) in by_port {
         let key: Vec<_> = addresses.iter().map(|(id, (_, ready))| (id.clone(), *ready)).collect();
         let entry = by_addresses.entry(key).or_insert_with(|| (addresses, Vec::new()));
@@ -165,7 +172,12 @@ mod tests {
     }
 
     fn named(name: &str, port: i32, target: IntOrString) -> ServicePort {
-        ServicePort { name: Some(name.into()), port, target_port: Some(target), ..Default::default() }
+        ServicePort {
+            name: Some(name.into()),
+            port,
+            target_port: Some(target),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -184,7 +196,8 @@ mod tests {
         let svc = service(vec![named("http", 80, IntOrString::String("http".into()))], false);
         let (a, b) = (pod("a", "10.42.0.2", true, 8080), pod("b", "10.42.0.3", true, 9090));
         let subsets = desired_subsets(&svc, &[&a, &b]);
-        let mut ports: Vec<i32> = subsets.iter().map(|s| s.ports.as_ref().unwrap()[0].port).collect();
+        let mut ports: Vec<i32> =
+            subsets.iter().map(|s| s.ports.as_ref().unwrap()[0].port).collect();
         ports.sort();
         assert_eq!(ports, vec![8080, 9090]);
     }

@@ -51,7 +51,9 @@ pub fn desired(
             continue;
         }
         // Slices are IPv4 (addressType); an IPv6 pod address belongs in another family's slice.
-        let Some(ip) = podutil::ip(pod).filter(|ip| ip.parse::<Ipv4Addr>().is_ok()) else { continue };
+        let Some(ip) = podutil::ip(pod).filter(|ip| ip.parse::<Ipv4Addr>().is_ok()) else {
+            continue;
+        };
         let ports: Vec<EndpointPort> = svcutil::ports(service)
             .iter()
             .filter_map(|p| {
@@ -85,7 +87,9 @@ pub fn desired(
             }),
             ..Endpoint::default()
         };
-        let group = groups.entry(ports_key(&ports)).or_insert_with(|| PortGroup { ports, ..PortGroup::default() });
+        let group = groups
+            .entry(ports_key(&ports))
+            .or_insert_with(|| PortGroup { ports, ..PortGroup::default() });
         group.endpoints.insert(ip.to_string(), endpoint);
     }
     groups

@@ -24,7 +24,9 @@ use self::desired::{ports_key, PortGroup};
 use self::pack::Existing;
 use super::util::{owner, service as svcutil};
 use super::ControllerOptions;
-use crate::machinery::{run_workers, Action, Context, ControlError, EventType, ObjectKey, WorkQueue};
+use crate::machinery::{
+    run_workers, Action, Context, ControlError, EventType, ObjectKey, WorkQueue,
+};
 
 /// The name `--disable-controllers` takes.
 pub const NAME: &str = "endpointslice";
@@ -153,7 +155,6 @@ impl Controller {
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ControlError> {
         let slices = self.ctx.informers.get::<EndpointSlice>();
-        tracing::info!(%key, "DEBUG start");
         let cached: Vec<Arc<EndpointSlice>> = slices
             .list_namespace(&key.namespace)
             .into_iter()
@@ -161,25 +162,30 @@ impl Controller {
             .collect();
         if !self.cache_caught_up(key, &cached) {
             // The informer wakes us when our writes arrive; the delay is a safety net.
-            tracing::info!(%key, "DEBUG not caught up");
             return Ok(Action::RequeueAfter(Duration::from_secs(1)));
         }
         let service = self.ctx.informers.get::<Service>().get(key.namespace(), &key.name);
         let writes = match &service {
             // Gone: its slices go (the garbage collector would too, through the owner).
             None => cached.iter().map(|s| Write::Delete(s.name_any())).collect(),
-            Some(service) if service.metadata.deletion_timestamp.is_some() => { tracing::info!("DEBUG deleting"); return Ok(Action::Done) },
+            // Being deleted: its slices go with it.
+            Some(service) if service.metadata.deletion_timestamp.is_some() => {
+                return Ok(Action::Done)
+            }
             Some(service) if svcutil::selector(service).is_none() => return Ok(Action::Done),
             Some(service) => self.plan(service, &cached),
         };
-        tracing::info!(%key, cached = ?cached.iter().map(|s| (s.name_any(), s.resource_version(), s.endpoints.len())).collect::<Vec<_>>(), writes = writes.len(), "DEBUG slice sync");
         self.apply(key, service.as_deref(), writes).await?;
         Ok(Action::Done)
     }
 
     /// The writes that make `cached` (the service's managed slices) what the pods say.
     fn plan(&self, service: &Service, cached: &[Arc<EndpointSlice>]) -> Vec<Write> {
-        let pods = self.ctx.informers.get::<Pod>().list_namespace(&service.namespace().unwrap_or_default());
+        let pods = self
+            .ctx
+            .informers
+            .get::<Pod>()
+            .list_namespace(&service.namespace().unwrap_or_default());
         let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
         let nodes = self.ctx.informers.get::<Node>();
         let zone_of = |node: &str| {
@@ -225,12 +231,19 @@ impl Controller {
             };
             if let Err(error) = result {
                 // Conflicts (a stale cache) and a terminating namespace are routine.
-                let routine = matches!(&error, kube::Error::Api(s) if s.code == 409 || s.code == 403);
+                let routine =
+                    matches!(&error, kube::Error::Api(s) if s.code == 409 || s.code == 403);
                 if let (Some(service), false) = (service, routine) {
-                    let message = format!("Error updating Endpoint Slices for Service {key}: {error}");
+                    let message =
+                        format!("Error updating Endpoint Slices for Service {key}: {error}");
                     self.ctx
                         .events
-                        .record(service, EventType::Warning, "FailedToUpdateEndpointSlices", &message)
+                        .record(
+                            service,
+                            EventType::Warning,
+                            "FailedToUpdateEndpointSlices",
+                            &message,
+                        )
                         .await;
                 }
                 return Err(error.into());
@@ -260,7 +273,8 @@ fn new_slice(service: &Service, labels: &BTreeMap<String, String>) -> EndpointSl
 /// slices go) and of the address type written here.
 fn is_current(slice: &EndpointSlice, service: &Service) -> bool {
     let uid = service.uid().unwrap_or_default();
-    owner::controller_of(&slice.metadata).is_some_and(|r| r.uid == uid) && slice.address_type == ADDRESS_TYPE
+    owner::controller_of(&slice.metadata).is_some_and(|r| r.uid == uid)
+        && slice.address_type == ADDRESS_TYPE
 }
 
 /// The writes turning `cached` into slices holding `groups`, at most `max` endpoints each.
@@ -277,12 +291,17 @@ fn plan_slices(
     writes.extend(stale.iter().map(|s| Write::Delete(s.name_any())));
     let mut by_ports: BTreeMap<String, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in &current {
-        by_ports.entry(ports_key(slice.ports.as_deref().unwrap_or_default())).or_default().push(slice);
+        by_ports
+            .entry(ports_key(slice.ports.as_deref().unwrap_or_default()))
+            .or_default()
+            .push(slice);
     }
     let total: usize = groups.values().map(|g| g.endpoints.len()).sum();
     if total == 0 {
         // No endpoints: one empty placeholder slice, reusing an existing one if there is any.
-        let keep = current.iter().find(|s| s.endpoints.is_empty() && s.ports.as_deref().unwrap_or_default().is_empty());
+        let keep = current
+            .iter()
+            .find(|s| s.endpoints.is_empty() && s.ports.as_deref().unwrap_or_default().is_empty());
         match keep {
             Some(slice) => {
                 if slice.metadata.labels.as_ref() != Some(&labels) {
@@ -294,7 +313,12 @@ fn plan_slices(
             None => writes.push(Write::Create(new_slice(service, &labels))),
         }
         let kept = keep.map(|s| s.name_any());
-        writes.extend(current.iter().filter(|s| Some(s.name_any()) != kept).map(|s| Write::Delete(s.name_any())));
+        writes.extend(
+            current
+                .iter()
+                .filter(|s| Some(s.name_any()) != kept)
+                .map(|s| Write::Delete(s.name_any())),
+        );
         return writes;
     }
     for (ports, slices) in &by_ports {
@@ -354,7 +378,11 @@ mod tests {
         s.metadata.uid = Some("svc-uid".into());
         s.spec = Some(ServiceSpec {
             selector: Some([("app".to_string(), "web".to_string())].into()),
-            ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                ..Default::default()
+            }]),
             ..ServiceSpec::default()
         });
         s
@@ -369,7 +397,11 @@ mod tests {
         p.spec = Some(PodSpec { node_name: Some("n1".into()), ..Default::default() });
         p.status = Some(PodStatus {
             pod_ip: Some(format!("10.42.{}.{}", i / 200, i % 200 + 2)),
-            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
         p
@@ -421,9 +453,11 @@ mod tests {
         assert_eq!(writes.len(), 1);
         let placeholder = stored(&writes[0], "web-empty");
         assert!(placeholder.endpoints.is_empty());
-        assert!(plan_slices(&service(), &[placeholder.clone()], &groups(0), 100).is_empty());
+        assert!(
+            plan_slices(&service(), std::slice::from_ref(&placeholder), &groups(0), 100).is_empty()
+        );
         // Endpoints arrive: a new slice for them, the placeholder goes (its port set differs).
-        let writes = plan_slices(&service(), &[placeholder.clone()], &groups(1), 100);
+        let writes = plan_slices(&service(), std::slice::from_ref(&placeholder), &groups(1), 100);
         assert!(matches!(&writes[..], [Write::Delete(n), Write::Create(_)] if n == "web-empty"));
         // A recreated service (new uid) does not keep the old one's slices.
         let mut recreated = service();

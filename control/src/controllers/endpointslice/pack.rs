@@ -90,8 +90,14 @@ mod tests {
         let mut desired = keys(0..1);
         desired.extend(keys(2..7));
         let plan = pack(&existing, &desired, 3);
-        assert_eq!(plan.keep[0], ("s1".to_string(), vec!["10.0.0.0".into(), "10.0.0.2".into(), "10.0.0.5".into()]));
-        assert_eq!(plan.keep[1], ("s2".to_string(), vec!["10.0.0.3".into(), "10.0.0.4".into(), "10.0.0.6".into()]));
+        assert_eq!(
+            plan.keep[0],
+            ("s1".to_string(), vec!["10.0.0.0".into(), "10.0.0.2".into(), "10.0.0.5".into()])
+        );
+        assert_eq!(
+            plan.keep[1],
+            ("s2".to_string(), vec!["10.0.0.3".into(), "10.0.0.4".into(), "10.0.0.6".into()])
+        );
         assert!(plan.create.is_empty() && plan.delete.is_empty());
     }
 

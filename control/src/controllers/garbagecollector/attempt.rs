@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::Api;
 use serde_json::{json, Value};
 
@@ -141,7 +143,11 @@ async fn delete_dependents(collector: &Collector, owner: &Node) -> Result<Action
     Ok(Action::Done)
 }
 
-fn api(collector: &Collector, resource: &ServedResource, namespace: Option<&str>) -> Api<DynamicObject> {
+fn api(
+    collector: &Collector,
+    resource: &ServedResource,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     match namespace {
         Some(ns) => Api::namespaced_with(collector.client.clone(), ns, &resource.resource),
         None => Api::all_with(collector.client.clone(), &resource.resource),
@@ -174,7 +180,11 @@ async fn delete(collector: &Collector, node: &Node, policy: Policy) -> Result<()
 
 /// Merge-patches `fields` into the object's metadata, pinned to the resourceVersion the graph
 /// saw (a newer object is a conflict, retried once the watch delivers it).
-async fn patch_metadata(collector: &Collector, node: &Node, mut fields: Value) -> Result<(), ControlError> {
+async fn patch_metadata(
+    collector: &Collector,
+    node: &Node,
+    mut fields: Value,
+) -> Result<(), ControlError> {
     fields["resourceVersion"] = json!(node.resource_version);
     let patch = json!({ "metadata": fields });
     node_api(collector, node)
@@ -183,7 +193,11 @@ async fn patch_metadata(collector: &Collector, node: &Node, mut fields: Value) -
     Ok(())
 }
 
-async fn remove_finalizer(collector: &Collector, node: &Node, finalizer: &str) -> Result<(), ControlError> {
+async fn remove_finalizer(
+    collector: &Collector,
+    node: &Node,
+    finalizer: &str,
+) -> Result<(), ControlError> {
     let remaining: Vec<&String> = node.finalizers.iter().filter(|f| *f != finalizer).collect();
     match patch_metadata(collector, node, json!({ "finalizers": remaining })).await {
         // The object went away with its last finalizer: done.

@@ -39,7 +39,11 @@ pub enum Decision {
 
 /// The decision for a dependent whose owners (by uid) are in `owners`, that itself has
 /// dependents or not, and carries `finalizers`.
-pub fn decide(owners: &[(String, OwnerState)], has_dependents: bool, finalizers: &[String]) -> Decision {
+pub fn decide(
+    owners: &[(String, OwnerState)],
+    has_dependents: bool,
+    finalizers: &[String],
+) -> Decision {
     if owners.is_empty() {
         return Decision::Keep;
     }
@@ -49,7 +53,11 @@ pub fn decide(owners: &[(String, OwnerState)], has_dependents: bool, finalizers:
     if with(OwnerState::Solid).next().is_some() {
         let dead: Vec<String> =
             with(OwnerState::Dangling).chain(with(OwnerState::WaitingForDependents)).collect();
-        return if dead.is_empty() { Decision::Keep } else { Decision::RemoveOwnerReferences(dead) };
+        return if dead.is_empty() {
+            Decision::Keep
+        } else {
+            Decision::RemoveOwnerReferences(dead)
+        };
     }
     if with(OwnerState::Unknown).next().is_some() {
         return Decision::Retry;
@@ -93,7 +101,10 @@ mod tests {
 
     #[test]
     fn all_owners_dangling_deletes_in_the_background() {
-        assert_eq!(decide(&owners(&[Dangling, Dangling]), true, &[]), Decision::Delete(Policy::Background));
+        assert_eq!(
+            decide(&owners(&[Dangling, Dangling]), true, &[]),
+            Decision::Delete(Policy::Background)
+        );
     }
 
     #[test]
@@ -115,7 +126,10 @@ mod tests {
 
     #[test]
     fn the_dependents_own_finalizers_choose_its_policy() {
-        assert_eq!(decide(&owners(&[Dangling]), false, &[ORPHAN.into()]), Decision::Delete(Policy::Orphan));
+        assert_eq!(
+            decide(&owners(&[Dangling]), false, &[ORPHAN.into()]),
+            Decision::Delete(Policy::Orphan)
+        );
         assert_eq!(
             decide(&owners(&[Dangling]), false, &[FOREGROUND.into()]),
             Decision::Delete(Policy::Foreground)

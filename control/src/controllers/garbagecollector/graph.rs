@@ -112,12 +112,7 @@ impl Graph {
 
     /// The objects with an ownerReference to `uid`.
     pub fn dependents(&self, uid: &str) -> Vec<&Node> {
-        self.dependents
-            .get(uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|d| self.nodes.get(d))
-            .collect()
+        self.dependents.get(uid).into_iter().flatten().filter_map(|d| self.nodes.get(d)).collect()
     }
 
     pub fn has_dependents(&self, uid: &str) -> bool {

@@ -99,7 +99,8 @@ impl Collector {
     fn resolve(&self, api_version: &str, kind: &str) -> Option<Arc<ServedResource>> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let resources = self.resources.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let same_group = |r: &&Arc<ServedResource>| r.resource.group == group && r.resource.kind == kind;
+        let same_group =
+            |r: &&Arc<ServedResource>| r.resource.group == group && r.resource.kind == kind;
         resources
             .iter()
             .filter(same_group)

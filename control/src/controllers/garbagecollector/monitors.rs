@@ -3,6 +3,7 @@
 //! changes, and every [`RESYNC`] otherwise. Each watch feeds the graph; after a relist, objects
 //! the list no longer holds are treated as deleted.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -112,11 +113,11 @@ async fn sync(collector: &Arc<Collector>) -> Result<(), kube::Error> {
             }
         }
         for (k, resource) in wanted {
-            if !monitors.running.contains_key(&k) {
-                tracing::debug!(resource = ?k, "garbage collector watching");
+            if let Entry::Vacant(slot) = monitors.running.entry(k) {
+                tracing::debug!(resource = ?slot.key(), "garbage collector watching");
                 let synced = Arc::new(AtomicBool::new(false));
                 let task = tokio::spawn(watch(collector.clone(), resource, synced.clone()));
-                monitors.running.insert(k, Monitor { synced, task });
+                slot.insert(Monitor { synced, task });
             }
         }
         monitors.discovered = true;

@@ -23,7 +23,9 @@ pub struct Cleanup {
 impl Cleanup {
     /// Nothing is left and nothing failed: the namespace can be finalized.
     pub fn is_done(&self) -> bool {
-        self.discovery_failure.is_none() && self.content_failures.is_empty() && self.remaining.is_empty()
+        self.discovery_failure.is_none()
+            && self.content_failures.is_empty()
+            && self.remaining.is_empty()
     }
 }
 
@@ -47,7 +49,12 @@ const TYPES: &[(&str, &str, &str, &str)] = &[
         "All content successfully deleted, may be waiting on finalization",
         "ContentDeletionFailed",
     ),
-    ("NamespaceContentRemaining", "ContentRemoved", "All content successfully removed", "SomeResourcesRemain"),
+    (
+        "NamespaceContentRemaining",
+        "ContentRemoved",
+        "All content successfully removed",
+        "SomeResourcesRemain",
+    ),
     (
         "NamespaceFinalizersRemaining",
         "ContentHasNoFinalizers",
@@ -100,7 +107,11 @@ fn failure(cleanup: &Cleanup, type_: &str) -> Option<String> {
 
 /// The conditions after `cleanup`, keeping the transition time of any condition whose status,
 /// reason and message did not change.
-pub fn conditions(cleanup: &Cleanup, previous: &[NamespaceCondition], now: Timestamp) -> Vec<NamespaceCondition> {
+pub fn conditions(
+    cleanup: &Cleanup,
+    previous: &[NamespaceCondition],
+    now: Timestamp,
+) -> Vec<NamespaceCondition> {
     TYPES
         .iter()
         .map(|(type_, ok_reason, ok_message, failed_reason)| {
@@ -116,9 +127,10 @@ pub fn conditions(cleanup: &Cleanup, previous: &[NamespaceCondition], now: Times
                 last_transition_time: Some(Time(now)),
             };
             match previous.iter().find(|p| p.type_ == *type_) {
-                Some(p) if p.status == condition.status
-                    && p.reason == condition.reason
-                    && p.message == condition.message =>
+                Some(p)
+                    if p.status == condition.status
+                        && p.reason == condition.reason
+                        && p.message == condition.message =>
                 {
                     p.clone()
                 }
@@ -153,7 +165,10 @@ mod tests {
             Some("Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances")
         );
         let discovery = find("NamespaceDeletionDiscoveryFailure");
-        assert_eq!((discovery.status.as_str(), discovery.reason.as_deref()), ("False", Some("ResourcesDiscovered")));
+        assert_eq!(
+            (discovery.status.as_str(), discovery.reason.as_deref()),
+            ("False", Some("ResourcesDiscovered"))
+        );
         assert!(!cleanup.is_done());
     }
 
@@ -166,7 +181,10 @@ mod tests {
         let failed = Cleanup { content_failures: vec!["boom".into()], ..Cleanup::default() };
         let third = conditions(&failed, &second, later);
         let content = third.iter().find(|c| c.type_ == "NamespaceDeletionContentFailure").unwrap();
-        assert_eq!(content.message.as_deref(), Some("Failed to delete all resource types, 1 remaining: boom"));
+        assert_eq!(
+            content.message.as_deref(),
+            Some("Failed to delete all resource types, 1 remaining: boom")
+        );
         assert_eq!(content.last_transition_time, Some(Time(later)));
     }
 }

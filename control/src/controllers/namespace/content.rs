@@ -45,7 +45,10 @@ pub async fn delete_content(client: &Client, namespace: &str) -> Cleanup {
 }
 
 fn params() -> DeleteParams {
-    DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() }
+    DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    }
 }
 
 async fn delete_resource(
@@ -53,7 +56,8 @@ async fn delete_resource(
     namespace: &str,
     resource: &ServedResource,
 ) -> Result<(), kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource.resource);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource.resource);
     if resource.supports(verbs::DELETE_COLLECTION) {
         match api.delete_collection(&params(), &ListParams::default()).await {
             Ok(_) => return Ok(()),
@@ -81,7 +85,7 @@ async fn remaining(
     namespace: &str,
     resource: &ServedResource,
 ) -> Result<Vec<DynamicObject>, kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource.resource);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource.resource);
     Ok(api.list(&ListParams::default()).await?.items)
 }
-

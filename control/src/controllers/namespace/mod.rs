@@ -32,7 +32,13 @@ const POLL: Duration = Duration::from_secs(2);
 pub fn start(ctx: Context<ControllerOptions>) {
     let queue = WorkQueue::new();
     ctx.informers.get::<Namespace>().feed(queue.clone(), |ns: &Namespace| {
-        ns.metadata.deletion_timestamp.is_some().then(|| ns.metadata.name.clone()).into_iter().flatten().collect()
+        ns.metadata
+            .deletion_timestamp
+            .is_some()
+            .then(|| ns.metadata.name.clone())
+            .into_iter()
+            .flatten()
+            .collect()
     });
     let workers = ctx.options.workers;
     run_workers(NAME, queue, workers, move |name: String| {
@@ -48,7 +54,8 @@ async fn reconcile(ctx: &Context<ControllerOptions>, name: &str) -> Result<Actio
         return Ok(Action::Done);
     };
     let finalizers = namespace.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
-    if namespace.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == FINALIZER) {
+    if namespace.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == FINALIZER)
+    {
         return Ok(Action::Done);
     }
     let cleanup = content::delete_content(&ctx.client, name).await;
@@ -64,8 +71,11 @@ async fn reconcile(ctx: &Context<ControllerOptions>, name: &str) -> Result<Actio
     }
     if !cleanup.is_done() {
         tracing::debug!(namespace = name, remaining = ?cleanup.remaining, "namespace content remains");
-        if let Some(error) = cleanup.discovery_failure.or(cleanup.content_failures.first().cloned()) {
-            return Err(ControlError::Other(format!("deleting the content of namespace {name}: {error}")));
+        if let Some(error) = cleanup.discovery_failure.or(cleanup.content_failures.first().cloned())
+        {
+            return Err(ControlError::Other(format!(
+                "deleting the content of namespace {name}: {error}"
+            )));
         }
         return Ok(Action::RequeueAfter(POLL));
     }

@@ -29,7 +29,12 @@ impl CidrSet {
         let cluster_prefix = cluster_prefix.min(32);
         let node_prefix = node_prefix.clamp(cluster_prefix, 32);
         let mask = if cluster_prefix == 0 { 0 } else { u32::MAX << (32 - cluster_prefix) };
-        CidrSet { base: u32::from(base) & mask, cluster_prefix, node_prefix, taken: BTreeSet::new() }
+        CidrSet {
+            base: u32::from(base) & mask,
+            cluster_prefix,
+            node_prefix,
+            taken: BTreeSet::new(),
+        }
     }
 
     fn count(&self) -> u64 {
@@ -54,7 +59,8 @@ impl CidrSet {
         if prefix.parse::<u8>().ok() != Some(self.node_prefix) {
             return Err(outside());
         }
-        let offset = u64::from(u32::from(address)).checked_sub(u64::from(self.base)).ok_or_else(outside)?;
+        let offset =
+            u64::from(u32::from(address)).checked_sub(u64::from(self.base)).ok_or_else(outside)?;
         let step = if self.node_prefix == 32 { 1 } else { 1u64 << (32 - self.node_prefix) };
         if offset % step != 0 || offset / step >= self.count() {
             return Err(outside());

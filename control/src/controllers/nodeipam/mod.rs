@@ -17,7 +17,9 @@ use serde_json::json;
 
 use self::cidrset::CidrSet;
 use super::ControllerOptions;
-use crate::machinery::{run_workers, Action, Context, ControlError, EventType, Informer, WorkQueue};
+use crate::machinery::{
+    run_workers, Action, Context, ControlError, EventType, Informer, WorkQueue,
+};
 
 /// The name `--disable-controllers` takes.
 pub const NAME: &str = "nodeipam";
@@ -113,7 +115,9 @@ async fn reconcile(
                 }
                 Err(error) => {
                     let message = format!("Node {name} status is now: CIDRNotAvailable ({error})");
-                    ctx.events.record(node.as_ref(), EventType::Normal, "CIDRNotAvailable", &message).await;
+                    ctx.events
+                        .record(node.as_ref(), EventType::Normal, "CIDRNotAvailable", &message)
+                        .await;
                     return Err(ControlError::Other(error.to_string()));
                 }
             }
@@ -136,7 +140,9 @@ async fn reconcile(
         }
         Err(error) => {
             let message = format!("Node {name} status is now: CIDRAssignmentFailed ({error})");
-            ctx.events.record(node.as_ref(), EventType::Warning, "CIDRAssignmentFailed", &message).await;
+            ctx.events
+                .record(node.as_ref(), EventType::Warning, "CIDRAssignmentFailed", &message)
+                .await;
             lock().release(name);
             Err(error.into())
         }

@@ -37,13 +37,17 @@ pub fn start(ctx: Context<ControllerOptions>) {
     });
 }
 
-async fn reconcile(ctx: &Context<ControllerOptions>, namespace: &str) -> Result<Action, ControlError> {
+async fn reconcile(
+    ctx: &Context<ControllerOptions>,
+    namespace: &str,
+) -> Result<Action, ControlError> {
     let Some(ns) = ctx.informers.get::<Namespace>().get(None, namespace) else {
         return Ok(Action::Done);
     };
     let terminating = ns.metadata.deletion_timestamp.is_some()
         || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
-    if terminating || ctx.informers.get::<ServiceAccount>().get(Some(namespace), DEFAULT).is_some() {
+    if terminating || ctx.informers.get::<ServiceAccount>().get(Some(namespace), DEFAULT).is_some()
+    {
         return Ok(Action::Done);
     }
     let mut account = ServiceAccount::default();
@@ -53,7 +57,9 @@ async fn reconcile(ctx: &Context<ControllerOptions>, namespace: &str) -> Result<
     match api.create(&PostParams::default(), &account).await {
         Ok(_) => Ok(Action::Done),
         // Already there (the cache lagged), or the namespace started terminating meanwhile.
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 || s.code == 404 => Ok(Action::Done),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 || s.code == 404 => {
+            Ok(Action::Done)
+        }
         Err(error) => Err(error.into()),
     }
 }
