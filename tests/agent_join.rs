@@ -38,7 +38,8 @@ fn the_node_token_and_created_tokens_authenticate_until_deleted() {
         // The token authenticates as a bootstrapper; a made-up one of the same shape does not.
         let (code, body) = server.anonymous(Some(&bearer)).json("GET", "/api", None).await;
         assert_eq!(code, 200, "{body}");
-        let (code, _) = server.anonymous(Some("abcdef.0123456789abcdef")).json("GET", "/api", None).await;
+        let (code, _) =
+            server.anonymous(Some("abcdef.0123456789abcdef")).json("GET", "/api", None).await;
         assert_eq!(code, 401);
     });
 
@@ -48,7 +49,16 @@ fn the_node_token_and_created_tokens_authenticate_until_deleted() {
     assert_eq!(node_token(&server), token);
 
     let data_dir = server.data_dir.to_str().unwrap().to_string();
-    let created = skerry(&["token", "create", "--ttl", "1h", "--description", "for pi-7", "--data-dir", &data_dir]);
+    let created = skerry(&[
+        "token",
+        "create",
+        "--ttl",
+        "1h",
+        "--description",
+        "for pi-7",
+        "--data-dir",
+        &data_dir,
+    ]);
     let created = ok(created, "skerry token create");
     let created = created.trim();
     assert!(created.starts_with("K10") && created.len() == token.len(), "{created}");
@@ -74,7 +84,10 @@ fn the_node_token_and_created_tokens_authenticate_until_deleted() {
     assert!(!bad_ttl.status.success());
     assert!(String::from_utf8_lossy(&bad_ttl.stderr).contains("--ttl"), "{bad_ttl:?}");
     let no_server = skerry(&["token", "list", "--data-dir", "/nonexistent"]);
-    assert!(String::from_utf8_lossy(&no_server.stderr).contains("admin.kubeconfig"), "{no_server:?}");
+    assert!(
+        String::from_utf8_lossy(&no_server.stderr).contains("admin.kubeconfig"),
+        "{no_server:?}"
+    );
 }
 
 #[test]
@@ -95,27 +108,40 @@ fn an_agent_joins_with_the_node_token_and_acts_as_its_node() {
     forged_agent.start();
     eventually("the forged join fails", Duration::from_secs(30), || {
         let log = forged_agent.log_text();
-        if log.contains("does not match the hash in the join token") { Ok(()) } else { Err(log) }
+        if log.contains("does not match the hash in the join token") {
+            Ok(())
+        } else {
+            Err(log)
+        }
     });
     let garbage = Command::new(env!("CARGO_BIN_EXE_skerry"))
         .args(["agent", "--server", &server.url, "--token", "not-a-token", "--config", "/dev/null"])
         .output()
         .unwrap();
     assert!(!garbage.status.success());
-    assert!(String::from_utf8_lossy(&garbage.stderr).contains("join token is malformed"), "{garbage:?}");
+    assert!(
+        String::from_utf8_lossy(&garbage.stderr).contains("join token is malformed"),
+        "{garbage:?}"
+    );
 
     let mut agent = SkerryAgent::joining(&server, "pi-1", &token);
     agent.start();
-    let node = eventually("the joined node registers and is Ready", Duration::from_secs(60), || {
-        let out = server.kubectl(&kubectl, &["get", "node", "pi-1", "-o", "json"]);
-        let node: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", agent.log_text()))?;
-        let ready = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if ready { Ok(node) } else { Err(node.to_string()) }
-    });
+    let node =
+        eventually("the joined node registers and is Ready", Duration::from_secs(60), || {
+            let out = server.kubectl(&kubectl, &["get", "node", "pi-1", "-o", "json"]);
+            let node: Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("{e}: {}", agent.log_text()))?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            if ready {
+                Ok(node)
+            } else {
+                Err(node.to_string())
+            }
+        });
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "pi-1", "{node}");
 
     // The CSR: asked for by the bootstrap token, approved automatically, signed.
@@ -136,7 +162,10 @@ fn an_agent_joins_with_the_node_token_and_acts_as_its_node() {
     // From then on the agent is system:node:pi-1: its kubeconfig holds its own certificate,
     // and the Node's Lease is renewed with it.
     let kubeconfig = std::fs::read_to_string(agent.data_dir.join("kubeconfig")).unwrap();
-    assert!(kubeconfig.contains("user: system:node:pi-1") && kubeconfig.contains("client-certificate:"), "{kubeconfig}");
+    assert!(
+        kubeconfig.contains("user: system:node:pi-1") && kubeconfig.contains("client-certificate:"),
+        "{kubeconfig}"
+    );
     assert!(!kubeconfig.contains("token:"), "the bootstrap token stayed in the kubeconfig");
     let cert = std::fs::read_to_string(agent.data_dir.join("tls/node.crt")).unwrap();
     let mut openssl = Command::new("openssl")
@@ -154,7 +183,11 @@ fn an_agent_joins_with_the_node_token_and_acts_as_its_node() {
     agent.start();
     eventually("the agent starts again", Duration::from_secs(60), || {
         let log = agent.log_text();
-        if log.matches("agent started").count() >= 2 { Ok(()) } else { Err(log) }
+        if log.matches("agent started").count() >= 2 {
+            Ok(())
+        } else {
+            Err(log)
+        }
     });
     let csrs = ok(server.kubectl(&kubectl, &["get", "csr", "-o", "name"]), "kubectl get csr");
     assert_eq!(csrs.lines().filter(|l| l.contains("node-csr-pi-1-")).count(), 1, "{csrs}");

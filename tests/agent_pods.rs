@@ -57,7 +57,11 @@ fn create_pod(server: &SkerryServer, kubectl: &Path, name: &str, spec: Value) {
     let doc = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default"}, "spec": spec});
     ok(
-        server.kubectl_stdin(kubectl, &["create", "--validate=false", "-f", "-"], Some(&doc.to_string())),
+        server.kubectl_stdin(
+            kubectl,
+            &["create", "--validate=false", "-f", "-"],
+            Some(&doc.to_string()),
+        ),
         "kubectl create",
     );
 }
@@ -139,7 +143,15 @@ fn pods_run_report_status_and_are_deleted() {
             "imagePullPolicy": "IfNotPresent",
             "command": ["sh", "-c", "echo hello from the pod; exec sleep 3600"]}]}),
     );
-    let p = wait_pod(&server, &agent, &kubectl, "web", "web Running and Ready", Duration::from_secs(60), running_ready);
+    let p = wait_pod(
+        &server,
+        &agent,
+        &kubectl,
+        "web",
+        "web Running and Ready",
+        Duration::from_secs(60),
+        running_ready,
+    );
     let ip = p["status"]["podIP"].as_str().unwrap_or_default().to_string();
     assert!(ip.starts_with("10.42.0."), "pod IP {ip:?} outside the node's pod CIDR");
     assert_eq!(p["status"]["hostIP"], NODE_IP);
@@ -171,9 +183,10 @@ fn pods_run_report_status_and_are_deleted() {
         serde_json::json!({"restartPolicy": "Never", "containers": [{"name": "once",
             "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}),
     );
-    let p = wait_pod(&server, &agent, &kubectl, "job", "job Succeeded", Duration::from_secs(60), |p| {
-        p["status"]["phase"] == "Succeeded"
-    });
+    let p =
+        wait_pod(&server, &agent, &kubectl, "job", "job Succeeded", Duration::from_secs(60), |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
     let once = container_status(&p, "containerStatuses", "once");
     assert_eq!(once["state"]["terminated"]["reason"], "Completed");
     assert_eq!(once["state"]["terminated"]["exitCode"], 0);
@@ -189,9 +202,15 @@ fn pods_run_report_status_and_are_deleted() {
             "containers": [{"name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
                 "command": ["sleep", "3600"]}]}),
     );
-    let p = wait_pod(&server, &agent, &kubectl, "blocked", "blocked Failed", Duration::from_secs(60), |p| {
-        p["status"]["phase"] == "Failed"
-    });
+    let p = wait_pod(
+        &server,
+        &agent,
+        &kubectl,
+        "blocked",
+        "blocked Failed",
+        Duration::from_secs(60),
+        |p| p["status"]["phase"] == "Failed",
+    );
     let init = container_status(&p, "initContainerStatuses", "init");
     assert_eq!(init["state"]["terminated"]["exitCode"], 3);
     assert_eq!(init["state"]["terminated"]["reason"], "Error");
@@ -200,16 +219,21 @@ fn pods_run_report_status_and_are_deleted() {
     assert_eq!(condition(&p, "Initialized"), "False");
     let blocked_uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     assert!(
-        !agent.containers().iter().any(|(_, name, _)| name.starts_with(&format!("{blocked_uid}_app_"))),
+        !agent
+            .containers()
+            .iter()
+            .any(|(_, name, _)| name.starts_with(&format!("{blocked_uid}_app_"))),
         "the app container was created although its init container failed"
     );
 
     // Deletion: the agent stops the containers, then finishes the delete.
     ok(server.kubectl(&kubectl, &["delete", "pod", "web", "--wait=false"]), "delete");
-    eventually("web gone from the server", Duration::from_secs(60), || match pod(&server, &kubectl, "web") {
-        Err(e) if e.contains("NotFound") => Ok(()),
-        Err(e) => Err(e),
-        Ok(p) => Err(p["metadata"].to_string()),
+    eventually("web gone from the server", Duration::from_secs(60), || {
+        match pod(&server, &kubectl, "web") {
+            Err(e) if e.contains("NotFound") => Ok(()),
+            Err(e) => Err(e),
+            Ok(p) => Err(p["metadata"].to_string()),
+        }
     });
     eventually("web's containers removed", Duration::from_secs(30), || {
         let left: Vec<_> =
@@ -235,10 +259,19 @@ fn a_crashing_container_goes_to_crash_loop_back_off() {
         serde_json::json!({"containers": [{"name": "c", "image": IMAGE,
             "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", "echo dying; exit 2"]}]}),
     );
-    let p = wait_pod(&server, &agent, &kubectl, "crash", "CrashLoopBackOff, restartCount >= 2", Duration::from_secs(90), |p| {
-        let c = container_status(p, "containerStatuses", "c");
-        c["state"]["waiting"]["reason"] == "CrashLoopBackOff" && c["restartCount"].as_i64() >= Some(2)
-    });
+    let p = wait_pod(
+        &server,
+        &agent,
+        &kubectl,
+        "crash",
+        "CrashLoopBackOff, restartCount >= 2",
+        Duration::from_secs(90),
+        |p| {
+            let c = container_status(p, "containerStatuses", "c");
+            c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && c["restartCount"].as_i64() >= Some(2)
+        },
+    );
     let c = container_status(&p, "containerStatuses", "c");
     assert_eq!(c["lastState"]["terminated"]["exitCode"], 2);
     assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
@@ -246,7 +279,10 @@ fn a_crashing_container_goes_to_crash_loop_back_off() {
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(condition(&p, "Ready"), "False");
     let events = ok(
-        server.kubectl(&kubectl, &["get", "events", "--field-selector", "involvedObject.name=crash", "-o", "json"]),
+        server.kubectl(
+            &kubectl,
+            &["get", "events", "--field-selector", "involvedObject.name=crash", "-o", "json"],
+        ),
         "events",
     );
     assert!(events.contains("BackOff") && events.contains("Started"), "{events}");
@@ -267,19 +303,36 @@ fn agent_restarts_and_server_outages_do_not_stop_pods() {
         serde_json::json!({"containers": [{"name": "s", "image": IMAGE,
             "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}),
     );
-    let p = wait_pod(&server, &agent, &kubectl, "steady", "steady Running", Duration::from_secs(60), running_ready);
+    let p = wait_pod(
+        &server,
+        &agent,
+        &kubectl,
+        "steady",
+        "steady Running",
+        Duration::from_secs(60),
+        running_ready,
+    );
     let id = container_status(&p, "containerStatuses", "s")["containerID"].clone();
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     let name0 = format!("{uid}_s_0");
 
     agent.kill9();
-    let running: Vec<_> = agent.containers().into_iter().filter(|(_, n, s)| n == &name0 && s == "running").collect();
+    let running: Vec<_> =
+        agent.containers().into_iter().filter(|(_, n, s)| n == &name0 && s == "running").collect();
     assert_eq!(running.len(), 1, "the container must survive the agent: {:?}", agent.containers());
     agent.start();
     // The restarted agent writes its status again; the container is the same one.
     ok(server.kubectl(&kubectl, &["annotate", "pod", "steady", "poke=1"]), "annotate");
     std::thread::sleep(Duration::from_secs(3));
-    let p = wait_pod(&server, &agent, &kubectl, "steady", "steady still Running", Duration::from_secs(30), running_ready);
+    let p = wait_pod(
+        &server,
+        &agent,
+        &kubectl,
+        "steady",
+        "steady still Running",
+        Duration::from_secs(30),
+        running_ready,
+    );
     let s = container_status(&p, "containerStatuses", "s");
     assert_eq!(s["containerID"], id, "the agent restart replaced the container");
     assert_eq!(s["restartCount"], 0);
@@ -302,12 +355,25 @@ fn agent_restarts_and_server_outages_do_not_stop_pods() {
     agent.start();
     std::thread::sleep(Duration::from_secs(3));
     let all = agent.containers();
-    assert!(all.iter().any(|(_, n, s)| n == &name1 && s == "running"), "{all:?}\n{}", agent.log_text());
+    assert!(
+        all.iter().any(|(_, n, s)| n == &name1 && s == "running"),
+        "{all:?}\n{}",
+        agent.log_text()
+    );
     assert!(!all.iter().any(|(_, n, _)| n == &format!("{uid}_s_2")), "restarted again: {all:?}");
 
     server.restart_same_port();
-    let p = wait_pod(&server, &agent, &kubectl, "steady", "status after the outage", Duration::from_secs(60), |p| {
-        running_ready(p) && container_status(p, "containerStatuses", "s")["restartCount"] == 1
-    });
-    assert_eq!(container_status(&p, "containerStatuses", "s")["lastState"]["terminated"]["exitCode"], 137);
+    let p = wait_pod(
+        &server,
+        &agent,
+        &kubectl,
+        "steady",
+        "status after the outage",
+        Duration::from_secs(60),
+        |p| running_ready(p) && container_status(p, "containerStatuses", "s")["restartCount"] == 1,
+    );
+    assert_eq!(
+        container_status(&p, "containerStatuses", "s")["lastState"]["terminated"]["exitCode"],
+        137
+    );
 }

@@ -42,9 +42,8 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 async fn kube_client(kubeconfig: &Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
     Client::try_from(config).unwrap()
 }
 
@@ -112,7 +111,9 @@ async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, Str
     loop {
         match probe().await {
             Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => panic!("{what}: never happened; last: {last}"),
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: never happened; last: {last}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -169,7 +170,12 @@ async fn nxdomain(from: &Netns, name: &str) {
     .await
 }
 
-fn service_json(ns: &str, name: &str, cluster_ip: Option<&str>, ports: serde_json::Value) -> Service {
+fn service_json(
+    ns: &str,
+    name: &str,
+    cluster_ip: Option<&str>,
+    ports: serde_json::Value,
+) -> Service {
     let mut spec = json!({"ports": ports});
     if let Some(ip) = cluster_ip {
         spec["clusterIP"] = json!(ip);
@@ -195,8 +201,8 @@ fn cluster_ip(svc: &Service) -> Ipv4Addr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_from_the_api_are_served_by_cluster_ip_and_name_and_survive_the_server_going_away(
-) {
+async fn services_from_the_api_are_served_by_cluster_ip_and_name_and_survive_the_server_going_away()
+{
     if !skerry_testkit::require_root() {
         return;
     }

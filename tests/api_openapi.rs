@@ -83,7 +83,9 @@ fn kubectl_apply_and_create_validate_through_openapi() {
 
     // kubectl sends fieldValidation=Strict (the PATCH operation in /openapi/v3 declares it), so
     // an unknown field fails with the reference's strict decoding error.
-    let bad = DEPLOYMENT.replace("name: web", "name: bad").replace("replicas: 1", "replicas: 1\n  foo: bar");
+    let bad = DEPLOYMENT
+        .replace("name: web", "name: bad")
+        .replace("replicas: 1", "replicas: 1\n  foo: bar");
     let out = server.kubectl_stdin(&kubectl, &["create", "-f", "-"], Some(&bad));
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -94,7 +96,8 @@ fn kubectl_apply_and_create_validate_through_openapi() {
         text(&out)
     );
     // --validate=false still creates it; the unknown field is dropped.
-    assert!(k_in(&["create", "--validate=false", "-f", "-"], &bad).contains("deployment.apps/bad created"));
+    assert!(k_in(&["create", "--validate=false", "-f", "-"], &bad)
+        .contains("deployment.apps/bad created"));
     let out = server.kubectl(&kubectl, &["get", "deployment", "bad", "-o", "json"]);
     let stored: Value = serde_json::from_str(&ok(out, "get bad")).unwrap();
     assert!(stored["spec"].get("foo").is_none(), "{stored}");
@@ -117,12 +120,14 @@ fn kubectl_explain_reads_descriptions_of_built_in_and_custom_fields() {
     // The v3 index before and after a CRD: a new group version appears, the others keep their hash.
     let client = server.admin();
     let rt = runtime();
-    let index = |rt: &tokio::runtime::Runtime| rt.block_on(client.json("GET", "/openapi/v3", None)).1;
+    let index =
+        |rt: &tokio::runtime::Runtime| rt.block_on(client.json("GET", "/openapi/v3", None)).1;
     let before = index(&rt);
     assert!(before["paths"]["apis/example.com/v1"].is_null());
     ok(server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(CRD)), "apply crd");
     let after = index(&rt);
-    let url = after["paths"]["apis/example.com/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    let url =
+        after["paths"]["apis/example.com/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
     assert_eq!(after["paths"]["apis/apps/v1"], before["paths"]["apis/apps/v1"]);
     let widget = k(&["explain", "widgets.spec.size"]);
     assert!(widget.contains("How many centimetres wide the widget is."), "{widget}");
@@ -156,15 +161,19 @@ fn group_version_documents_are_cached_by_hash_and_etag() {
     let doc = resp.json();
     assert_eq!(doc["openapi"], "3.0.0");
     assert_eq!(
-        doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"],
+        doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"]
+            ["x-kubernetes-group-version-kind"],
         json!([{"group": "apps", "kind": "Deployment", "version": "v1"}])
     );
 
     // Unchanged since the client's copy: 304. A stale hash: a redirect to the current one.
     let headers = [("if-none-match", etag.as_str())];
-    let resp = rt.block_on(client.request_with("GET", "/openapi/v3/apis/apps/v1", &headers, b"")).unwrap();
+    let resp =
+        rt.block_on(client.request_with("GET", "/openapi/v3/apis/apps/v1", &headers, b"")).unwrap();
     assert_eq!(resp.status, 304);
-    let resp = rt.block_on(client.request("GET", "/openapi/v3/apis/apps/v1?hash=0BAD", None, b"")).unwrap();
+    let resp = rt
+        .block_on(client.request("GET", "/openapi/v3/apis/apps/v1?hash=0BAD", None, b""))
+        .unwrap();
     assert_eq!(resp.status, 301);
     assert_eq!(resp.headers["location"], url);
     let (status, _) = rt.block_on(client.json("GET", "/openapi/v3/apis/nothing.example/v1", None));
@@ -200,23 +209,32 @@ fn field_validation_of_a_deployment_over_https() {
 
     let warn = post("Warn", "warn");
     assert_eq!(warn.status, 201);
-    let warnings: Vec<&str> = warn.headers.get_all("warning").iter().map(|v| v.to_str().unwrap()).collect();
+    let warnings: Vec<&str> =
+        warn.headers.get_all("warning").iter().map(|v| v.to_str().unwrap()).collect();
     assert_eq!(
         warnings,
-        [r#"299 - "unknown field \"spec.foo\"""#, r#"299 - "unknown field \"spec.template.spec.containers[0].colour\"""#]
+        [
+            r#"299 - "unknown field \"spec.foo\"""#,
+            r#"299 - "unknown field \"spec.template.spec.containers[0].colour\"""#
+        ]
     );
     assert!(warn.json()["spec"].get("foo").is_none(), "unknown fields are dropped");
 
     // Duplicate fields too, with the reference's message.
-    let duplicated = br#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dup"},
+    let duplicated =
+        br#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dup"},
         "spec": {"replicas": 1, "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}},
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}"#;
     let path = "/apis/apps/v1/namespaces/default/deployments?fieldValidation=Strict";
-    let dup = rt.block_on(client.request("POST", path, Some("application/json"), duplicated)).unwrap();
+    let dup =
+        rt.block_on(client.request("POST", path, Some("application/json"), duplicated)).unwrap();
     assert_eq!(dup.status, 400);
     assert!(
-        dup.json()["message"].as_str().unwrap().ends_with(r#"strict decoding error: duplicate field "spec.replicas""#),
+        dup.json()["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(r#"strict decoding error: duplicate field "spec.replicas""#),
         "{:?}",
         dup.json()
     );
@@ -244,24 +262,42 @@ fn openapi_v2_protobuf_is_a_gnostic_document() {
     let accept = [("accept", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")];
     let resp = rt.block_on(client.request_with("GET", "/openapi/v2", &accept, b"")).unwrap();
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.headers["content-type"], "application/com.github.proto-openapi.spec.v2.v1.0+protobuf");
+    assert_eq!(
+        resp.headers["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
     let doc = skerry_control::apiserver::openapi::gnostic::decode(&resp.body).unwrap();
     assert_eq!(doc.swagger, "2.0");
     let definitions = doc.definitions.unwrap().additional_properties;
-    let deployment = definitions.iter().find(|d| d.name == "io.k8s.api.apps.v1.Deployment").unwrap();
+    let deployment =
+        definitions.iter().find(|d| d.name == "io.k8s.api.apps.v1.Deployment").unwrap();
     let deployment = deployment.value.as_ref().unwrap();
-    let gvk = deployment.vendor_extension.iter().find(|e| e.name == "x-kubernetes-group-version-kind").unwrap();
+    let gvk = deployment
+        .vendor_extension
+        .iter()
+        .find(|e| e.name == "x-kubernetes-group-version-kind")
+        .unwrap();
     let gvk: Value = serde_json::from_str(&gvk.value.as_ref().unwrap().yaml).unwrap();
     assert_eq!(gvk, json!([{"group": "apps", "kind": "Deployment", "version": "v1"}]));
     let paths = doc.paths.unwrap().path;
-    let create = paths.iter().find(|p| p.name == "/apis/apps/v1/namespaces/{namespace}/deployments").unwrap();
-    assert_eq!(create.value.as_ref().unwrap().post.as_ref().unwrap().operation_id, "createAppsV1NamespacedDeployment");
+    let create = paths
+        .iter()
+        .find(|p| p.name == "/apis/apps/v1/namespaces/{namespace}/deployments")
+        .unwrap();
+    assert_eq!(
+        create.value.as_ref().unwrap().post.as_ref().unwrap().operation_id,
+        "createAppsV1NamespacedDeployment"
+    );
 
     // The same document in JSON.
     let (status, json_doc) = rt.block_on(client.json("GET", "/openapi/v2", None));
     assert_eq!(status, 200);
     assert_eq!(json_doc["swagger"], "2.0");
-    assert!(json_doc["definitions"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-merge-key"] == "name");
+    assert!(
+        json_doc["definitions"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+            ["x-kubernetes-patch-merge-key"]
+            == "name"
+    );
 }
 
 #[test]

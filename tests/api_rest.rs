@@ -74,7 +74,9 @@ async fn create_get_update_with_optimistic_concurrency() {
 
 #[tokio::test]
 async fn generate_name_generation_and_status_split() {
-    let server = SkerryServer::start();
+    // The API server's own rules, without the Deployment controller writing status and
+    // annotations to the same object meanwhile (its writes would make these PUTs conflict).
+    let server = SkerryServer::start_with(&["--disable-controllers", "deployment"]);
     let api = server.admin();
     let deploys = "/apis/apps/v1/namespaces/default/deployments";
     let deployment = json!({
@@ -464,6 +466,11 @@ async fn pod_binding_assigns_a_node_once() {
     assert_eq!(code, 201, "{body}");
     let (_, got) = api.json("GET", &format!("{pods}/b"), None).await;
     assert_eq!(got["spec"]["nodeName"], "node-1");
+    // The binding also marks the pod scheduled (the reference's binding REST).
+    let scheduled = got["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"));
+    assert_eq!(scheduled.map(|c| c["status"].clone()), Some(serde_json::json!("True")), "{got}");
     // A bound pod cannot be bound again.
     let (code, body) = api.json("POST", &format!("{pods}/b/binding"), Some(&binding)).await;
     assert_eq!(code, 409, "{body}");

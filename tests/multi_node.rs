@@ -70,7 +70,13 @@ fn kubectl_json(server: &SkerryServer, kubectl: &Path, args: &[&str]) -> Result<
 }
 
 /// The body of `GET /` from `host:port` inside `pod` (busybox `nc` through `kubectl exec`).
-fn get(server: &SkerryServer, kubectl: &Path, pod: &str, host: &str, port: u16) -> Result<String, String> {
+fn get(
+    server: &SkerryServer,
+    kubectl: &Path,
+    pod: &str,
+    host: &str,
+    port: u16,
+) -> Result<String, String> {
     common::agent::http_get_in_pod(server, kubectl, pod, host, port)
 }
 
@@ -100,7 +106,8 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
 
     let mut lan = Lan::new();
     let server_ns = lan.node(SERVER_IP.parse().unwrap());
-    let node_ips: Vec<Ipv4Addr> = vec![Ipv4Addr::new(192, 168, 241, 2), Ipv4Addr::new(192, 168, 241, 3)];
+    let node_ips: Vec<Ipv4Addr> =
+        vec![Ipv4Addr::new(192, 168, 241, 2), Ipv4Addr::new(192, 168, 241, 3)];
     let node_nss: Vec<_> = node_ips.iter().map(|ip| lan.node(*ip)).collect();
 
     // The test itself lives on the server's node: kubectl talks to the server there.
@@ -116,14 +123,18 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
     let mut agents = Vec::new();
     for (i, (ns, ip)) in node_nss.iter().zip(&node_ips).enumerate() {
         let name = format!("node-{}", i + 1);
-        let mut agent = SkerryAgent::joining(&server, &name, token.trim()).in_netns(&ns.name, &ip.to_string());
+        let mut agent =
+            SkerryAgent::joining(&server, &name, token.trim()).in_netns(&ns.name, &ip.to_string());
         agent.set_server(&server_url);
         import(&agent.data_dir, &archive);
         agent.start();
         agents.push(agent);
     }
     let logs = |agents: &[SkerryAgent]| {
-        let state = server.kubectl(&kubectl, &["get", "nodes,deploy,rs,pods,endpointslices,events", "-o", "wide"]);
+        let state = server.kubectl(
+            &kubectl,
+            &["get", "nodes,deploy,rs,pods,endpointslices,events", "-o", "wide"],
+        );
         let mut text = format!(
             "cluster:\n{}{}\nserver log:\n{}",
             String::from_utf8_lossy(&state.stdout),
@@ -142,39 +153,72 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
         let ready = items
             .iter()
             .filter(|n| {
-                n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
             })
             .count();
-        let cidrs: BTreeSet<_> = items.iter().filter_map(|n| n["spec"]["podCIDR"].as_str()).collect();
-        if ready == 3 && cidrs.len() == 3 { Ok(()) } else { Err(format!("{nodes}\n{}", logs(&agents))) }
+        let cidrs: BTreeSet<_> =
+            items.iter().filter_map(|n| n["spec"]["podCIDR"].as_str()).collect();
+        if ready == 3 && cidrs.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{nodes}\n{}", logs(&agents)))
+        }
     });
 
     ok(server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest())), "kubectl apply");
     let out = server.kubectl(&kubectl, &["rollout", "status", "deployment/web", "--timeout=180s"]);
-    assert!(out.status.success(), "rollout: {}\n{}", String::from_utf8_lossy(&out.stderr), logs(&agents));
+    assert!(
+        out.status.success(),
+        "rollout: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs(&agents)
+    );
 
     // Spread: one replica per node (the scheduler's default spreading of one owner's pods).
-    let pods = kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
+    let pods =
+        kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
     let placement: BTreeMap<String, String> = pods["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["spec"]["nodeName"].as_str().unwrap().to_string(), p["metadata"]["name"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["spec"]["nodeName"].as_str().unwrap().to_string(),
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(placement.len(), 3, "replicas not spread over the nodes: {pods}");
 
     // A client on a joined node reaches every replica through the Service, by IP and by name.
-    ok(server.kubectl_stdin(&kubectl, &["create", "-f", "-"], Some(&client_pod("client", "node-2"))), "create client");
+    ok(
+        server.kubectl_stdin(
+            &kubectl,
+            &["create", "-f", "-"],
+            Some(&client_pod("client", "node-2")),
+        ),
+        "create client",
+    );
     eventually("the client pod runs", Duration::from_secs(90), || {
         let pod = kubectl_json(&server, &kubectl, &["get", "pod", "client", "-o", "json"])?;
-        if pod["status"]["phase"] == "Running" { Ok(()) } else { Err(pod.to_string()) }
+        if pod["status"]["phase"] == "Running" {
+            Ok(())
+        } else {
+            Err(pod.to_string())
+        }
     });
     let svc = kubectl_json(&server, &kubectl, &["get", "service", "web", "-o", "json"]).unwrap();
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let names: BTreeSet<String> = placement.values().cloned().collect();
     let mut served = BTreeSet::new();
     for url in [cluster_ip.clone(), "web.default.svc.cluster.local".to_string()] {
-        let body = eventually(&format!("GET {url}"), Duration::from_secs(60), || get(&server, &kubectl, "client", &url, 80));
+        let body = eventually(&format!("GET {url}"), Duration::from_secs(60), || {
+            get(&server, &kubectl, "client", &url, 80)
+        });
         assert!(names.contains(&body), "{url}: {body:?} is not one of {names:?}");
         served.insert(body);
     }

@@ -111,7 +111,8 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     });
     let on_failure = || {
-        let state = server.kubectl(&kubectl, &["get", "deploy,rs,pods,endpointslices,events", "-o", "wide"]);
+        let state = server
+            .kubectl(&kubectl, &["get", "deploy,rs,pods,endpointslices,events", "-o", "wide"]);
         format!(
             "cluster:\n{}{}\nserver log:\n{}",
             String::from_utf8_lossy(&state.stdout),
@@ -128,7 +129,11 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
             .into_iter()
             .flatten()
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if ready { Ok(()) } else { Err(format!("{node}\n{}", on_failure())) }
+        if ready {
+            Ok(())
+        } else {
+            Err(format!("{node}\n{}", on_failure()))
+        }
     });
 
     let out = server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest()));
@@ -137,22 +142,35 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
     assert!(applied.contains("service/web created"), "{applied}");
 
     let out = server.kubectl(&kubectl, &["rollout", "status", "deployment/web", "--timeout=120s"]);
-    assert!(out.status.success(), "rollout status: {}\n{}", String::from_utf8_lossy(&out.stderr), on_failure());
+    assert!(
+        out.status.success(),
+        "rollout status: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        on_failure()
+    );
 
     // Two web pods, bound by the scheduler, running with pod IPs.
-    let pods = kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
+    let pods =
+        kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
     let pods = pods["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(pods.len(), 2, "{pods:?}");
     let mut names = Vec::new();
     for pod in &pods {
         assert_eq!(pod["spec"]["nodeName"], NODE, "{pod}");
         assert_eq!(pod["status"]["phase"], "Running", "{pod}");
-        assert!(pod["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.42.")), "{pod}");
+        assert!(
+            pod["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.42.")),
+            "{pod}"
+        );
         names.push(pod["metadata"]["name"].as_str().unwrap().to_string());
     }
     eventually("the client pod runs", Duration::from_secs(60), || {
         let pod = kubectl_json(&server, &kubectl, &["get", "pod", "client", "-o", "json"])?;
-        if pod["status"]["phase"] == "Running" { Ok(()) } else { Err(pod.to_string()) }
+        if pod["status"]["phase"] == "Running" {
+            Ok(())
+        } else {
+            Err(pod.to_string())
+        }
     });
 
     // The Service: a ClusterIP from the service CIDR, both pods in its EndpointSlice.
@@ -172,16 +190,22 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
             .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
             .filter(|e| e["conditions"]["ready"] == true)
             .count();
-        if ready == 2 { Ok(()) } else { Err(slices.to_string()) }
+        if ready == 2 {
+            Ok(())
+        } else {
+            Err(slices.to_string())
+        }
     });
 
     // Reachable from another pod by ClusterIP and by DNS name (short and full), and the
     // connections spread over both replicas.
     let mut served = std::collections::BTreeSet::new();
-    for url in [cluster_ip.clone(), "web".to_string(), "web.default.svc.cluster.local".to_string()] {
-        let body = eventually(&format!("GET {url} from the client pod"), Duration::from_secs(60), || {
-            fetch_from_client(&server, &kubectl, &url)
-        });
+    for url in [cluster_ip.clone(), "web".to_string(), "web.default.svc.cluster.local".to_string()]
+    {
+        let body =
+            eventually(&format!("GET {url} from the client pod"), Duration::from_secs(60), || {
+                fetch_from_client(&server, &kubectl, &url)
+            });
         assert!(names.contains(&body), "{url} answered {body:?}, not one of {names:?}");
         served.insert(body);
     }
@@ -198,8 +222,13 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
     // Deleting the Deployment removes its pods (the garbage collector) and their containers.
     ok(server.kubectl(&kubectl, &["delete", "deployment", "web", "--wait=true"]), "kubectl delete");
     eventually("the web pods are gone", Duration::from_secs(90), || {
-        let pods = kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"])?;
+        let pods =
+            kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"])?;
         let left = pods["items"].as_array().map_or(0, Vec::len);
-        if left == 0 { Ok(()) } else { Err(format!("{left} pods left")) }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} pods left"))
+        }
     });
 }

@@ -24,8 +24,8 @@ use crate::config::AgentConfig;
 use crate::events::EventRecorder;
 use crate::network::PodNetworkHook;
 use crate::node::{self, NodeFacts};
-use crate::pods::status_writer::StatusWriter;
 use crate::pods::lookup::CachedPodLookup;
+use crate::pods::status_writer::StatusWriter;
 use crate::pods::{PodContext, PodManager};
 
 /// Why the agent could not start.
@@ -63,10 +63,15 @@ pub struct Agent;
 
 impl Agent {
     /// Runs the agent until `shutdown` resolves. Containers keep running after it returns.
-    pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    pub async fn run(
+        config: AgentConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| AgentError::Start { what: "data dir", message: format!("{}: {e}", data_dir.display()) })?;
+        std::fs::create_dir_all(&data_dir).map_err(|e| AgentError::Start {
+            what: "data dir",
+            message: format!("{}: {e}", data_dir.display()),
+        })?;
         if let Some(token) = &config.token {
             crate::join::ensure_joined(&config, token)
                 .await
@@ -79,8 +84,11 @@ impl Agent {
             Some(ip) => ip,
             None => detect_node_ip(&config),
         };
-        let images = skerry_images::ImageStore::open(data_dir.join("images"), skerry_images::Platform::host())
-            .map_err(|e| start_err("image store")(e.to_string()))?;
+        let images = skerry_images::ImageStore::open(
+            data_dir.join("images"),
+            skerry_images::Platform::host(),
+        )
+        .map_err(|e| start_err("image store")(e.to_string()))?;
         let measure = {
             let images = images.clone();
             let dir = data_dir.clone();
@@ -88,10 +96,11 @@ impl Agent {
         };
 
         // Registration: the pod CIDR comes from the Node; offline, from the cached Node.
-        let registered = tokio::time::timeout(REGISTER_TIMEOUT, node::register(&client, &config, &measure()))
-            .await
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let registered =
+            tokio::time::timeout(REGISTER_TIMEOUT, node::register(&client, &config, &measure()))
+                .await
+                .map_err(|_| "timed out".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
         let node = match registered {
             Ok(node) => {
                 let node = match node::wait_for_pod_cidr(&client, &node, POD_CIDR_WAIT).await {
@@ -117,20 +126,26 @@ impl Agent {
             .and_then(|n| n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok())
             .unwrap_or(config.pod_cidr);
 
-        let (hook, network): (Arc<dyn SandboxNetwork>, Option<Arc<PodNetwork>>) = if config.networking {
-            let mut net_cfg = NetworkConfig::new(pod_cidr, node_ip, data_dir.join("network"));
-            net_cfg.cluster_cidr = config.cluster_cidr;
-            let network = Arc::new(
-                PodNetwork::new(net_cfg).await.map_err(|e| start_err("pod network")(e.to_string()))?,
-            );
-            let hook = PodNetworkHook::new(network.clone(), tokio::runtime::Handle::current());
-            (Arc::new(hook), Some(network))
-        } else {
-            (Arc::new(LoopbackOnly), None)
-        };
+        let (hook, network): (Arc<dyn SandboxNetwork>, Option<Arc<PodNetwork>>) =
+            if config.networking {
+                let mut net_cfg = NetworkConfig::new(pod_cidr, node_ip, data_dir.join("network"));
+                net_cfg.cluster_cidr = config.cluster_cidr;
+                let network = Arc::new(
+                    PodNetwork::new(net_cfg)
+                        .await
+                        .map_err(|e| start_err("pod network")(e.to_string()))?,
+                );
+                let hook = PodNetworkHook::new(network.clone(), tokio::runtime::Handle::current());
+                (Arc::new(hook), Some(network))
+            } else {
+                (Arc::new(LoopbackOnly), None)
+            };
         let runtime_config = RuntimeConfig {
             state_dir: data_dir.join("runtime"),
-            monitor: MonitorCommand { exe: config.monitor_exe.clone(), args: config.monitor_args.clone() },
+            monitor: MonitorCommand {
+                exe: config.monitor_exe.clone(),
+                args: config.monitor_args.clone(),
+            },
             cgroup_root: config.cgroup_root.clone(),
             network: hook,
         };
@@ -148,7 +163,16 @@ impl Agent {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if let Some(network) = &network {
-            tasks.extend(crate::networking::start(&client, &config, network.clone(), node_ip, stop_rx.clone()).await?);
+            tasks.extend(
+                crate::networking::start(
+                    &client,
+                    &config,
+                    network.clone(),
+                    node_ip,
+                    stop_rx.clone(),
+                )
+                .await?,
+            );
         }
 
         let host_resolv = ResolvConf::read(&config.resolv_conf).unwrap_or_else(|err| {
@@ -176,15 +200,26 @@ impl Agent {
         });
         // The tunnel carries kubectl's logs/exec/port-forward to this node; a kubeconfig without
         // a client certificate (a token) only loses those, not the pods.
-        match crate::credentials::tunnel_config(&config.kubeconfig, config.server.as_deref(), &data_dir) {
+        match crate::credentials::tunnel_config(
+            &config.kubeconfig,
+            config.server.as_deref(),
+            &data_dir,
+        ) {
             Ok(tunnel) => {
                 let lookup = Arc::new(CachedPodLookup::new(cache.clone(), ctx.runtime.clone()));
                 let mut stop = stop_rx.clone();
-                tasks.push(tokio::spawn(crate::tunnel::run_tunnel(tunnel, lookup, ctx.runtime.clone(), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })));
+                tasks.push(tokio::spawn(crate::tunnel::run_tunnel(
+                    tunnel,
+                    lookup,
+                    ctx.runtime.clone(),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )));
             }
-            Err(err) => tracing::warn!(%err, "no tunnel: kubectl logs, exec and port-forward will not reach this node"),
+            Err(err) => {
+                tracing::warn!(%err, "no tunnel: kubectl logs, exec and port-forward will not reach this node")
+            }
         }
         tasks.push(tokio::spawn(PodManager::new(ctx).run(stop_rx.clone())));
         tasks.push(tokio::spawn(node::heartbeat(client, config.clone(), measure, stop_rx.clone())));
@@ -267,7 +302,11 @@ fn measure(data_dir: &Path, images: &skerry_images::ImageStore, node_ip: Ipv4Add
         .unwrap_or_default()
         .into_iter()
         .map(|i| {
-            let repo = i.name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(i.name.as_str(), |(r, _)| r);
+            let repo = i
+                .name
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map_or(i.name.as_str(), |(r, _)| r);
             (vec![format!("{repo}@{}", i.digest), i.name.clone()], i.size)
         })
         .collect();

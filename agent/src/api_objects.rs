@@ -32,7 +32,12 @@ impl ApiObjects {
         ApiObjects { client, cache }
     }
 
-    async fn read<K>(&self, kind: &'static str, ns: &str, name: &str) -> Result<Option<K>, ObjectError>
+    async fn read<K>(
+        &self,
+        kind: &'static str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<K>, ObjectError>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -102,12 +107,14 @@ impl ObjectSource for ApiObjects {
             spec: TokenRequestSpec {
                 audiences: audience.map(|a| vec![a.to_string()]).unwrap_or_default(),
                 expiration_seconds: Some(expiration_seconds),
-                bound_object_ref: Some(k8s_openapi::api::authentication::v1::BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: pod.metadata.name.clone(),
-                    uid: pod.metadata.uid.clone(),
-                }),
+                bound_object_ref: Some(
+                    k8s_openapi::api::authentication::v1::BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: pod.metadata.name.clone(),
+                        uid: pod.metadata.uid.clone(),
+                    },
+                ),
             },
             status: None,
         };
@@ -115,10 +122,9 @@ impl ObjectSource for ApiObjects {
             .create_subresource("token", service_account, &PostParams::default(), &request)
             .await;
         match answer {
-            Ok(tr) => tr
-                .status
-                .map(|s| s.token)
-                .ok_or_else(|| ObjectError::Refused("TokenRequest answered without a token".into())),
+            Ok(tr) => tr.status.map(|s| s.token).ok_or_else(|| {
+                ObjectError::Refused("TokenRequest answered without a token".into())
+            }),
             Err(kube::Error::Api(e)) => Err(ObjectError::Refused(e.message)),
             Err(err) => Err(ObjectError::Unavailable(err.to_string())),
         }

@@ -62,7 +62,10 @@ impl LocalCache {
         Ok(LocalCache { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, CacheError>) -> Result<T, CacheError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CacheError>,
+    ) -> Result<T, CacheError> {
         let conn = self.conn.lock().map_err(|_| CacheError::Task("lock poisoned".into()))?;
         f(&conn)
     }
@@ -106,7 +109,8 @@ impl LocalCache {
     /// The UID of pod `namespace/name`, if cached.
     pub fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, CacheError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT uid FROM pods WHERE namespace = ?1 AND name = ?2")?;
+            let mut stmt =
+                c.prepare_cached("SELECT uid FROM pods WHERE namespace = ?1 AND name = ?2")?;
             let mut rows = stmt.query_map(params![namespace, name], |r| r.get::<_, String>(0))?;
             Ok(rows.next().transpose()?)
         })

@@ -38,13 +38,18 @@ pub async fn cleanup(config: &AgentConfig) -> CleanupReport {
     let dir = config.data_dir.clone();
     let runtime_config = RuntimeConfig {
         state_dir: dir.join("runtime"),
-        monitor: MonitorCommand { exe: config.monitor_exe.clone(), args: config.monitor_args.clone() },
+        monitor: MonitorCommand {
+            exe: config.monitor_exe.clone(),
+            args: config.monitor_args.clone(),
+        },
         cgroup_root: config.cgroup_root.clone(),
         // The pod network goes away as a whole below; veths die with their namespaces.
         network: Arc::new(LoopbackOnly),
     };
     if dir.join("runtime").exists() {
-        let images = skerry_images::ImageStore::open(dir.join("images"), skerry_images::Platform::host()).ok();
+        let images =
+            skerry_images::ImageStore::open(dir.join("images"), skerry_images::Platform::host())
+                .ok();
         let removed = tokio::task::spawn_blocking(move || -> Result<Removed, String> {
             let runtime = Runtime::open(runtime_config).map_err(|e| e.to_string())?;
             let mut removed = Removed {
@@ -82,7 +87,8 @@ pub async fn cleanup(config: &AgentConfig) -> CleanupReport {
             Err(e) => report.errors.push(format!("runtime: {e}")),
         }
     }
-    let mut net_cfg = NetworkConfig::new(config.pod_cidr, std::net::Ipv4Addr::LOCALHOST, dir.join("network"));
+    let mut net_cfg =
+        NetworkConfig::new(config.pod_cidr, std::net::Ipv4Addr::LOCALHOST, dir.join("network"));
     net_cfg.cluster_cidr = config.cluster_cidr;
     match PodNetwork::new(net_cfg).await {
         Ok(net) => {
@@ -103,14 +109,17 @@ pub async fn cleanup(config: &AgentConfig) -> CleanupReport {
         Ok(Err(e)) => report.errors.push(format!("service proxy: {e}")),
         Err(e) => report.errors.push(format!("service proxy: {e}")),
     }
-    for leftover in ["runtime", "rootfs", "pods", "network", "cache.db", "cache.db-wal", "cache.db-shm"] {
+    for leftover in
+        ["runtime", "rootfs", "pods", "network", "cache.db", "cache.db-wal", "cache.db-shm"]
+    {
         remove(&dir.join(leftover), &mut report);
     }
     report
 }
 
 fn remove(path: &Path, report: &mut CleanupReport) {
-    let result = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    let result =
+        if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
     match result {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -183,18 +183,16 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
 pub fn parse_reserved(s: &str) -> Result<Reserved, ConfigError> {
     let mut r = Reserved::default();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| invalid("system-reserved", format!("{part:?}: expected NAME=QUANTITY")))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            invalid("system-reserved", format!("{part:?}: expected NAME=QUANTITY"))
+        })?;
         let q = parse_quantity(v)
             .ok_or_else(|| invalid("system-reserved", format!("{v:?} is not a quantity")))?;
         match k {
             "cpu" => r.cpu_millis = (q * 1000.0).round() as u64,
             "memory" => r.memory_bytes = q as u64,
             "ephemeral-storage" => r.ephemeral_storage_bytes = q as u64,
-            other => {
-                return Err(invalid("system-reserved", format!("unknown resource {other:?}")))
-            }
+            other => return Err(invalid("system-reserved", format!("unknown resource {other:?}"))),
         }
     }
     Ok(r)
@@ -229,9 +227,7 @@ impl ConfigFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(ConfigFile::default())
             }
-            Err(e) => {
-                return Err(ConfigError::File { path: path.into(), message: e.to_string() })
-            }
+            Err(e) => return Err(ConfigError::File { path: path.into(), message: e.to_string() }),
         };
         if text.trim().is_empty() {
             return Ok(ConfigFile::default());
@@ -250,7 +246,10 @@ mod tests {
         assert_eq!(parse_label("zone=a").unwrap(), ("zone".into(), "a".into()));
         assert!(parse_label("zone").is_err());
         let t = parse_taint("dedicated=edge:NoSchedule").unwrap();
-        assert_eq!((t.key.as_str(), t.value.as_deref(), t.effect.as_str()), ("dedicated", Some("edge"), "NoSchedule"));
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect.as_str()),
+            ("dedicated", Some("edge"), "NoSchedule")
+        );
         assert!(parse_taint("gpu:NoExecute").unwrap().value.is_none());
         assert!(parse_taint("x=y:Sometimes").is_err());
         let r = parse_reserved("cpu=250m,memory=128Mi").unwrap();

@@ -28,7 +28,8 @@ pub fn tunnel_config(
     server: Option<&str>,
     data_dir: &Path,
 ) -> Result<TunnelConfig, CredentialsError> {
-    let invalid = |message: String| CredentialsError::Invalid { path: kubeconfig.to_path_buf(), message };
+    let invalid =
+        |message: String| CredentialsError::Invalid { path: kubeconfig.to_path_buf(), message };
     let text = std::fs::read_to_string(kubeconfig)
         .map_err(|source| CredentialsError::Read { path: kubeconfig.to_path_buf(), source })?;
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
@@ -47,17 +48,27 @@ pub fn tunnel_config(
     let base = kubeconfig.parent().unwrap_or(Path::new("."));
     let server = match server {
         Some(s) => s.to_string(),
-        None => cluster["server"].as_str().ok_or_else(|| invalid("no cluster server".into()))?.to_string(),
+        None => cluster["server"]
+            .as_str()
+            .ok_or_else(|| invalid("no cluster server".into()))?
+            .to_string(),
     };
     let ca = material(&cluster, "certificate-authority", base).map_err(invalid)?;
     let ca_pem = match ca {
-        Material::Inline(bytes) => String::from_utf8(bytes).map_err(|_| invalid("CA is not PEM".into()))?,
+        Material::Inline(bytes) => {
+            String::from_utf8(bytes).map_err(|_| invalid("CA is not PEM".into()))?
+        }
         Material::File(path) => std::fs::read_to_string(&path)
             .map_err(|source| CredentialsError::Read { path: path.clone(), source })?,
     };
     let tls_dir = data_dir.join("tls");
-    let cert_file = as_file(material(&user, "client-certificate", base).map_err(invalid)?, &tls_dir, "node.crt")?;
-    let key_file = as_file(material(&user, "client-key", base).map_err(invalid)?, &tls_dir, "node.key")?;
+    let cert_file = as_file(
+        material(&user, "client-certificate", base).map_err(invalid)?,
+        &tls_dir,
+        "node.crt",
+    )?;
+    let key_file =
+        as_file(material(&user, "client-key", base).map_err(invalid)?, &tls_dir, "node.key")?;
     Ok(TunnelConfig { server, ca_pem, cert_file, key_file })
 }
 

@@ -81,7 +81,10 @@ impl EventRecorder {
             count: Some(1),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
-            source: Some(EventSource { component: Some("kubelet".into()), host: Some(self.node.clone()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.node.clone()),
+            }),
             reporting_component: Some("kubelet".into()),
             reporting_instance: Some(self.node.clone()),
             action: None,

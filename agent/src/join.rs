@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -104,7 +106,9 @@ pub async fn ensure_joined(config: &AgentConfig, token: &str) -> Result<(), Join
     let tls_dir = config.data_dir.join("tls");
     let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Key(e.to_string()))?;
     let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("system:node:{}", config.node_name));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("system:node:{}", config.node_name));
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
     let request = params.serialize_request(&key).map_err(|e| JoinError::Key(e.to_string()))?;
     let request = request.pem().map_err(|e| JoinError::Key(e.to_string()))?;
@@ -154,7 +158,11 @@ async fn client_from(path: &Path) -> Result<kube::Client, JoinError> {
 }
 
 /// Submits the request and waits for its certificate (PEM).
-async fn request_certificate(client: kube::Client, node: &str, request: &str) -> Result<String, JoinError> {
+async fn request_certificate(
+    client: kube::Client,
+    node: &str,
+    request: &str,
+) -> Result<String, JoinError> {
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta {
@@ -164,12 +172,19 @@ async fn request_certificate(client: kube::Client, node: &str, request: &str) ->
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.as_bytes().to_vec()),
             signer_name: SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "key encipherment".into(), "client auth".into()]),
+            usages: Some(vec![
+                "digital signature".into(),
+                "key encipherment".into(),
+                "client auth".into(),
+            ]),
             ..Default::default()
         },
         status: None,
     };
-    let created = api.create(&PostParams::default(), &csr).await.map_err(|e| JoinError::Api(e.to_string()))?;
+    let created = api
+        .create(&PostParams::default(), &csr)
+        .await
+        .map_err(|e| JoinError::Api(e.to_string()))?;
     let name = created.metadata.name.unwrap_or_default();
     let deadline = tokio::time::Instant::now() + SIGN_TIMEOUT;
     loop {
@@ -177,8 +192,10 @@ async fn request_certificate(client: kube::Client, node: &str, request: &str) ->
             Ok(csr) => {
                 let status = csr.status.unwrap_or_default();
                 if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-                    return String::from_utf8(cert.0)
-                        .map_err(|_| JoinError::Refused { name, message: "the certificate is not PEM".into() });
+                    return String::from_utf8(cert.0).map_err(|_| JoinError::Refused {
+                        name,
+                        message: "the certificate is not PEM".into(),
+                    });
                 }
                 let refused = status.conditions.unwrap_or_default().into_iter().find(|c| {
                     matches!(c.type_.as_str(), "Denied" | "Failed") && c.status != "False"
@@ -205,8 +222,12 @@ async fn wait_for_sane_clock() {
         if clock.sane {
             return;
         }
-        if waited % 60 == 0 {
-            tracing::warn!(year = clock.year, build_year = clock.build_year, "the clock is not set; waiting before joining");
+        if waited.is_multiple_of(60) {
+            tracing::warn!(
+                year = clock.year,
+                build_year = clock.build_year,
+                "the clock is not set; waiting before joining"
+            );
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
         waited += 5;
@@ -258,6 +279,9 @@ mod tests {
     #[test]
     fn the_ca_hash_is_sha256_hex_of_the_pem() {
         // sha256("abc"), the FIPS 180-2 test vector.
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

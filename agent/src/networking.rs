@@ -45,7 +45,8 @@ pub async fn start(
         Ok(with_upstreams) => dns_config = with_upstreams,
         Err(err) => tracing::warn!(%err, "no upstream resolvers: only cluster names will resolve"),
     }
-    let dns = ClusterDns::start(dns_config).await.map_err(|e| failed("cluster DNS")(e.to_string()))?;
+    let dns =
+        ClusterDns::start(dns_config).await.map_err(|e| failed("cluster DNS")(e.to_string()))?;
 
     let mut proxy_config = ProxyConfig::new(&config.node_name, vec![node_ip]);
     proxy_config.cluster_cidr = config.cluster_cidr;

@@ -76,7 +76,12 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     };
     let file = ConfigFile::load(&path, required)?;
     let token = args.token.or(file.token);
-    if args.server.is_none() && file.server.is_none() && args.kubeconfig.is_none() && file.kubeconfig.is_none() && !args.cleanup {
+    if args.server.is_none()
+        && file.server.is_none()
+        && args.kubeconfig.is_none()
+        && file.kubeconfig.is_none()
+        && !args.cleanup
+    {
         bail!("give --server and --token, or --kubeconfig (or set them in {})", path.display());
     }
     if token.is_some() && args.server.is_none() && file.server.is_none() {
@@ -85,10 +90,8 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     if let Some(t) = &token {
         skerry_agent::join::JoinToken::parse(t).context("--token")?;
     }
-    let data_dir = args
-        .data_dir
-        .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/skerry/agent"));
+    let data_dir =
+        args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/skerry/agent"));
     let kubeconfig =
         args.kubeconfig.or(file.kubeconfig).unwrap_or_else(|| data_dir.join("kubeconfig"));
     let node_name = args.node_name.or(file.node_name).unwrap_or_else(config::hostname);
@@ -131,13 +134,18 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let (cfg, cleanup) = agent_config(args)?;
     if !skerry_runtime::terminal::running_as_root() {
-        bail!("skerry agent needs root (it creates namespaces, cgroups, mounts and network devices)");
+        bail!(
+            "skerry agent needs root (it creates namespaces, cgroups, mounts and network devices)"
+        );
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         if cleanup {
             let report = skerry_agent::cleanup::cleanup(&cfg).await;
-            println!("removed {} containers and {} pod sandboxes", report.containers, report.sandboxes);
+            println!(
+                "removed {} containers and {} pod sandboxes",
+                report.containers, report.sandboxes
+            );
             for e in &report.errors {
                 eprintln!("skerry: cleanup: {e}");
             }

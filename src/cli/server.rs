@@ -252,7 +252,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 /// signed by the cluster CA, `DATA_DIR/agent/kubeconfig` pointing at this server over HTTPS,
 /// and the agent's data under `DATA_DIR/agent`. The agent talks to the server like any other
 /// node; it does not link the control plane's internals.
-fn embedded_agent_config(args: &ServerArgs, port: u16) -> anyhow::Result<skerry_agent::AgentConfig> {
+fn embedded_agent_config(
+    args: &ServerArgs,
+    port: u16,
+) -> anyhow::Result<skerry_agent::AgentConfig> {
     use skerry_control::pki;
     let node_name = args.node_name.clone().unwrap_or_else(skerry_agent::config::hostname);
     let agent_dir = args.data_dir.join("agent");

@@ -54,7 +54,8 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
         let client = admin_client(&args.data_dir).await?;
         match args.command {
             TokenCommand::Create { ttl, description } => {
-                let ttl = super::server::parse_duration(&ttl).with_context(|| format!("--ttl {ttl:?}"))?;
+                let ttl = super::server::parse_duration(&ttl)
+                    .with_context(|| format!("--ttl {ttl:?}"))?;
                 let ttl = (!ttl.is_zero()).then_some(ttl);
                 let ca_path = args.data_dir.join("tls/ca.crt");
                 let ca_pem = std::fs::read_to_string(&ca_path)
@@ -68,11 +69,18 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 let tokens = bootstrap_token::list(client).await.context("listing tokens")?;
                 println!("{:<8} {:<22} DESCRIPTION", "ID", "EXPIRES");
                 for t in tokens {
-                    println!("{:<8} {:<22} {}", t.id, t.expires.as_deref().unwrap_or("<never>"), t.description);
+                    println!(
+                        "{:<8} {:<22} {}",
+                        t.id,
+                        t.expires.as_deref().unwrap_or("<never>"),
+                        t.description
+                    );
                 }
             }
             TokenCommand::Delete { id } => {
-                bootstrap_token::delete(client, &id).await.with_context(|| format!("deleting token {id:?}"))?;
+                bootstrap_token::delete(client, &id)
+                    .await
+                    .with_context(|| format!("deleting token {id:?}"))?;
                 println!("token {id} deleted");
             }
         }

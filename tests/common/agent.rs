@@ -59,7 +59,9 @@ pub fn http_get_in_pod(
     let out = server.kubectl(kubectl, &["exec", pod, "--", "sh", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     match text.split_once("\r\n\r\n") {
-        Some((head, body)) if out.status.success() && head.starts_with("HTTP/1.") => Ok(body.trim().to_string()),
+        Some((head, body)) if out.status.success() && head.starts_with("HTTP/1.") => {
+            Ok(body.trim().to_string())
+        }
         _ => Err(format!("{pod} → {host}:{port}: {text}{}", String::from_utf8_lossy(&out.stderr))),
     }
 }

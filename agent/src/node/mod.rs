@@ -81,12 +81,11 @@ pub fn resources(
     capacity.insert("cpu".to_string(), quantity(c.cpus));
     capacity.insert("memory".to_string(), quantity(format!("{}Ki", c.memory_bytes / 1024)));
     capacity.insert("pods".to_string(), quantity(facts::MAX_PODS));
-    capacity.insert("ephemeral-storage".to_string(), quantity(format!("{}Ki", c.disk_bytes / 1024)));
+    capacity
+        .insert("ephemeral-storage".to_string(), quantity(format!("{}Ki", c.disk_bytes / 1024)));
     let cpu = (c.cpus * 1000).saturating_sub(r.cpu_millis);
-    let memory = c
-        .memory_bytes
-        .saturating_sub(r.memory_bytes)
-        .saturating_sub(facts::MEMORY_EVICTION_BYTES);
+    let memory =
+        c.memory_bytes.saturating_sub(r.memory_bytes).saturating_sub(facts::MEMORY_EVICTION_BYTES);
     let disk = c
         .disk_bytes
         .saturating_sub(r.ephemeral_storage_bytes)
@@ -94,7 +93,11 @@ pub fn resources(
     let mut allocatable = BTreeMap::new();
     allocatable.insert(
         "cpu".to_string(),
-        quantity(if cpu.is_multiple_of(1000) { (cpu / 1000).to_string() } else { format!("{cpu}m") }),
+        quantity(if cpu.is_multiple_of(1000) {
+            (cpu / 1000).to_string()
+        } else {
+            format!("{cpu}m")
+        }),
     );
     allocatable.insert("memory".to_string(), quantity(format!("{}Ki", memory / 1024)));
     allocatable.insert("pods".to_string(), quantity(facts::MAX_PODS));
@@ -255,7 +258,11 @@ pub async fn register(
 
 /// The Node once the node IPAM controller has given it `spec.podCIDR` (as the kubelet, the
 /// pod network waits for it); `None` after `limit`, for clusters that assign none.
-pub async fn wait_for_pod_cidr(client: &kube::Client, node: &Node, limit: std::time::Duration) -> Option<Node> {
+pub async fn wait_for_pod_cidr(
+    client: &kube::Client,
+    node: &Node,
+    limit: std::time::Duration,
+) -> Option<Node> {
     let has_cidr = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
     if has_cidr(node) {
         return Some(node.clone());
@@ -341,7 +348,9 @@ pub async fn heartbeat(
         }
         let nodes: Api<Node> = Api::all(client.clone());
         let patch = serde_json::json!({ "status": status });
-        match nodes.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await
+        match nodes
+            .patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
         {
             Ok(_) => {
                 last_sent = Some(status);
@@ -397,7 +406,10 @@ mod tests {
         let s = node_status(&cfg(), &facts, None);
         let conds = s.conditions.clone().unwrap();
         let mem = conds.iter().find(|c| c.type_ == "MemoryPressure").unwrap();
-        assert_eq!((mem.status.as_str(), mem.reason.as_deref()), ("True", Some("KubeletHasInsufficientMemory")));
+        assert_eq!(
+            (mem.status.as_str(), mem.reason.as_deref()),
+            ("True", Some("KubeletHasInsufficientMemory"))
+        );
         assert!(conds.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         let info = s.node_info.clone().unwrap();
         assert!(info.container_runtime_version.starts_with("skerry://"));

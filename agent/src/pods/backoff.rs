@@ -29,7 +29,12 @@ pub struct Backoff {
 impl Backoff {
     /// Whether `container` may start now. `ran_for` is how long the exited instance ran.
     /// Returns `Err(remaining)` while backing off.
-    pub fn may_start(&mut self, container: &str, ran_for: Duration, now: Instant) -> Result<(), Duration> {
+    pub fn may_start(
+        &mut self,
+        container: &str,
+        ran_for: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
         if ran_for >= RESET_AFTER {
             self.entries.remove(container);
         }

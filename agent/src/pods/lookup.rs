@@ -29,7 +29,13 @@ impl CachedPodLookup {
 }
 
 impl PodLookup for CachedPodLookup {
-    fn container_id(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String> {
+    fn container_id(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+    ) -> Option<String> {
         let uid = self.uid(namespace, pod)?;
         let mut instances: Vec<(u32, String)> = self
             .runtime

@@ -137,7 +137,8 @@ impl PodContext {
             match self.objects.secret(&ns, name).await {
                 Ok(Some(s)) => {
                     let data = s.data.unwrap_or_default();
-                    let Some(json) = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg"))
+                    let Some(json) =
+                        data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg"))
                     else {
                         continue;
                     };
@@ -305,7 +306,9 @@ impl PodContext {
         match tokio::time::timeout(grace, run).await {
             Ok(Ok(Ok(0))) => {}
             Ok(Ok(Ok(code))) => tracing::info!(container = %c.name, code, "preStop hook failed"),
-            Ok(Ok(Err(err))) | Ok(Err(err)) => tracing::info!(container = %c.name, %err, "preStop hook"),
+            Ok(Ok(Err(err))) | Ok(Err(err)) => {
+                tracing::info!(container = %c.name, %err, "preStop hook")
+            }
             Err(_) => tracing::info!(container = %c.name, "preStop hook outlived the grace period"),
         }
     }
@@ -448,7 +451,8 @@ impl PodManager {
                 .list_sandboxes()
                 .into_iter()
                 .filter(|s| {
-                    naming::parse_sandbox_name(&s.spec.name).is_some_and(|uid| !listed.contains(&uid.to_string()))
+                    naming::parse_sandbox_name(&s.spec.name)
+                        .is_some_and(|uid| !listed.contains(&uid.to_string()))
                 })
                 .collect();
             let containers: Vec<_> = runtime

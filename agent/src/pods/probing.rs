@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use skerry_runtime::{ExecSpec, Runtime};
 
 use super::{PodContext, ProbeResults};
-use crate::probes::{run_probe, ExecError, ExecOutput, ExecRunner, ProbeKind, ProbeState, ProbeTarget, ProbeTracker};
+use crate::probes::{
+    run_probe, ExecError, ExecOutput, ExecRunner, ProbeKind, ProbeState, ProbeTarget, ProbeTracker,
+};
 
 /// The probe task of one container instance; dropping it stops the probes.
 pub struct ProbeLoop {
@@ -75,7 +77,13 @@ struct Scheduled {
 
 /// Starts probing `container` (instance `runtime_id`, running since about now) of `pod`;
 /// `None` when it has no probes.
-pub fn spawn(ctx: Arc<PodContext>, pod: &Pod, container: &Container, runtime_id: &str, pod_ip: &str) -> Option<ProbeLoop> {
+pub fn spawn(
+    ctx: Arc<PodContext>,
+    pod: &Pod,
+    container: &Container,
+    runtime_id: &str,
+    pod_ip: &str,
+) -> Option<ProbeLoop> {
     let now = Instant::now();
     let mut probes: Vec<Scheduled> = [
         (ProbeKind::Startup, &container.startup_probe),
@@ -107,7 +115,9 @@ pub fn spawn(ctx: Arc<PodContext>, pod: &Pod, container: &Container, runtime_id:
         };
         publish(&probes);
         loop {
-            let started = probes.iter().all(|p| p.kind != ProbeKind::Startup || p.tracker.state() == ProbeState::Success);
+            let started = probes
+                .iter()
+                .all(|p| p.kind != ProbeKind::Startup || p.tracker.state() == ProbeState::Success);
             let running_for = now.elapsed();
             for p in probes.iter_mut() {
                 if Instant::now() < p.next || !p.tracker.should_probe(running_for, started) {
@@ -122,7 +132,9 @@ pub fn spawn(ctx: Arc<PodContext>, pod: &Pod, container: &Container, runtime_id:
             }
             publish(&probes);
             let next = probes.iter().map(|p| p.next).min().unwrap_or_else(Instant::now);
-            let wait = next.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), Duration::from_secs(1));
             tokio::time::sleep(wait).await;
         }
     });
@@ -134,10 +146,12 @@ pub fn spawn(ctx: Arc<PodContext>, pod: &Pod, container: &Container, runtime_id:
 fn publish(ctx: &PodContext, uid: &str, name: &str, probes: &[Scheduled]) {
     let state = |kind| probes.iter().find(|p| p.kind == kind).map(|p| p.tracker.state());
     let started = !matches!(state(ProbeKind::Startup), Some(s) if s != ProbeState::Success);
-    let ready = started && !matches!(state(ProbeKind::Readiness), Some(s) if s != ProbeState::Success);
+    let ready =
+        started && !matches!(state(ProbeKind::Readiness), Some(s) if s != ProbeState::Success);
     let liveness_failed = state(ProbeKind::Liveness) == Some(ProbeState::Failure)
         || state(ProbeKind::Startup) == Some(ProbeState::Failure);
     if let Ok(mut results) = ctx.probes.lock() {
-        results.insert((uid.to_string(), name.to_string()), ProbeResults { ready, liveness_failed });
+        results
+            .insert((uid.to_string(), name.to_string()), ProbeResults { ready, liveness_failed });
     }
 }

@@ -3,9 +3,7 @@
 //! environment, command expansion and mounts are computed elsewhere and passed in.
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
-use skerry_runtime::{
-    QosClass, Resources, SandboxSpec, SeccompProfile, SecurityContext,
-};
+use skerry_runtime::{QosClass, Resources, SandboxSpec, SeccompProfile, SecurityContext};
 
 use crate::config::parse_quantity;
 
@@ -114,9 +112,9 @@ pub fn security_context(pod: &Pod, c: &Container) -> SecurityContext {
     let seccomp = csc.seccomp_profile.as_ref().or(psc.seccomp_profile.as_ref()).map(|p| {
         match p.type_.as_str() {
             "RuntimeDefault" => SeccompProfile::RuntimeDefault,
-            "Localhost" => SeccompProfile::Localhost(
-                p.localhost_profile.clone().unwrap_or_default().into(),
-            ),
+            "Localhost" => {
+                SeccompProfile::Localhost(p.localhost_profile.clone().unwrap_or_default().into())
+            }
             _ => SeccompProfile::Unconfined,
         }
     });

@@ -156,9 +156,10 @@ pub fn initialized(o: &Observed) -> bool {
 
 /// The pod phase, as the kubelet's `getPhase`.
 pub fn phase(restart_policy: &str, o: &Observed) -> &'static str {
-    let init_failed = o.init.iter().any(|v| {
-        !v.sidecar && matches!(&v.state, State::Terminated(e) if e.exit_code != 0)
-    });
+    let init_failed = o
+        .init
+        .iter()
+        .any(|v| !v.sidecar && matches!(&v.state, State::Terminated(e) if e.exit_code != 0));
     if !initialized(o) {
         return if init_failed && restart_policy == "Never" { "Failed" } else { "Pending" };
     }
@@ -237,7 +238,9 @@ pub fn build(pod: &Pod, o: &Observed, qos: &str) -> PodStatus {
     let incomplete: Vec<&str> = o
         .init
         .iter()
-        .filter(|v| if v.sidecar { !matches!(v.state, State::Running { .. }) } else { !exited_ok(v) })
+        .filter(
+            |v| if v.sidecar { !matches!(v.state, State::Running { .. }) } else { !exited_ok(v) },
+        )
         .map(|v| v.name.as_str())
         .collect();
     let unready: Vec<&str> = o
@@ -354,7 +357,8 @@ mod tests {
         o.app = vec![view("a", exit(1))];
         assert_eq!(phase("Never", &o), "Failed");
         assert_eq!(phase("OnFailure", &o), "Running");
-        let mut crashing = view("a", State::Waiting { reason: "CrashLoopBackOff".into(), message: None });
+        let mut crashing =
+            view("a", State::Waiting { reason: "CrashLoopBackOff".into(), message: None });
         crashing.last = Some(Exit {
             exit_code: 1,
             reason: "Error".into(),
@@ -365,7 +369,8 @@ mod tests {
         });
         o.app = vec![crashing];
         assert_eq!(phase("Always", &o), "Running");
-        o.app = vec![view("a", State::Waiting { reason: "ContainerCreating".into(), message: None })];
+        o.app =
+            vec![view("a", State::Waiting { reason: "ContainerCreating".into(), message: None })];
         assert_eq!(phase("Always", &o), "Pending");
         // A failed init container blocks the pod; with Never it fails it.
         o.init = vec![view("i", exit(1))];
@@ -389,7 +394,8 @@ mod tests {
         };
         let s = build(&pod("Always"), &o, "BestEffort");
         assert_eq!(s.phase.as_deref(), Some("Running"));
-        let cond = |t: &str| s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap().clone();
+        let cond =
+            |t: &str| s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap().clone();
         assert_eq!(cond("Initialized").status, "True");
         assert_eq!(cond("Ready").status, "False");
         assert_eq!(cond("Ready").message.as_deref(), Some("containers with unready status: [b]"));
@@ -399,7 +405,10 @@ mod tests {
         assert!(cs[0].ready && !cs[1].ready);
         assert_eq!(cs[0].container_id.as_deref(), Some("skerry://y"));
         let init = &s.init_container_statuses.as_ref().unwrap()[0];
-        assert_eq!(init.state.as_ref().unwrap().terminated.as_ref().unwrap().reason.as_deref(), Some("Completed"));
+        assert_eq!(
+            init.state.as_ref().unwrap().terminated.as_ref().unwrap().reason.as_deref(),
+            Some("Completed")
+        );
     }
 
     #[test]

@@ -43,9 +43,7 @@ fn time(s: Option<&str>) -> Option<Time> {
 
 fn ran_for(c: &ContainerStatus) -> Duration {
     match (time(c.started_at.as_deref()), time(c.finished_at.as_deref())) {
-        (Some(a), Some(b)) => {
-            Duration::try_from(b.0.duration_since(a.0)).unwrap_or(Duration::ZERO)
-        }
+        (Some(a), Some(b)) => Duration::try_from(b.0.duration_since(a.0)).unwrap_or(Duration::ZERO),
         _ => Duration::ZERO,
     }
 }
@@ -53,9 +51,10 @@ fn ran_for(c: &ContainerStatus) -> Duration {
 /// The exit of a finished instance.
 fn exit_of(c: &ContainerStatus, message: Option<String>) -> Exit {
     let exit_code = c.exit_code.unwrap_or(if c.state == ContainerState::Unknown { 255 } else { 0 });
-    let reason = c.reason.clone().unwrap_or_else(|| {
-        if exit_code == 0 { "Completed" } else { "Error" }.to_string()
-    });
+    let reason = c
+        .reason
+        .clone()
+        .unwrap_or_else(|| if exit_code == 0 { "Completed" } else { "Error" }.to_string());
     Exit {
         exit_code,
         reason,
@@ -281,10 +280,9 @@ impl PodWorker {
     ) -> Observed {
         let mut o = self.base(sandbox);
         let spec = self.pod.spec.clone().unwrap_or_default();
-        for (list, containers) in [
-            (&mut o.init, spec.init_containers.unwrap_or_default()),
-            (&mut o.app, spec.containers),
-        ] {
+        for (list, containers) in
+            [(&mut o.init, spec.init_containers.unwrap_or_default()), (&mut o.app, spec.containers)]
+        {
             for c in containers {
                 let view = match instances.get(&c.name).and_then(|l| l.last()) {
                     Some((attempt, inst)) => self.view_of(&c, *attempt, inst, instances),
@@ -296,7 +294,13 @@ impl PodWorker {
         o
     }
 
-    fn waiting(&self, c: &Container, restarts: u32, reason: &str, message: Option<String>) -> ContainerView {
+    fn waiting(
+        &self,
+        c: &Container,
+        restarts: u32,
+        reason: &str,
+        message: Option<String>,
+    ) -> ContainerView {
         ContainerView {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
@@ -358,7 +362,13 @@ impl PodWorker {
             }
             let sidecar = is_sidecar(&c);
             // A regular init container is retried unless the pod never restarts anything.
-            let restart = if sidecar { "Always" } else if policy == "Never" { "Never" } else { "OnFailure" };
+            let restart = if sidecar {
+                "Always"
+            } else if policy == "Never" {
+                "Never"
+            } else {
+                "OnFailure"
+            };
             let v = self.drive_container(&c, restart, instances, sandbox).await;
             let done = if sidecar {
                 matches!(v.state, State::Running { .. })
@@ -439,7 +449,11 @@ impl PodWorker {
                         let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
                         let message = format!(
                             "back-off {}s restarting failed container={} pod={}_{}({})",
-                            delay_text(delay), c.name, pod, ns, self.uid
+                            delay_text(delay),
+                            c.name,
+                            pod,
+                            ns,
+                            self.uid
                         );
                         if self.backoff_events.get(&c.name) != Some(&attempt) {
                             self.backoff_events.insert(c.name.clone(), attempt);
@@ -450,7 +464,10 @@ impl PodWorker {
                                 "Back-off restarting failed container".to_string(),
                             );
                         }
-                        v.state = State::Waiting { reason: "CrashLoopBackOff".into(), message: Some(message) };
+                        v.state = State::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: Some(message),
+                        };
                         v.last = Some(exit);
                         v
                     }
@@ -459,7 +476,13 @@ impl PodWorker {
         }
     }
 
-    fn failed(&mut self, c: &Container, restarts: u32, reason: &str, message: String) -> ContainerView {
+    fn failed(
+        &mut self,
+        c: &Container,
+        restarts: u32,
+        reason: &str,
+        message: String,
+    ) -> ContainerView {
         self.problems.insert(c.name.clone(), (reason.to_string(), message.clone()));
         self.waiting(c, restarts, reason, Some(message))
     }
@@ -477,7 +500,8 @@ impl PodWorker {
                 self.problems.remove(&c.name);
                 let mut v = self.waiting(c, attempt, "ContainerCreating", None);
                 v.state = State::Running {
-                    started_at: time(inst.started_at.as_deref()).or_else(|| Some(Time(Timestamp::now()))),
+                    started_at: time(inst.started_at.as_deref())
+                        .or_else(|| Some(Time(Timestamp::now()))),
                     container_id: naming::container_id(&inst.id),
                 };
                 v.ready = self.ctx.readiness(&self.uid, &c.name, c);
@@ -522,12 +546,27 @@ impl PodWorker {
             Ok(inst) => inst,
             Err(message) => {
                 self.ctx.release_rootfs(&name).await;
-                self.ctx.events.warning(&self.pod, Some(&c.name), "Failed", format!("Error: {message}"));
+                self.ctx.events.warning(
+                    &self.pod,
+                    Some(&c.name),
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 return Err(("CreateContainerError".into(), message));
             }
         };
-        self.ctx.events.normal(&self.pod, Some(&c.name), "Created", format!("Created container {}", c.name));
-        self.ctx.events.normal(&self.pod, Some(&c.name), "Started", format!("Started container {}", c.name));
+        self.ctx.events.normal(
+            &self.pod,
+            Some(&c.name),
+            "Created",
+            format!("Created container {}", c.name),
+        );
+        self.ctx.events.normal(
+            &self.pod,
+            Some(&c.name),
+            "Started",
+            format!("Started container {}", c.name),
+        );
         self.probe_loops.remove(&c.name);
         self.ctx.forget_probes(&self.uid, &c.name);
         // Keep the previous instance (for `logs --previous`); older ones go.
@@ -548,7 +587,10 @@ impl PodWorker {
     }
 
     /// Pulls the image as its policy says; returns the registered image.
-    async fn ensure_image(&mut self, c: &Container) -> Result<skerry_images::Image, (String, String)> {
+    async fn ensure_image(
+        &mut self,
+        c: &Container,
+    ) -> Result<skerry_images::Image, (String, String)> {
         let reference = c.image.clone().unwrap_or_default();
         if reference.is_empty() {
             return Err(("InvalidImageName".into(), "no image given".into()));
@@ -568,7 +610,12 @@ impl PodWorker {
                 let message = format!(
                     "Container image \"{reference}\" is not present with pull policy of Never"
                 );
-                self.ctx.events.warning(&self.pod, Some(&c.name), "ErrImageNeverPull", message.clone());
+                self.ctx.events.warning(
+                    &self.pod,
+                    Some(&c.name),
+                    "ErrImageNeverPull",
+                    message.clone(),
+                );
                 return Err(("ErrImageNeverPull".into(), message));
             }
             _ => {}
@@ -578,7 +625,12 @@ impl PodWorker {
             let message = format!("Back-off pulling image \"{reference}\"");
             return Err(("ImagePullBackOff".into(), message));
         }
-        self.ctx.events.normal(&self.pod, Some(&c.name), "Pulling", format!("Pulling image \"{reference}\""));
+        self.ctx.events.normal(
+            &self.pod,
+            Some(&c.name),
+            "Pulling",
+            format!("Pulling image \"{reference}\""),
+        );
         let started = Instant::now();
         match self.ctx.pull(&self.pod, &reference).await {
             Ok(image) => {
@@ -644,7 +696,11 @@ impl PodWorker {
 
     /// Stops every running container: preStop hooks, then the stop signal and SIGKILL after the
     /// grace period (deletionGracePeriodSeconds, else terminationGracePeriodSeconds, else 30).
-    async fn terminate(&self, instances: &HashMap<String, Vec<(u32, ContainerStatus)>>, reason: &str) {
+    async fn terminate(
+        &self,
+        instances: &HashMap<String, Vec<(u32, ContainerStatus)>>,
+        reason: &str,
+    ) {
         let grace = self
             .pod
             .metadata
@@ -663,7 +719,12 @@ impl PodWorker {
                     continue;
                 }
                 let container = all.iter().find(|c| &c.name == name).cloned();
-                self.ctx.events.normal(&self.pod, Some(name), reason, format!("Stopping container {name}"));
+                self.ctx.events.normal(
+                    &self.pod,
+                    Some(name),
+                    reason,
+                    format!("Stopping container {name}"),
+                );
                 let ctx = self.ctx.clone();
                 let inst = inst.clone();
                 stops.push(tokio::spawn(async move {
@@ -720,10 +781,8 @@ impl PodWorker {
             return;
         }
         let m = &self.pod.metadata;
-        let api: Api<Pod> = Api::namespaced(
-            self.ctx.client.clone(),
-            m.namespace.as_deref().unwrap_or("default"),
-        );
+        let api: Api<Pod> =
+            Api::namespaced(self.ctx.client.clone(), m.namespace.as_deref().unwrap_or("default"));
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions { uid: m.uid.clone(), resource_version: None }),
@@ -770,6 +829,8 @@ fn delay_text(secs: u64) -> String {
 }
 
 /// Runs blocking work (runtime calls) off the executor.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("blocking task: {e}"))
 }

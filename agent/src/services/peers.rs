@@ -68,7 +68,11 @@ mod tests {
     #[test]
     fn peers_are_the_other_nodes_with_a_pod_cidr_and_an_internal_ip() {
         let nodes = [
-            node("self", Some("10.42.0.0/24"), json!([{"type": "InternalIP", "address": "192.168.1.1"}])),
+            node(
+                "self",
+                Some("10.42.0.0/24"),
+                json!([{"type": "InternalIP", "address": "192.168.1.1"}]),
+            ),
             node(
                 "b",
                 Some("10.42.2.0/24"),
@@ -76,10 +80,18 @@ mod tests {
                        {"type": "InternalIP", "address": "fd00::2"},
                        {"type": "InternalIP", "address": "192.168.1.2"}]),
             ),
-            node("a", Some("10.42.1.0/24"), json!([{"type": "ExternalIP", "address": "203.0.113.1"}])),
+            node(
+                "a",
+                Some("10.42.1.0/24"),
+                json!([{"type": "ExternalIP", "address": "203.0.113.1"}]),
+            ),
             node("no-cidr", None, json!([{"type": "InternalIP", "address": "192.168.1.4"}])),
             node("no-ip", Some("10.42.4.0/24"), json!([{"type": "Hostname", "address": "x"}])),
-            node("bad-cidr", Some("banana"), json!([{"type": "InternalIP", "address": "192.168.1.5"}])),
+            node(
+                "bad-cidr",
+                Some("banana"),
+                json!([{"type": "InternalIP", "address": "192.168.1.5"}]),
+            ),
         ];
         let peers = node_peers(&nodes, "self");
         assert_eq!(

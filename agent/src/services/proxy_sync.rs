@@ -85,7 +85,11 @@ impl ProxySync {
         let proxy = self.proxy.clone();
         blocking(move || {
             let stats = lock(&proxy).sync(&services, &slices)?;
-            tracing::debug!(service_ports = stats.service_ports, commands = stats.commands, "proxy synced");
+            tracing::debug!(
+                service_ports = stats.service_ports,
+                commands = stats.commands,
+                "proxy synced"
+            );
             Ok(())
         })
         .await
@@ -131,7 +135,9 @@ impl ProxySync {
         }
         keys.iter()
             .map(|key| match service(key).filter(|s| self.proxies(s)) {
-                Some(svc) => ServiceChange::Update(Box::new(svc), own.remove(key).unwrap_or_default()),
+                Some(svc) => {
+                    ServiceChange::Update(Box::new(svc), own.remove(key).unwrap_or_default())
+                }
                 None => ServiceChange::Remove(key.clone()),
             })
             .collect()
@@ -150,8 +156,10 @@ mod tests {
     use serde_json::json;
 
     fn service(spec: serde_json::Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"namespace": "kube-system", "name": "kube-dns"}, "spec": spec}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"namespace": "kube-system", "name": "kube-dns"}, "spec": spec}),
+        )
+        .unwrap()
     }
 
     #[test]

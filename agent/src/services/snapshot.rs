@@ -133,9 +133,11 @@ mod tests {
     #[test]
     fn a_corrupt_snapshot_is_an_error_and_another_version_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SNAPSHOT_FILE), b"{\"version\": 1, \"services\": [").unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), b"{\"version\": 1, \"services\": [")
+            .unwrap();
         assert!(matches!(OfflineSnapshot::load(dir.path()), Err(SnapshotError::Decode { .. })));
-        let other = json!({"version": 99, "services": [], "endpointSlices": [], "nodes": [], "pods": []});
+        let other =
+            json!({"version": 99, "services": [], "endpointSlices": [], "nodes": [], "pods": []});
         std::fs::write(dir.path().join(SNAPSHOT_FILE), other.to_string()).unwrap();
         assert!(OfflineSnapshot::load(dir.path()).unwrap().is_none());
     }

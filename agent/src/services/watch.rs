@@ -119,7 +119,11 @@ pub fn strip_node(node: &mut Node) {
             resource_version: node.metadata.resource_version.take(),
             ..ObjectMeta::default()
         },
-        spec: Some(NodeSpec { pod_cidr: spec.pod_cidr, pod_cidrs: spec.pod_cidrs, ..NodeSpec::default() }),
+        spec: Some(NodeSpec {
+            pod_cidr: spec.pod_cidr,
+            pod_cidrs: spec.pod_cidrs,
+            ..NodeSpec::default()
+        }),
         status: Some(NodeStatus { addresses, ..NodeStatus::default() }),
     };
 }

@@ -76,13 +76,16 @@ pub(crate) async fn open(config: &TunnelConfig) -> Result<hyper::upgrade::Upgrad
         tls.connect(name, tcp).await
     };
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(result) => result.map_err(|source| TunnelError::Connect { addr: addr.clone(), source })?,
+        Ok(result) => {
+            result.map_err(|source| TunnelError::Connect { addr: addr.clone(), source })?
+        }
         Err(_) => {
             let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
             return Err(TunnelError::Connect { addr, source });
         }
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.with_upgrades().await {
             tracing::debug!(%err, "tunnel connection ended");

@@ -125,7 +125,10 @@ async fn keep_connected(config: &TunnelConfig, streaming: Arc<Streaming>) {
 }
 
 /// Serves HTTP/2 on an open tunnel: every CONNECT becomes a streaming-API connection.
-async fn serve(io: hyper::upgrade::Upgraded, streaming: Arc<Streaming>) -> Result<(), hyper::Error> {
+async fn serve(
+    io: hyper::upgrade::Upgraded,
+    streaming: Arc<Streaming>,
+) -> Result<(), hyper::Error> {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let streaming = streaming.clone();
         async move { Ok::<_, std::convert::Infallible>(accept_stream(req, streaming)) }

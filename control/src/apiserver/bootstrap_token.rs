@@ -110,11 +110,16 @@ fn data_field(secret: &Value, key: &str) -> Option<String> {
 
 /// The user a bootstrap token Secret makes of `token`, if it is valid now.
 pub fn user_for(secret: &Value, token: &BootstrapToken, now: SystemTime) -> Option<User> {
-    if secret["type"].as_str() != Some(SECRET_TYPE) || secret["metadata"]["deletionTimestamp"].is_string() {
+    if secret["type"].as_str() != Some(SECRET_TYPE)
+        || secret["metadata"]["deletionTimestamp"].is_string()
+    {
         return None;
     }
     let matches = data_field(secret, "token-id")? == token.id
-        && constant_time_eq(data_field(secret, "token-secret")?.as_bytes(), token.secret.as_bytes());
+        && constant_time_eq(
+            data_field(secret, "token-secret")?.as_bytes(),
+            token.secret.as_bytes(),
+        );
     if !matches || data_field(secret, "usage-bootstrap-authentication").as_deref() != Some("true") {
         return None;
     }
@@ -127,7 +132,13 @@ pub fn user_for(secret: &Value, token: &BootstrapToken, now: SystemTime) -> Opti
     }
     let mut groups = vec![BOOTSTRAPPERS.to_string()];
     if let Some(extra) = data_field(secret, "auth-extra-groups") {
-        groups.extend(extra.split(',').map(str::trim).filter(|g| g.starts_with("system:bootstrappers:")).map(String::from));
+        groups.extend(
+            extra
+                .split(',')
+                .map(str::trim)
+                .filter(|g| g.starts_with("system:bootstrappers:"))
+                .map(String::from),
+        );
     }
     Some(User::new(format!("system:bootstrap:{}", token.id), groups))
 }
@@ -146,17 +157,24 @@ pub async fn authenticate(server: &ApiServer, bearer: &str) -> Option<User> {
 
 /// Makes sure `DATA_DIR/server/node-token` holds a join token whose Secret exists (reusing the
 /// file's token across restarts); returns the join token.
-pub async fn ensure_node_token(server: &ApiServer, data_dir: &Path, ca_pem: &str) -> Result<String, ApiError> {
+pub async fn ensure_node_token(
+    server: &ApiServer,
+    data_dir: &Path,
+    ca_pem: &str,
+) -> Result<String, ApiError> {
     let dir = data_dir.join("server");
     let path = dir.join("node-token");
     let existing = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| text.trim().rsplit_once("::").and_then(|(_, t)| BootstrapToken::parse(t)));
     let token = existing.unwrap_or_else(BootstrapToken::generate);
-    let secret = token.secret(None, "The node join token of skerry server (DATA_DIR/server/node-token).");
-    super::serve::ensure(server, &format!("/api/v1/namespaces/{NAMESPACE}/secrets"), secret).await?;
+    let secret =
+        token.secret(None, "The node join token of skerry server (DATA_DIR/server/node-token).");
+    super::serve::ensure(server, &format!("/api/v1/namespaces/{NAMESPACE}/secrets"), secret)
+        .await?;
     let join = join_token(ca_pem, &token);
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
     let text = format!("{join}\n");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
         crate::pki::write_private(&path, &text).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -182,15 +200,18 @@ pub async fn create(
     let token = BootstrapToken::generate();
     let expires = ttl.map(|ttl| super::meta::rfc3339(SystemTime::now() + ttl));
     let secret: k8s_openapi::api::core::v1::Secret =
-        serde_json::from_value(token.secret(expires.as_deref(), description)).map_err(kube::Error::SerdeError)?;
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, NAMESPACE);
+        serde_json::from_value(token.secret(expires.as_deref(), description))
+            .map_err(kube::Error::SerdeError)?;
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, NAMESPACE);
     api.create(&Default::default(), &secret).await?;
     Ok(token)
 }
 
 /// Every bootstrap token, oldest first.
 pub async fn list(client: kube::Client) -> Result<Vec<TokenInfo>, kube::Error> {
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, NAMESPACE);
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, NAMESPACE);
     let params = kube::api::ListParams::default().fields(&format!("type={SECRET_TYPE}"));
     let secrets = match api.list(&params).await {
         Ok(list) => list.items,
@@ -213,7 +234,8 @@ pub async fn list(client: kube::Client) -> Result<Vec<TokenInfo>, kube::Error> {
 
 /// Deletes token `id` (its Secret).
 pub async fn delete(client: kube::Client, id: &str) -> Result<(), kube::Error> {
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, NAMESPACE);
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, NAMESPACE);
     api.delete(&secret_name(id), &Default::default()).await.map(|_| ())
 }
 
@@ -226,11 +248,20 @@ mod tests {
     fn tokens_round_trip_and_malformed_ones_are_not_tokens() {
         let token = BootstrapToken::generate();
         assert_eq!(BootstrapToken::parse(&token.text()), Some(token.clone()));
-        for bad in ["abcdef", "abcdef.0123456789abcdeF", "abc.0123456789abcdef", "abcdef.0123456789abcde", "ab-def.0123456789abcdef"] {
+        for bad in [
+            "abcdef",
+            "abcdef.0123456789abcdeF",
+            "abc.0123456789abcdef",
+            "abcdef.0123456789abcde",
+            "ab-def.0123456789abcdef",
+        ] {
             assert_eq!(BootstrapToken::parse(bad), None, "{bad}");
         }
         let join = join_token("CA", &token);
-        assert!(join.starts_with("K10") && join.ends_with(&format!("::{}", token.text())), "{join}");
+        assert!(
+            join.starts_with("K10") && join.ends_with(&format!("::{}", token.text())),
+            "{join}"
+        );
         assert_eq!(join.len(), 3 + 64 + 2 + 23);
     }
 

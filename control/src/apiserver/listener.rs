@@ -107,7 +107,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, server: Api
                 async move { Ok::<_, std::convert::Infallible>(server.handle(req, user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(err) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+            if let Err(err) =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await
+            {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
         });

@@ -14,7 +14,9 @@ use super::request::{BodyFormat, Output};
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult, Cause};
 use super::table::{self, IncludeObject, TableOptions};
-use super::{admission, crd, defaults, delete, list, meta, openapi, patch, strategy, validation, watch};
+use super::{
+    admission, crd, defaults, delete, list, meta, openapi, patch, strategy, validation, watch,
+};
 use crate::store::{
     Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, Revision,
     TxnRequest,
@@ -43,7 +45,8 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
     tracing::debug!(user = %call.user.name, verb, resource = %call.info.plural, "request");
     let main_verb_ok = call.info.verbs.iter().any(|v| v == verb);
     // A CSR's `approval` is the object itself, like `status` (see `strategy::prepare_update`).
-    let approval = sub.as_deref() == Some("approval") && call.info.subresource("approval").is_some();
+    let approval =
+        sub.as_deref() == Some("approval") && call.info.subresource("approval").is_some();
     match (verb, sub.as_deref()) {
         ("watch", None) if main_verb_ok => watch::watch(server, call).await,
         ("list", None) if main_verb_ok => list::list(server, call).await.map(Reply::from),
@@ -593,6 +596,7 @@ async fn binding(server: &ApiServer, call: Call) -> ApiResult<http::Response<Api
             ));
         }
         pod["spec"]["nodeName"] = json!(node);
+        set_scheduled(&mut pod);
         if call.query.dry_run()? {
             break;
         }
@@ -602,6 +606,24 @@ async fn binding(server: &ApiServer, call: Call) -> ApiResult<http::Response<Api
     }
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(body::object_response(StatusCode::CREATED, &status, Output::Json))
+}
+
+/// The `PodScheduled=True` condition a binding sets (replacing an earlier `False`), as the
+/// reference's binding REST does.
+fn set_scheduled(pod: &mut Value) {
+    let now = meta::now_rfc3339();
+    let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let conditions = &mut pod["status"]["conditions"];
+    match conditions.as_array_mut() {
+        Some(list) => match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
+            Some(existing) => *existing = condition,
+            None => list.push(condition),
+        },
+        None => *conditions = json!([condition]),
+    }
 }
 
 /// Where a kind keeps its replica counts and selector, for `/scale` (JSON pointers).

@@ -227,7 +227,11 @@ impl ApiServer {
     }
 
     /// The transport's user, else the bearer token's: a static token, or a bootstrap token.
-    async fn authenticate(&self, transport_user: Option<User>, headers: &HeaderMap) -> Option<User> {
+    async fn authenticate(
+        &self,
+        transport_user: Option<User>,
+        headers: &HeaderMap,
+    ) -> Option<User> {
         if transport_user.is_some() {
             return transport_user;
         }
@@ -279,7 +283,9 @@ impl ApiServer {
             Route::Resource(path) => self.resource(path, query, parts, body, user).await,
             Route::OpenApi(path) => {
                 let (openapi, registry) = (&self.inner.openapi, &self.inner.registry);
-                openapi::respond(openapi, registry, &path, &query, &parts.headers).await.map(Reply::from)
+                openapi::respond(openapi, registry, &path, &query, &parts.headers)
+                    .await
+                    .map(Reply::from)
             }
             other => self.discovery(&other, &parts.headers).await.map(Reply::from),
         };

@@ -52,7 +52,11 @@ pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
 
 impl<K: Resource<DynamicType = ()> + 'static> Clone for Informer<K> {
     fn clone(&self) -> Self {
-        Informer { store: self.store.clone(), changes: self.changes.clone(), listed: self.listed.clone() }
+        Informer {
+            store: self.store.clone(),
+            changes: self.changes.clone(),
+            listed: self.listed.clone(),
+        }
     }
 }
 

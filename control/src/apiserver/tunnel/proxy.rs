@@ -61,11 +61,8 @@ pub(crate) async fn serve(
     path: &ResourcePath,
     mut parts: http::request::Parts,
 ) -> ApiResult<Response<ApiBody>> {
-    let info = server
-        .inner
-        .registry
-        .resolve("", "v1", "pods")
-        .ok_or_else(ApiError::path_not_found)?;
+    let info =
+        server.inner.registry.resolve("", "v1", "pods").ok_or_else(ApiError::path_not_found)?;
     if !kind.methods_ok(&parts.method) {
         return Err(ApiError::method_not_supported(Some(&info), parts.method.as_str()));
     }

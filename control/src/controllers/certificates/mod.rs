@@ -82,7 +82,11 @@ async fn reconcile(
         if let Verdict::Approve(message) = auto_approves(&csr) {
             let mut approved = (*csr).clone();
             let status = approved.status.get_or_insert_with(Default::default);
-            status.conditions.get_or_insert_with(Vec::new).push(condition("Approved", "AutoApproved", &message));
+            status.conditions.get_or_insert_with(Vec::new).push(condition(
+                "Approved",
+                "AutoApproved",
+                &message,
+            ));
             api.replace_subresource("approval", &key.name, &Default::default(), &approved).await?;
         }
         // Signing follows when the informer sees the approval.

@@ -33,7 +33,9 @@ pub fn has_condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
 fn client_usages(csr: &CertificateSigningRequest) -> bool {
     let usages = csr.spec.usages.clone().unwrap_or_default();
     usages.iter().any(|u| u == "client auth")
-        && usages.iter().all(|u| matches!(u.as_str(), "client auth" | "digital signature" | "key encipherment"))
+        && usages
+            .iter()
+            .all(|u| matches!(u.as_str(), "client auth" | "digital signature" | "key encipherment"))
 }
 
 /// The node a kubelet client request is for, if its subject is a node's.
@@ -61,11 +63,15 @@ pub fn auto_approves(csr: &CertificateSigningRequest) -> Verdict {
     let Ok(node) = node_subject(csr) else { return Verdict::NotOurs };
     let username = csr.spec.username.as_deref().unwrap_or_default();
     let groups = csr.spec.groups.clone().unwrap_or_default();
-    if username.starts_with("system:bootstrap:") && groups.iter().any(|g| g == "system:bootstrappers") {
+    if username.starts_with("system:bootstrap:")
+        && groups.iter().any(|g| g == "system:bootstrappers")
+    {
         return Verdict::Approve(format!("Auto approving kubelet client certificate after bootstrap token authentication (node {node})."));
     }
     if username == format!("system:node:{node}") {
-        return Verdict::Approve(format!("Auto approving self kubelet client certificate renewal for {node}."));
+        return Verdict::Approve(format!(
+            "Auto approving self kubelet client certificate renewal for {node}."
+        ));
     }
     Verdict::NotOurs
 }
@@ -100,7 +106,13 @@ mod tests {
         params.serialize_request(&key).unwrap().pem().unwrap()
     }
 
-    fn csr(signer: &str, pem: &str, user: &str, groups: &[&str], usages: &[&str]) -> CertificateSigningRequest {
+    fn csr(
+        signer: &str,
+        pem: &str,
+        user: &str,
+        groups: &[&str],
+        usages: &[&str],
+    ) -> CertificateSigningRequest {
         CertificateSigningRequest {
             spec: CertificateSigningRequestSpec {
                 signer_name: signer.into(),
@@ -119,7 +131,13 @@ mod tests {
     #[test]
     fn a_joining_or_renewing_node_is_approved_and_nobody_else() {
         let node = request("system:node:pi-1", Some("system:nodes"));
-        let joining = csr(KUBELET_CLIENT, &node, "system:bootstrap:abcdef", &["system:bootstrappers"], USAGES);
+        let joining = csr(
+            KUBELET_CLIENT,
+            &node,
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+            USAGES,
+        );
         assert!(matches!(auto_approves(&joining), Verdict::Approve(_)));
         let renewing = csr(KUBELET_CLIENT, &node, "system:node:pi-1", &["system:nodes"], USAGES);
         assert!(matches!(auto_approves(&renewing), Verdict::Approve(_)));
@@ -129,12 +147,25 @@ mod tests {
         assert_eq!(auto_approves(&other), Verdict::NotOurs);
         let user = csr(KUBELET_CLIENT, &node, "alice", &[], USAGES);
         assert_eq!(auto_approves(&user), Verdict::NotOurs);
-        let serving = csr(KUBELET_CLIENT, &node, "system:bootstrap:abcdef", &["system:bootstrappers"], &["server auth"]);
+        let serving = csr(
+            KUBELET_CLIENT,
+            &node,
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+            &["server auth"],
+        );
         assert_eq!(auto_approves(&serving), Verdict::NotOurs);
         let admin = request("admin", Some("system:masters"));
-        let escalation = csr(KUBELET_CLIENT, &admin, "system:bootstrap:abcdef", &["system:bootstrappers"], USAGES);
+        let escalation = csr(
+            KUBELET_CLIENT,
+            &admin,
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+            USAGES,
+        );
         assert_eq!(auto_approves(&escalation), Verdict::NotOurs);
-        let user_signer = csr(CLIENT, &node, "system:bootstrap:abcdef", &["system:bootstrappers"], USAGES);
+        let user_signer =
+            csr(CLIENT, &node, "system:bootstrap:abcdef", &["system:bootstrappers"], USAGES);
         assert_eq!(auto_approves(&user_signer), Verdict::NotOurs);
     }
 
@@ -142,10 +173,19 @@ mod tests {
     fn signing_checks_the_signers_rules() {
         let node = request("system:node:pi-1", Some("system:nodes"));
         let admin = request("admin", Some("system:masters"));
-        assert!(matches!(signs(&csr(KUBELET_CLIENT, &node, "x", &[], USAGES)), Verdict::Approve(_)));
-        assert!(matches!(signs(&csr(KUBELET_CLIENT, &admin, "x", &[], USAGES)), Verdict::Refuse(_)));
+        assert!(matches!(
+            signs(&csr(KUBELET_CLIENT, &node, "x", &[], USAGES)),
+            Verdict::Approve(_)
+        ));
+        assert!(matches!(
+            signs(&csr(KUBELET_CLIENT, &admin, "x", &[], USAGES)),
+            Verdict::Refuse(_)
+        ));
         assert!(matches!(signs(&csr(CLIENT, &admin, "x", &[], USAGES)), Verdict::Approve(_)));
-        assert!(matches!(signs(&csr(CLIENT, &admin, "x", &[], &["server auth"])), Verdict::Refuse(_)));
+        assert!(matches!(
+            signs(&csr(CLIENT, &admin, "x", &[], &["server auth"])),
+            Verdict::Refuse(_)
+        ));
         assert_eq!(signs(&csr("example.com/other", &admin, "x", &[], USAGES)), Verdict::NotOurs);
         let garbage = csr(KUBELET_CLIENT, "not a CSR", "x", &[], USAGES);
         assert!(matches!(signs(&garbage), Verdict::Refuse(_)));

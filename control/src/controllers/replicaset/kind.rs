@@ -14,7 +14,13 @@ use crate::controllers::util::selector;
 
 /// An object that keeps `replicas` pods from a template running.
 pub trait ReplicaKind:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// `spec.replicas` (defaulted to 1 by the API server).
     fn replicas(&self) -> i32;

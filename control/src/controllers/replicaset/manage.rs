@@ -128,7 +128,9 @@ pub async fn manage_replicas<K: ReplicaKind>(
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => {
                         let message = format!("Deleted pod: {name}");
-                        ctx.events.record(owner, EventType::Normal, "SuccessfulDelete", &message).await;
+                        ctx.events
+                            .record(owner, EventType::Normal, "SuccessfulDelete", &message)
+                            .await;
                         Ok(())
                     }
                     Err(error) => {
@@ -139,7 +141,9 @@ pub async fn manage_replicas<K: ReplicaKind>(
                         }
                         let error = ControlError::from(error);
                         let message = format!("Error deleting: {}", error_message(&error));
-                        ctx.events.record(owner, EventType::Warning, "FailedDelete", &message).await;
+                        ctx.events
+                            .record(owner, EventType::Warning, "FailedDelete", &message)
+                            .await;
                         Err(error)
                     }
                 }

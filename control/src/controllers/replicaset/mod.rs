@@ -166,9 +166,14 @@ impl<K: ReplicaKind> Controller<K> {
         let mut manage_error = None;
         if needs_sync && object.meta().deletion_timestamp.is_none() {
             let related = self.related_pods(&object);
-            let result =
-                manage::manage_replicas(&self.ctx, &self.expectations, object.as_ref(), &pods, &related)
-                    .await;
+            let result = manage::manage_replicas(
+                &self.ctx,
+                &self.expectations,
+                object.as_ref(),
+                &pods,
+                &related,
+            )
+            .await;
             manage_error = result.err();
         }
         let now = Timestamp::now();
@@ -196,8 +201,12 @@ impl<K: ReplicaKind> Controller<K> {
     /// The active pods `object` controls after adopting and releasing.
     async fn claimed_pods(&self, object: &Arc<K>) -> Result<Vec<Arc<Pod>>, ControlError> {
         let namespace = object.namespace().unwrap_or_default();
-        let candidates: Vec<Arc<Pod>> =
-            self.pods.list_namespace(&namespace).into_iter().filter(|p| pod::is_active(p)).collect();
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .list_namespace(&namespace)
+            .into_iter()
+            .filter(|p| pod::is_active(p))
+            .collect();
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
         let reference = owner::controller_reference(object.as_ref());
         let deleting = object.meta().deletion_timestamp.is_some();

@@ -83,7 +83,12 @@ fn log_bucket(t: Timestamp, now: Timestamp) -> i64 {
 
 /// Orders two times so the more recent one comes first, a missing one before both; times in
 /// the same power-of-two age bucket fall back to the uids.
-fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>, uids: (&str, &str), now: Timestamp) -> Ordering {
+fn newer_first(
+    a: Option<Timestamp>,
+    b: Option<Timestamp>,
+    uids: (&str, &str),
+    now: Timestamp,
+) -> Ordering {
     match (a, b) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
@@ -116,10 +121,7 @@ fn delete_first(a: &Pod, a_rank: i32, b: &Pod, b_rank: i32, now: Timestamp) -> O
     if a_rank != b_rank {
         return b_rank.cmp(&a_rank);
     }
-    let uids = (
-        a.metadata.uid.as_deref().unwrap_or(""),
-        b.metadata.uid.as_deref().unwrap_or(""),
-    );
+    let uids = (a.metadata.uid.as_deref().unwrap_or(""), b.metadata.uid.as_deref().unwrap_or(""));
     if a_ready && b_ready {
         let (ta, tb) = (pod::ready_since(a), pod::ready_since(b));
         if ta != tb {
@@ -165,8 +167,7 @@ mod tests {
                 ..Default::default()
             }]
         });
-        p.status =
-            Some(PodStatus { phase: Some(phase.into()), conditions, ..Default::default() });
+        p.status = Some(PodStatus { phase: Some(phase.into()), conditions, ..Default::default() });
         Arc::new(p)
     }
 

@@ -108,7 +108,11 @@ mod tests {
         Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    fn ready_pod(pod_labels: &[(&str, &str)], ready_secs_ago: Option<i64>, now: Timestamp) -> Arc<Pod> {
+    fn ready_pod(
+        pod_labels: &[(&str, &str)],
+        ready_secs_ago: Option<i64>,
+        now: Timestamp,
+    ) -> Arc<Pod> {
         let mut p = Pod::default();
         p.metadata.labels = labels(pod_labels);
         p.status = Some(PodStatus {
@@ -161,7 +165,10 @@ mod tests {
 
         let failed = calculate(&rs, &pods[..1], Some("quota exceeded"), now);
         let cond = &failed.conditions.as_ref().unwrap()[0];
-        assert_eq!((cond.type_.as_str(), cond.reason.as_deref()), ("ReplicaFailure", Some("FailedCreate")));
+        assert_eq!(
+            (cond.type_.as_str(), cond.reason.as_deref()),
+            ("ReplicaFailure", Some("FailedCreate"))
+        );
         let mut rs = rs;
         rs.status = Some(failed);
         assert!(calculate(&rs, &pods, None, now).conditions.is_none(), "cleared on success");

@@ -29,7 +29,12 @@ pub enum Claim {
 }
 
 /// The reference's claim rule for one dependent.
-pub fn decide<K: Resource>(owner_uid: &str, owner_deleting: bool, selected: bool, dependent: &K) -> Claim {
+pub fn decide<K: Resource>(
+    owner_uid: &str,
+    owner_deleting: bool,
+    selected: bool,
+    dependent: &K,
+) -> Claim {
     let meta = dependent.meta();
     match controller_of(meta) {
         Some(reference) if reference.uid != owner_uid => Claim::Ignore,

@@ -29,11 +29,9 @@ pub fn is_terminating(pod: &Pod) -> bool {
 /// The pod's primary IP (`status.podIP`, else the first of `status.podIPs`).
 pub fn ip(pod: &Pod) -> Option<&str> {
     let status = pod.status.as_ref()?;
-    status
-        .pod_ip
-        .as_deref()
-        .filter(|ip| !ip.is_empty())
-        .or_else(|| status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).find(|ip| !ip.is_empty()))
+    status.pod_ip.as_deref().filter(|ip| !ip.is_empty()).or_else(|| {
+        status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).find(|ip| !ip.is_empty())
+    })
 }
 
 /// The reference's `ShouldPodBeInEndpoints`: the pod has an IP, is not terminating (unless

@@ -61,11 +61,13 @@ pub fn target_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
             if let Ok(n) = name.parse::<i32>() {
                 return Some(n);
             }
-            pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(|p| {
-                (p.name.as_deref() == Some(name.as_str())
-                    && p.protocol.as_deref().unwrap_or("TCP") == protocol)
-                    .then_some(p.container_port)
-            })
+            pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(
+                |p| {
+                    (p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+                        .then_some(p.container_port)
+                },
+            )
         }
     }
 }
@@ -82,7 +84,11 @@ mod tests {
                 containers: vec![Container {
                     name: "c".into(),
                     ports: Some(vec![
-                        ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() },
+                        ContainerPort {
+                            name: Some("http".into()),
+                            container_port: 8080,
+                            ..Default::default()
+                        },
                         ContainerPort {
                             name: Some("dns".into()),
                             container_port: 53,
