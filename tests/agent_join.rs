@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, SkerryAgent};
+use common::agent::{enter_test_netns, eventually, node_ready, SkerryAgent};
 use common::server::{ok, SkerryServer};
 use serde_json::Value;
 
@@ -131,11 +131,7 @@ fn an_agent_joins_with_the_node_token_and_acts_as_its_node() {
             let out = server.kubectl(&kubectl, &["get", "node", "pi-1", "-o", "json"]);
             let node: Value = serde_json::from_slice(&out.stdout)
                 .map_err(|e| format!("{e}: {}", agent.log_text()))?;
-            let ready = node["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = node_ready(&node);
             if ready {
                 Ok(node)
             } else {
@@ -178,17 +174,22 @@ fn an_agent_joins_with_the_node_token_and_acts_as_its_node() {
     let subject = String::from_utf8(openssl.wait_with_output().unwrap().stdout).unwrap();
     assert!(subject.contains("system:node:pi-1") && subject.contains("system:nodes"), "{subject}");
 
-    // A restart does not join again: no second CSR.
+    // A restart does not join again: no second CSR. (The Node is Ready at registration, before
+    // the agent has finished starting: wait for that first, so the count below is the restart's.)
+    let started = |agent: &SkerryAgent, times: usize| {
+        eventually("the agent starts", Duration::from_secs(60), || {
+            let log = agent.log_text();
+            if log.matches("agent started").count() >= times {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        })
+    };
+    started(&agent, 1);
     agent.kill9();
     agent.start();
-    eventually("the agent starts again", Duration::from_secs(60), || {
-        let log = agent.log_text();
-        if log.matches("agent started").count() >= 2 {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    });
+    started(&agent, 2);
     let csrs = ok(server.kubectl(&kubectl, &["get", "csr", "-o", "name"]), "kubectl get csr");
     assert_eq!(csrs.lines().filter(|l| l.contains("node-csr-pi-1-")).count(), 1, "{csrs}");
 }

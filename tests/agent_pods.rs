@@ -38,16 +38,8 @@ fn cluster() -> (SkerryServer, SkerryAgent) {
     (server, agent)
 }
 
-fn kubectl_json(server: &SkerryServer, kubectl: &Path, args: &[&str]) -> Result<Value, String> {
-    let out = server.kubectl(kubectl, args);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
 fn pod(server: &SkerryServer, kubectl: &Path, name: &str) -> Result<Value, String> {
-    kubectl_json(server, kubectl, &["get", "pod", name, "-o", "json"])
+    server.kubectl_json(kubectl, &["get", "pod", name, "-o", "json"])
 }
 
 /// Creates a pod bound to node1 from a spec fragment.
@@ -123,7 +115,7 @@ fn pods_run_report_status_and_are_deleted() {
     let Some(kubectl) = prerequisites() else { return };
     let (server, agent) = cluster();
     eventually("node1 Ready", Duration::from_secs(60), || {
-        let node = kubectl_json(&server, &kubectl, &["get", "node", "node1", "-o", "json"])?;
+        let node = server.kubectl_json(&kubectl, &["get", "node", "node1", "-o", "json"])?;
         let ready = node["status"]["conditions"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));

@@ -11,14 +11,14 @@ mod net_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
-use common::agent::{enter_named_netns, eventually, SkerryAgent};
+use common::agent::{
+    enter_named_netns, eventually, http_get_in_pod, import_image, node_ready, SkerryAgent,
+};
 use common::images::{archive_of, busybox_layout};
 use common::server::{ok, SkerryServer};
 use net_common::Lan;
-use serde_json::Value;
 
 const IMAGE: &str = "example.com/test/busybox:1";
 const SERVER_IP: &str = "192.168.241.1";
@@ -61,36 +61,6 @@ fn client_pod(name: &str, node: &str) -> String {
     )
 }
 
-fn kubectl_json(server: &SkerryServer, kubectl: &Path, args: &[&str]) -> Result<Value, String> {
-    let out = server.kubectl(kubectl, args);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
-/// The body of `GET /` from `host:port` inside `pod` (busybox `nc` through `kubectl exec`).
-fn get(
-    server: &SkerryServer,
-    kubectl: &Path,
-    pod: &str,
-    host: &str,
-    port: u16,
-) -> Result<String, String> {
-    common::agent::http_get_in_pod(server, kubectl, pod, host, port)
-}
-
-fn import(data_dir: &Path, archive: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
-        .args(["ctr", "--data-dir"])
-        .arg(data_dir)
-        .args(["images", "import"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica() {
     if !skerry_testkit::require_root()
@@ -115,7 +85,7 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
     let server = SkerryServer::start_with_agent(
         &["--bind-address", "0.0.0.0", "--node-ip", SERVER_IP],
         "node-0",
-        |data_dir| import(&data_dir.join("agent"), &archive),
+        |data_dir| import_image(&data_dir.join("agent"), &archive),
     );
     let token = std::fs::read_to_string(server.data_dir.join("server/node-token")).unwrap();
     let port = server.url.rsplit(':').next().unwrap().to_string();
@@ -126,7 +96,7 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
         let mut agent =
             SkerryAgent::joining(&server, &name, token.trim()).in_netns(&ns.name, &ip.to_string());
         agent.set_server(&server_url);
-        import(&agent.data_dir, &archive);
+        import_image(&agent.data_dir, &archive);
         agent.start();
         agents.push(agent);
     }
@@ -148,18 +118,9 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
     };
 
     eventually("three Ready nodes with distinct pod CIDRs", Duration::from_secs(90), || {
-        let nodes = kubectl_json(&server, &kubectl, &["get", "nodes", "-o", "json"])?;
+        let nodes = server.kubectl_json(&kubectl, &["get", "nodes", "-o", "json"])?;
         let items = nodes["items"].as_array().cloned().unwrap_or_default();
-        let ready = items
-            .iter()
-            .filter(|n| {
-                n["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count();
+        let ready = items.iter().filter(|n| node_ready(n)).count();
         let cidrs: BTreeSet<_> =
             items.iter().filter_map(|n| n["spec"]["podCIDR"].as_str()).collect();
         if ready == 3 && cidrs.len() == 3 {
@@ -180,7 +141,7 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
 
     // Spread: one replica per node (the scheduler's default spreading of one owner's pods).
     let pods =
-        kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
+        server.kubectl_json(&kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
     let placement: BTreeMap<String, String> = pods["items"]
         .as_array()
         .unwrap()
@@ -203,21 +164,14 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
         ),
         "create client",
     );
-    eventually("the client pod runs", Duration::from_secs(90), || {
-        let pod = kubectl_json(&server, &kubectl, &["get", "pod", "client", "-o", "json"])?;
-        if pod["status"]["phase"] == "Running" {
-            Ok(())
-        } else {
-            Err(pod.to_string())
-        }
-    });
-    let svc = kubectl_json(&server, &kubectl, &["get", "service", "web", "-o", "json"]).unwrap();
+    server.wait_running(&kubectl, "client", Duration::from_secs(90));
+    let svc = server.kubectl_json(&kubectl, &["get", "service", "web", "-o", "json"]).unwrap();
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let names: BTreeSet<String> = placement.values().cloned().collect();
     let mut served = BTreeSet::new();
     for url in [cluster_ip.clone(), "web.default.svc.cluster.local".to_string()] {
         let body = eventually(&format!("GET {url}"), Duration::from_secs(60), || {
-            get(&server, &kubectl, "client", &url, 80)
+            http_get_in_pod(&server, &kubectl, "client", &url, 80)
         });
         assert!(names.contains(&body), "{url}: {body:?} is not one of {names:?}");
         served.insert(body);
@@ -226,7 +180,7 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
         if served.len() == names.len() {
             break;
         }
-        if let Ok(body) = get(&server, &kubectl, "client", &cluster_ip, 80) {
+        if let Ok(body) = http_get_in_pod(&server, &kubectl, "client", &cluster_ip, 80) {
             served.insert(body);
         }
     }
@@ -235,7 +189,7 @@ fn a_deployment_spreads_over_joined_nodes_and_its_service_reaches_every_replica(
     // Pod to pod across nodes, by pod IP.
     for pod in pods["items"].as_array().unwrap() {
         let ip = pod["status"]["podIP"].as_str().unwrap();
-        let body = get(&server, &kubectl, "client", ip, 8080).unwrap();
+        let body = http_get_in_pod(&server, &kubectl, "client", ip, 8080).unwrap();
         assert_eq!(body, pod["metadata"]["name"].as_str().unwrap());
     }
 

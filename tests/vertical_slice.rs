@@ -10,10 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, NODE_IP};
+use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
 use common::images::{archive_of, busybox_layout};
 use common::server::{ok, SkerryServer};
-use serde_json::Value;
 
 const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "slice-node";
@@ -71,14 +70,6 @@ spec:
     )
 }
 
-fn kubectl_json(server: &SkerryServer, kubectl: &Path, args: &[&str]) -> Result<Value, String> {
-    let out = server.kubectl(kubectl, args);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
 /// The body of `GET /` from `host` inside the client pod, through `kubectl exec` (the agent's
 /// tunnel). busybox `nc`, not `wget`: the static busybox's wget crashes without NSS libraries.
 fn fetch_from_client(server: &SkerryServer, kubectl: &Path, host: &str) -> Result<String, String> {
@@ -98,17 +89,9 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
     let images = tempfile::tempdir().unwrap();
     let (layout, _) = busybox_layout(images.path(), IMAGE);
     let archive = archive_of(&layout, images.path());
+    // The embedded agent's image store: an air-gapped import, as on a site without a registry.
     let server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
-        // The embedded agent's image store: images are air-gapped imports, as on a site without
-        // a registry.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
-            .args(["ctr", "--data-dir"])
-            .arg(data_dir.join("agent"))
-            .args(["images", "import"])
-            .arg(&archive)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        import_image(&data_dir.join("agent"), &archive)
     });
     let on_failure = || {
         let state = server
@@ -123,12 +106,8 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
 
     // The node registers itself and becomes Ready.
     eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
-        let node = kubectl_json(&server, &kubectl, &["get", "node", NODE, "-o", "json"])?;
-        let ready = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let node = server.kubectl_json(&kubectl, &["get", "node", NODE, "-o", "json"])?;
+        let ready = node_ready(&node);
         if ready {
             Ok(())
         } else {
@@ -151,7 +130,7 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
 
     // Two web pods, bound by the scheduler, running with pod IPs.
     let pods =
-        kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
+        server.kubectl_json(&kubectl, &["get", "pods", "-l", "app=web", "-o", "json"]).unwrap();
     let pods = pods["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(pods.len(), 2, "{pods:?}");
     let mut names = Vec::new();
@@ -164,22 +143,14 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
         );
         names.push(pod["metadata"]["name"].as_str().unwrap().to_string());
     }
-    eventually("the client pod runs", Duration::from_secs(60), || {
-        let pod = kubectl_json(&server, &kubectl, &["get", "pod", "client", "-o", "json"])?;
-        if pod["status"]["phase"] == "Running" {
-            Ok(())
-        } else {
-            Err(pod.to_string())
-        }
-    });
+    server.wait_running(&kubectl, "client", Duration::from_secs(60));
 
     // The Service: a ClusterIP from the service CIDR, both pods in its EndpointSlice.
-    let svc = kubectl_json(&server, &kubectl, &["get", "service", "web", "-o", "json"]).unwrap();
+    let svc = server.kubectl_json(&kubectl, &["get", "service", "web", "-o", "json"]).unwrap();
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     assert!(cluster_ip.starts_with("10.43."), "{svc}");
     eventually("both pods in the EndpointSlice", Duration::from_secs(60), || {
-        let slices = kubectl_json(
-            &server,
+        let slices = server.kubectl_json(
             &kubectl,
             &["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"],
         )?;
@@ -223,7 +194,7 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
     ok(server.kubectl(&kubectl, &["delete", "deployment", "web", "--wait=true"]), "kubectl delete");
     eventually("the web pods are gone", Duration::from_secs(90), || {
         let pods =
-            kubectl_json(&server, &kubectl, &["get", "pods", "-l", "app=web", "-o", "json"])?;
+            server.kubectl_json(&kubectl, &["get", "pods", "-l", "app=web", "-o", "json"])?;
         let left = pods["items"].as_array().map_or(0, Vec::len);
         if left == 0 {
             Ok(())

@@ -67,6 +67,7 @@ impl Agent {
         config: AgentConfig,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AgentError> {
+        tracing::info!(node = %config.node_name, data_dir = %config.data_dir.display(), "agent starting");
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| AgentError::Start {
             what: "data dir",
@@ -121,6 +122,7 @@ impl Agent {
                 cache.run(move |c| c.object::<Node>("Node", "", &name)).await.ok().flatten()
             }
         };
+        tracing::info!(registered = node.is_some(), "node registration done");
         let pod_cidr = node
             .as_ref()
             .and_then(|n| n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok())
@@ -149,6 +151,7 @@ impl Agent {
             cgroup_root: config.cgroup_root.clone(),
             network: hook,
         };
+        tracing::info!("pod network ready; opening the runtime");
         let runtime = tokio::task::spawn_blocking(move || Runtime::open(runtime_config))
             .await
             .map_err(|e| start_err("runtime")(e.to_string()))?

@@ -66,6 +66,27 @@ pub fn http_get_in_pod(
     }
 }
 
+/// Imports an image archive into the image store under `data_dir` (an agent's data dir).
+pub fn import_image(data_dir: &Path, archive: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .args(["ctr", "--data-dir"])
+        .arg(data_dir)
+        .args(["images", "import"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Whether a Node (as JSON) has `Ready=True`.
+pub fn node_ready(node: &serde_json::Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 /// A running `skerry agent`.
 pub struct SkerryAgent {
     child: Option<Child>,
@@ -197,8 +218,7 @@ impl SkerryAgent {
 
     /// Imports an image archive into the agent's image store.
     pub fn import_image(&self, archive: &Path) {
-        let out = self.ctr(&["images", "import", archive.to_str().unwrap()]);
-        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        import_image(&self.data_dir, archive);
     }
 
     /// The runtime's containers: (id, name, state) from `ctr ps`.

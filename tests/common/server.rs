@@ -160,6 +160,27 @@ impl SkerryServer {
         self.kubectl_stdin(kubectl, args, None)
     }
 
+    /// kubectl's JSON output (`-o json` among `args`), or its stderr.
+    pub fn kubectl_json(&self, kubectl: &Path, args: &[&str]) -> Result<Value, String> {
+        let out = self.kubectl(kubectl, args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Waits (bounded) until pod `name` is Running.
+    pub fn wait_running(&self, kubectl: &Path, name: &str, limit: Duration) {
+        super::agent::eventually(&format!("pod {name} runs"), limit, || {
+            let pod = self.kubectl_json(kubectl, &["get", "pod", name, "-o", "json"])?;
+            if pod["status"]["phase"] == "Running" {
+                Ok(())
+            } else {
+                Err(pod.to_string())
+            }
+        });
+    }
+
     /// Runs kubectl with `stdin` piped in.
     pub fn kubectl_stdin(&self, kubectl: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;

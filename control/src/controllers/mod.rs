@@ -10,6 +10,7 @@ mod endpointslice;
 mod garbagecollector;
 mod namespace;
 mod nodeipam;
+mod nodelifecycle;
 mod replicaset;
 mod serviceaccount;
 pub mod util;
@@ -62,6 +63,7 @@ const CONTROLLERS: &[(&str, &str, Start)] = &[
     (garbagecollector::NAME, garbagecollector::COMPONENT, garbagecollector::start),
     (serviceaccount::NAME, serviceaccount::COMPONENT, serviceaccount::start),
     (nodeipam::NAME, nodeipam::COMPONENT, nodeipam::start),
+    (nodelifecycle::NAME, nodelifecycle::COMPONENT, nodelifecycle::start),
     ("deployment", "deployment-controller", deployment::start),
     (certificates::NAME, certificates::COMPONENT, certificates::start),
 ];
