@@ -101,19 +101,27 @@ fn as_file(material: Material, dir: &Path, name: &str) -> Result<PathBuf, Creden
     if std::fs::read(&path).is_ok_and(|old| old == bytes) {
         return Ok(path);
     }
-    let write = |source| CredentialsError::Write { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(write)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = std::fs::OpenOptions::new()
+    write_private(&path, &bytes)
+        .map_err(|source| CredentialsError::Write { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// Writes `bytes` to `path` (mode 0600, parent directories made) atomically: a crash never
+/// leaves half a key behind.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    result.map_err(write)?;
-    Ok(path)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -236,22 +236,8 @@ async fn wait_for_sane_clock() {
 
 /// Writes `bytes` to `path` (mode 0600) atomically.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), JoinError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| JoinError::Write { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::credentials::write_private(path, bytes)
+        .map_err(|source| JoinError::Write { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
