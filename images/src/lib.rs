@@ -19,6 +19,7 @@ pub mod registry_config;
 mod rootfs;
 mod store;
 mod transport;
+pub use transport::SkipVerify;
 pub mod unpack;
 
 pub use error::{ImageError, Result};

@@ -291,9 +291,10 @@ fn read_key(path: &str) -> std::result::Result<PrivateKeyDer<'static>, String> {
         .ok_or_else(|| format!("{path}: no PEM private key"))
 }
 
-/// `insecure_skip_verify`: accepts any certificate but still checks handshake signatures.
+/// `insecure_skip_verify` (registries) and kubelet's HTTPS probes: accepts any certificate but
+/// still checks the handshake signatures (the peer must hold the certificate's key).
 #[derive(Debug)]
-struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+pub struct SkipVerify(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for SkipVerify {
     fn verify_server_cert(
