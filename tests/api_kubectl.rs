@@ -17,6 +17,9 @@ metadata:
   labels: {app: web}
 spec:
   nodeName: node-a
+  # No token volume from the ServiceAccount admission: `replace` below sends this spec again,
+  # and (as in the reference) a pod update may not drop the admission's `kube-api-access-*`.
+  automountServiceAccountToken: false
   containers:
   - name: c
     image: busybox

@@ -74,9 +74,10 @@ async fn authentication_health_version_and_metrics() {
     }
     let wrong = server.anonymous(Some("not-the-token"));
     assert_eq!(wrong.request("GET", "/api", None, b"").await.unwrap().status, 401);
+    // Authenticated, but not authorized: alice has no RBAC bindings (see tests/api_rbac.rs).
     let alice = server.anonymous(Some("secret-token"));
     let (code, body) = alice.json("GET", "/api/v1/namespaces", None).await;
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 403, "{body}");
 
     let (code, _) = server.admin().json("GET", "/api/v1/namespaces/default", None).await;
     assert_eq!(code, 200);
@@ -89,6 +90,13 @@ async fn authentication_health_version_and_metrics() {
         "{text}"
     );
     assert!(text.contains("apiserver_request_duration_seconds_bucket{verb=\"GET\",resource=\"namespaces\",le=\"0.005\"}"), "{text}");
+    // Store latency, by operation and resource type (the namespaces just read).
+    assert!(
+        text.contains(
+            "etcd_request_duration_seconds_count{operation=\"range\",type=\"namespaces\"}"
+        ),
+        "{text}"
+    );
     // The in-process scheduler and controllers hold watches of their own: count, not zero.
     let watchers = text
         .lines()
@@ -113,8 +121,26 @@ async fn authentication_health_version_and_metrics() {
 
 #[tokio::test]
 async fn max_in_flight_answers_429_with_retry_after() {
-    let server = SkerryServer::start_with(&["--max-mutating-requests-inflight", "1"]);
-    let api = server.admin();
+    // system:masters is never limited (as in the reference): a cluster-admin by binding is.
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "loader-token,loader,1002,\"loaders\"\n").unwrap();
+    let server = SkerryServer::start_with(&[
+        "--max-mutating-requests-inflight",
+        "1",
+        "--token-auth-file",
+        tokens.path().to_str().unwrap(),
+    ]);
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "loaders"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "Group", "name": "loaders", "apiGroup": "rbac.authorization.k8s.io"}]});
+    let path = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings";
+    let (code, body) = server.admin().json("POST", path, Some(&binding)).await;
+    assert_eq!(code, 201, "{body}");
+    let api = server.anonymous(Some("loader-token"));
+    // The binding is in force before the slot is taken.
+    let (code, body) = api.json("GET", "/api/v1/namespaces/default/configmaps", None).await;
+    assert_eq!(code, 200, "{body}");
     let path = "/api/v1/namespaces/default/configmaps";
     let mut held = api.hold_request("POST", path).await;
     // The held request occupies the only mutating slot once the server has read its headers.
@@ -144,6 +170,10 @@ async fn max_in_flight_answers_429_with_retry_after() {
     let refused = refused.expect("a 429 while the slot is held");
     assert_eq!(refused.headers["retry-after"], "1");
     assert_eq!(refused.json()["reason"], "TooManyRequests");
+    // system:masters is not limited while the slot is taken.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "by-admin"}});
+    let (code, body) = server.admin().json("POST", path, Some(&cm)).await;
+    assert_eq!(code, 201, "{body}");
     // Reads have their own limit and still work.
     let (code, _) = api.json("GET", "/api/v1/namespaces", None).await;
     assert_eq!(code, 200);

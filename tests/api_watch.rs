@@ -27,7 +27,8 @@ fn names(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn label_and_field_selectors_and_paging() {
-    let server = SkerryServer::start();
+    // The test counts every ConfigMap in its namespace: no `kube-root-ca.crt` publisher.
+    let server = SkerryServer::start_with(&["--disable-controllers", "root-ca-cert-publisher"]);
     let api = server.admin();
     for i in 0..7 {
         let labels = json!({"app": if i % 2 == 0 { "even" } else { "odd" }, "idx": i.to_string()});
@@ -113,7 +114,8 @@ async fn label_and_field_selectors_and_paging() {
 
 #[tokio::test]
 async fn watch_from_resource_version_with_selector_transitions() {
-    let server = SkerryServer::start();
+    // The test counts every ConfigMap in its namespace: no `kube-root-ca.crt` publisher.
+    let server = SkerryServer::start_with(&["--disable-controllers", "root-ca-cert-publisher"]);
     let api = server.admin();
     let (_, list) = api.json("GET", CMS, None).await;
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
@@ -169,7 +171,8 @@ async fn watch_from_resource_version_with_selector_transitions() {
 
 #[tokio::test]
 async fn watch_list_bookmarks_and_timeout() {
-    let server = SkerryServer::start();
+    // The test counts every ConfigMap in its namespace: no `kube-root-ca.crt` publisher.
+    let server = SkerryServer::start_with(&["--disable-controllers", "root-ca-cert-publisher"]);
     let api = server.admin();
     for name in ["x1", "x2"] {
         api.json("POST", CMS, Some(&configmap(name, json!({})))).await;

@@ -10,8 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::agent::eventually;
-use common::server::{ok, runtime, ApiClient, SkerryServer};
+use common::cluster::{is_ready, pod_status, Cluster, LONG_AGO};
+use common::server::{ok, SkerryServer};
 use serde_json::{json, Value};
 
 const NS: &str = "default";
@@ -48,14 +48,6 @@ spec:
     )
 }
 
-/// The test's view of the cluster through the admin client.
-struct Cluster {
-    api: ApiClient,
-    rt: tokio::runtime::Runtime,
-    /// The server's log, shown when a wait fails.
-    log: std::path::PathBuf,
-}
-
 /// One ReplicaSet as the test reads it.
 #[derive(Debug, Clone)]
 struct Rs {
@@ -69,30 +61,8 @@ struct Rs {
     ready: i64,
 }
 
+/// The Deployment test's queries.
 impl Cluster {
-    fn new(server: &SkerryServer) -> Cluster {
-        Cluster { api: server.admin(), rt: runtime(), log: server.dir.path().join("server.log") }
-    }
-
-    /// `eventually`, printing the tail of the server's log if it gives up.
-    fn eventually<T>(&self, what: &str, f: impl FnMut() -> Result<T, String>) -> T {
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eventually(what, LIMIT, f)));
-        outcome.unwrap_or_else(|panic| {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("server log (last lines):");
-            tail.iter().rev().for_each(|l| eprintln!("{l}"));
-            std::panic::resume_unwind(panic)
-        })
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (status, body) = self.rt.block_on(self.api.json("GET", path, None));
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
     fn deployment(&self, name: &str) -> Value {
         self.get(&format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}"))
     }
@@ -140,35 +110,17 @@ impl Cluster {
         self.replica_sets(name).values().flat_map(|rs| self.pods_of(&rs.uid)).collect()
     }
 
-    /// Writes the status an agent reports for a started, ready pod.
-    fn mark_ready(&self, pod: &Value) {
+    /// Writes the status an agent reports for a started, ready pod, including its container
+    /// `c` running the pod's image.
+    fn mark_ready_with_container(&self, pod: &Value) {
         let name = pod["metadata"]["name"].as_str().unwrap();
-        let image = pod["spec"]["containers"][0]["image"].clone();
-        let now = "2020-01-01T00:00:00Z";
-        let patch = json!({"status": {
-            "phase": "Running",
-            "conditions": [
-                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                {"type": "Ready", "status": "True", "lastTransitionTime": now},
-            ],
-            "containerStatuses": [{
-                "name": "c", "ready": true, "started": true, "restartCount": 0,
-                "image": image, "imageID": "", "state": {"running": {"startedAt": now}},
-            }],
-        }});
-        let path = format!("/api/v1/namespaces/{NS}/pods/{name}/status");
-        let body = serde_json::to_vec(&patch).unwrap();
-        let resp = self
-            .rt
-            .block_on(self.api.request("PATCH", &path, Some("application/merge-patch+json"), &body))
-            .unwrap();
-        // A pod deleted meanwhile is fine.
-        assert!(
-            matches!(resp.status, 200 | 404),
-            "{path}: {}",
-            String::from_utf8_lossy(&resp.body)
-        );
+        let mut status = pod_status("Running", true, LONG_AGO);
+        status["containerStatuses"] = json!([{
+            "name": "c", "ready": true, "started": true, "restartCount": 0,
+            "image": pod["spec"]["containers"][0]["image"], "imageID": "",
+            "state": {"running": {"startedAt": LONG_AGO}},
+        }]);
+        self.patch_pod_status(name, &status);
     }
 
     /// Pods of `name` not terminating and not yet Ready.
@@ -187,10 +139,7 @@ impl Cluster {
             .filter(|p| !p["metadata"]["deletionTimestamp"].is_null())
             .collect();
         for p in &terminating {
-            let pod = p["metadata"]["name"].as_str().unwrap();
-            let path = format!("/api/v1/namespaces/{NS}/pods/{pod}?gracePeriodSeconds=0");
-            let (status, body) = self.rt.block_on(self.api.json("DELETE", &path, None));
-            assert!(matches!(status, 200 | 404), "DELETE {path}: {body}");
+            self.finish_deletion(p["metadata"]["name"].as_str().unwrap());
         }
         terminating.len()
     }
@@ -214,24 +163,6 @@ impl Cluster {
         let conditions = d["status"]["conditions"].as_array().cloned().unwrap_or_default();
         conditions.into_iter().find(|c| c["type"] == "Progressing").unwrap_or(Value::Null)
     }
-
-    /// Messages of the Deployment's `ScalingReplicaSet` events.
-    fn scaling_events(&self, name: &str) -> Vec<String> {
-        let list = self.get(&format!("/api/v1/namespaces/{NS}/events"));
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["reason"] == "ScalingReplicaSet" && e["involvedObject"]["name"] == name)
-            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// Marks pods ready one at a time until `name` runs `replicas` available pods of `image` and
@@ -273,7 +204,7 @@ fn roll_out(c: &Cluster, name: &str, replicas: i64, image: &str, bounds: Option<
             return Ok(());
         }
         if let Some(pod) = c.unready_pods(name).first() {
-            c.mark_ready(pod);
+            c.mark_ready_with_container(pod);
         }
         std::thread::sleep(Duration::from_millis(300));
         let pods: Vec<(Value, bool, bool)> = c
@@ -296,7 +227,7 @@ fn rolling_update_history_undo_and_scale() {
     let Some(kubectl) = skerry_testkit::kubectl() else { return };
     let server = SkerryServer::start();
     let k = |args: &[&str]| ok(server.kubectl(&kubectl, args), &args.join(" "));
-    let c = Cluster::new(&server);
+    let c = Cluster::new(&server, LIMIT);
     let strategy = "    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}";
     let yaml = deployment_yaml("web", 3, "busybox:1", strategy, "");
     let created = ok(
@@ -326,7 +257,7 @@ fn rolling_update_history_undo_and_scale() {
     let d = c.observed("web");
     assert_eq!(d["status"]["availableReplicas"].as_i64().unwrap_or(0), 0);
     assert!(c
-        .scaling_events("web")
+        .events("Deployment", "web", "ScalingReplicaSet")
         .contains(&format!("Scaled up replica set {} from 0 to 3", first.name)));
 
     roll_out(&c, "web", 3, "busybox:1", Some((1, 0)));
@@ -348,7 +279,7 @@ fn rolling_update_history_undo_and_scale() {
     assert!(c.pods_of(&first.uid).is_empty());
     let status = k(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
-    let events = c.scaling_events("web");
+    let events = c.events("Deployment", "web", "ScalingReplicaSet");
     assert!(
         events.contains(&format!("Scaled up replica set {} from 0 to 1", second.name)),
         "{events:?}"
@@ -397,7 +328,7 @@ fn rolling_update_history_undo_and_scale() {
     assert_eq!(c.replica_sets("web")[&first.name].replicas, 5);
     assert_eq!(c.pods_of(&first.uid).len(), 5);
     assert!(c
-        .scaling_events("web")
+        .events("Deployment", "web", "ScalingReplicaSet")
         .contains(&format!("Scaled up replica set {} from 3 to 5", first.name)));
     let status = k(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
@@ -408,7 +339,7 @@ fn recreate_starts_new_pods_only_after_the_old_ones_are_gone() {
     let Some(kubectl) = skerry_testkit::kubectl() else { return };
     let server = SkerryServer::start();
     let k = |args: &[&str]| ok(server.kubectl(&kubectl, args), &args.join(" "));
-    let c = Cluster::new(&server);
+    let c = Cluster::new(&server, LIMIT);
     // Bound pods are deleted gracefully: they stay terminating until the "agent" (the test)
     // finishes them, which is what Recreate must wait for.
     let yaml = deployment_yaml("db", 2, "busybox:1", "    type: Recreate", "nodeName: node-a");
@@ -443,7 +374,7 @@ fn recreate_starts_new_pods_only_after_the_old_ones_are_gone() {
     assert_eq!(second.revision, "2");
     roll_out(&c, "db", 2, "busybox:2", None);
     assert!(c
-        .scaling_events("db")
+        .events("Deployment", "db", "ScalingReplicaSet")
         .contains(&format!("Scaled down replica set {} from 2 to 0", first.name)));
     let status = k(&["rollout", "status", "deployment/db", "--timeout=60s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
@@ -454,7 +385,7 @@ fn paused_deployments_only_scale_and_resume_the_rollout() {
     let Some(kubectl) = skerry_testkit::kubectl() else { return };
     let server = SkerryServer::start();
     let k = |args: &[&str]| ok(server.kubectl(&kubectl, args), &args.join(" "));
-    let c = Cluster::new(&server);
+    let c = Cluster::new(&server, LIMIT);
     let strategy = "    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 1}";
     let yaml = deployment_yaml("api", 2, "busybox:1", strategy, "");
     ok(
@@ -497,7 +428,7 @@ fn paused_deployments_only_scale_and_resume_the_rollout() {
 fn a_rollout_without_progress_exceeds_its_deadline() {
     let Some(kubectl) = skerry_testkit::kubectl() else { return };
     let server = SkerryServer::start();
-    let c = Cluster::new(&server);
+    let c = Cluster::new(&server, LIMIT);
     let yaml = deployment_yaml("slow", 1, "busybox:1", "    type: RollingUpdate", "")
         .replace("  replicas: 1\n", "  replicas: 1\n  progressDeadlineSeconds: 2\n");
     ok(
@@ -516,4 +447,29 @@ fn a_rollout_without_progress_exceeds_its_deadline() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exceeded its progress deadline"), "{stderr}");
+}
+
+#[test]
+fn a_restarted_control_plane_converges_without_duplicates() {
+    let Some(kubectl) = skerry_testkit::kubectl() else { return };
+    let mut server = SkerryServer::start();
+    let yaml =
+        deployment_yaml("web", 5, "busybox:1", "    type: RollingUpdate", "nodeName: node-a");
+    let create = ["create", "--validate=false", "-f", "-"];
+    ok(server.kubectl_stdin(&kubectl, &create, Some(&yaml)), "create");
+    let c = Cluster::new(&server, LIMIT);
+    roll_out(&c, "web", 5, "busybox:1", None);
+    for round in 0..3 {
+        server.restart_same_port();
+        // A Deployment created after the restart rolling out shows the controllers are past
+        // their first sync of everything, including `web`.
+        let probe = format!("probe-{round}");
+        let yaml = deployment_yaml(&probe, 1, "busybox:1", "    type: RollingUpdate", "");
+        ok(server.kubectl_stdin(&kubectl, &create, Some(&yaml)), "create probe");
+        c.eventually("probe pod", || {
+            (c.pods(&probe).len() == 1).then_some(()).ok_or("no probe pod yet".to_string())
+        });
+        assert_eq!(c.replica_sets("web").len(), 1, "round {round}: one replica set");
+        assert_eq!(c.pods("web").len(), 5, "round {round}: still five pods");
+    }
 }

@@ -7,6 +7,8 @@ mod ctr;
 mod etcd;
 mod images;
 #[cfg(feature = "server")]
+mod secrets_encrypt;
+#[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
 mod token;
@@ -33,10 +35,13 @@ pub enum Command {
     Etcd(etcd::EtcdArgs),
     /// Run the control plane: the Kubernetes API server over the store.
     #[cfg(feature = "server")]
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Manage the bootstrap tokens agents join with.
     #[cfg(feature = "server")]
     Token(token::TokenArgs),
+    /// Manage the keys that encrypt Secrets at rest (`skerry server --secrets-encryption`).
+    #[cfg(feature = "server")]
+    SecretsEncrypt(secrets_encrypt::SecretsEncryptArgs),
     /// Run the node agent: register this node and run the pods bound to it.
     Agent(Box<agent::AgentArgs>),
     /// Check that this node can run the agent: kernel features, cgroups, clock, architecture.
@@ -63,9 +68,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "server")]
         Command::Etcd(args) => etcd::run(args),
         #[cfg(feature = "server")]
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(*args),
         #[cfg(feature = "server")]
         Command::Token(args) => token::run(args),
+        #[cfg(feature = "server")]
+        Command::SecretsEncrypt(args) => secrets_encrypt::run(args),
         Command::Agent(args) => agent::run(*args),
         Command::Check(args) => check::run(args),
         Command::Ctr(args) => ctr::run(args),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use skerry_control::apiserver::serve::{self, ServerOptions};
+use skerry_control::apiserver::serviceaccount::ServiceAccountConfig;
 use skerry_control::apiserver::ApiConfig;
 use skerry_control::controllers::{self, ControlPlaneOptions, ControllerOptions};
 use skerry_control::store::config::{self as store_config, StoreConfig};
@@ -69,6 +70,10 @@ pub struct ServerArgs {
     /// How often the store's history is compacted (`5m`, `30s`, `1h`; `0` = never).
     #[arg(long, default_value = "5m")]
     pub etcd_compaction_interval: String,
+    /// Encrypt Secrets at rest (AES-GCM, keys in `DATA_DIR/server/encryption-config.json`,
+    /// created on first use; `skerry secrets-encrypt rotate` adds a key).
+    #[arg(long)]
+    pub secrets_encryption: bool,
     /// Mutating requests served at once before 429 Too Many Requests.
     #[arg(long, default_value_t = 200)]
     pub max_mutating_requests_inflight: usize,
@@ -87,6 +92,21 @@ pub struct ServerArgs {
     /// How long a node's Lease may go unrenewed before it is marked Ready=Unknown (`40s`).
     #[arg(long, default_value = "40s")]
     pub node_monitor_grace_period: String,
+    /// Terminated pods kept before the oldest are garbage collected (`0`: keep them all).
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
+    /// How long a node may be missing before its pods are garbage collected (tests shorten it).
+    #[arg(long, default_value = "40s", hide = true)]
+    pub pod_gc_orphan_quarantine: String,
+    /// The `iss` of service account tokens (and of the OIDC discovery document).
+    #[arg(long, default_value = skerry_control::apiserver::serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
+    /// Audiences of the API (comma-separated); default: the service account issuer.
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// Longest lifetime of a requested service account token (`0`: no cap; e.g. `24h`).
+    #[arg(long, default_value = "0")]
+    pub service_account_max_token_expiration: String,
 }
 
 fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -144,6 +164,9 @@ fn control_plane_options(args: &ServerArgs) -> anyhow::Result<ControlPlaneOption
         controllers: ControllerOptions {
             cluster_cidr,
             node_monitor_grace_period: grace,
+            terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+            pod_gc_quarantine: parse_duration(&args.pod_gc_orphan_quarantine)
+                .context("--pod-gc-orphan-quarantine")?,
             ..ControllerOptions::default()
         },
     })
@@ -184,6 +207,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let mut control_plane = control_plane_options(&args)?;
+    let max_token_expiration = parse_duration(&args.service_account_max_token_expiration)
+        .with_context(|| {
+            format!(
+                "--service-account-max-token-expiration {:?}",
+                args.service_account_max_token_expiration
+            )
+        })?
+        .as_secs() as i64;
     let advertise = args.advertise_address.unwrap_or(if args.bind_address.is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -204,6 +235,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             secure_port: args.https_listen_port,
             // Filled in by `serve::start` from the cluster CA.
             ca_pem: String::new(),
+            service_accounts: ServiceAccountConfig {
+                issuer: args.service_account_issuer.clone(),
+                api_audiences: args.api_audiences.clone(),
+                max_token_expiration: (max_token_expiration > 0).then_some(max_token_expiration),
+                // The controller manager runs alongside and makes the `default` accounts.
+                admission: true,
+                ..ServiceAccountConfig::default()
+            },
         },
     };
     if args.disable_agent {
@@ -211,7 +250,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let store = store_config::open(store).await.context("opening the store")?;
+        let mut store = store_config::open(store).await.context("opening the store")?;
+        if args.secrets_encryption {
+            store = super::secrets_encrypt::encrypted_store(&args.data_dir, store).await?;
+        }
         let started = serve::start(options, store).await?;
         // The CA exists once the server started; the certificate controller signs with it.
         let ca = skerry_control::pki::ClusterCa::load_or_create(&args.data_dir.join("tls"))

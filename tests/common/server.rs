@@ -210,6 +210,11 @@ impl SkerryServer {
         }
     }
 
+    /// Adds arguments for the next (re)start.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+    }
+
     /// Kills and starts the server again on the same data dir (the port may change).
     pub fn restart(&mut self) {
         self.kill();
@@ -497,8 +502,12 @@ impl ApiClient {
         let name = ServerName::try_from(self.host.clone()).unwrap();
         let mut tls =
             tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.unwrap();
+        let auth = match &self.token {
+            Some(token) => format!("authorization: Bearer {token}\r\n"),
+            None => String::new(),
+        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}:{}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+            "{method} {path} HTTP/1.1\r\nhost: {}:{}\r\n{auth}content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
             self.host, self.port
         );
         tls.write_all(head.as_bytes()).await.unwrap();

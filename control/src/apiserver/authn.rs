@@ -15,6 +15,8 @@ pub struct User {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// Extra attributes (e.g. a service account token's `authentication.kubernetes.io/pod-name`).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The group every authenticated user is in.
@@ -27,7 +29,7 @@ impl User {
         if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
             groups.push(AUTHENTICATED_GROUP.to_string());
         }
-        User { name: name.into(), uid: String::new(), groups }
+        User { name: name.into(), uid: String::new(), groups, extra: Default::default() }
     }
 
     /// The control plane's own identity, used by in-process components.

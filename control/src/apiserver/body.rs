@@ -36,7 +36,7 @@ where
 pub fn decode_object(bytes: &[u8], format: BodyFormat) -> Result<Value, ApiError> {
     let value: Value = match format {
         BodyFormat::Protobuf => super::protobuf::decode(bytes)?,
-        BodyFormat::Yaml => serde_yaml::from_slice(bytes)
+        BodyFormat::Yaml | BodyFormat::ApplyPatch => serde_yaml::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
         _ => serde_json::from_slice(bytes).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))

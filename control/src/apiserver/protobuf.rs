@@ -14,10 +14,10 @@ use super::status::ApiError;
 /// The protobuf content type.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
-const MAGIC: &[u8] = b"k8s\0";
+pub(crate) const MAGIC: &[u8] = b"k8s\0";
 
 /// One protobuf field: (number, value).
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
 }
@@ -36,7 +36,7 @@ fn varint(buf: &mut &[u8]) -> Option<u64> {
 }
 
 /// The fields of a message, in order; `None` on malformed input.
-fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
+pub(crate) fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         let key = varint(&mut buf)?;
@@ -57,7 +57,7 @@ fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     Some(out)
 }
 
-fn text(data: &[u8]) -> Option<String> {
+pub(crate) fn text(data: &[u8]) -> Option<String> {
     String::from_utf8(data.to_vec()).ok()
 }
 
@@ -79,7 +79,7 @@ fn map_entry(data: &[u8], map: &mut Map<String, Value>, bytes_values: bool) -> O
     Some(())
 }
 
-fn object_meta(data: &[u8]) -> Option<Value> {
+pub(crate) fn object_meta(data: &[u8]) -> Option<Value> {
     let mut meta = Map::new();
     let mut labels = Map::new();
     let mut annotations = Map::new();
@@ -170,6 +170,12 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         }
     }
     let (api_version, kind) = type_meta;
+    if let Some(decoded) = super::authz::protobuf::decode(&api_version, &kind, raw) {
+        return decoded.ok_or_else(malformed);
+    }
+    if let Some(decoded) = super::serviceaccount::protobuf::decode(&api_version, &kind, raw) {
+        return decoded.ok_or_else(malformed);
+    }
     if api_version != "v1"
         || !matches!(kind.as_str(), "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount")
     {

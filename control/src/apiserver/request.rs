@@ -19,6 +19,10 @@ pub enum Route {
     OpenApi(String),
     /// `/skerry/v1/tunnel`: an agent opening its tunnel (see `apiserver::tunnel`).
     Tunnel,
+    /// `/.well-known/openid-configuration`: service account issuer discovery.
+    OidcConfiguration,
+    /// `/openid/v1/jwks`: the service account token signing keys.
+    OidcJwks,
     /// `/api`: the legacy group's versions.
     LegacyRoot,
     /// `/apis`: every group.
@@ -62,6 +66,8 @@ pub fn route(path: &str) -> Route {
         ["metrics"] => Route::Metrics,
         ["openapi", rest @ ..] if !rest.is_empty() => Route::OpenApi(rest.join("/")),
         ["skerry", "v1", "tunnel"] => Route::Tunnel,
+        [".well-known", "openid-configuration"] => Route::OidcConfiguration,
+        ["openid", "v1", "jwks"] => Route::OidcJwks,
         ["api"] => Route::LegacyRoot,
         ["apis"] => Route::GroupsRoot,
         ["api", version] => {
@@ -194,6 +200,8 @@ pub enum BodyFormat {
     MergePatch,
     /// `application/strategic-merge-patch+json` (built-in kinds only).
     StrategicMergePatch,
+    /// `application/apply-patch+yaml`: server-side apply (YAML, or JSON as a subset).
+    ApplyPatch,
     /// `application/vnd.kubernetes.protobuf` (a few kinds, see `protobuf`).
     Protobuf,
 }
@@ -208,6 +216,7 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
         "application/json-patch+json" => Ok(BodyFormat::JsonPatch),
         "application/merge-patch+json" => Ok(BodyFormat::MergePatch),
         "application/strategic-merge-patch+json" => Ok(BodyFormat::StrategicMergePatch),
+        "application/apply-patch+yaml" => Ok(BodyFormat::ApplyPatch),
         "application/vnd.kubernetes.protobuf" => Ok(BodyFormat::Protobuf),
         _ => Err(ApiError::unsupported_media_type(ct)),
     }

@@ -10,12 +10,14 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::body::{self, ApiBody};
+use super::field_manager::Writer;
 use super::request::{BodyFormat, Output};
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult, Cause};
 use super::table::{self, IncludeObject, TableOptions};
 use super::{
-    admission, crd, defaults, delete, list, meta, openapi, patch, strategy, validation, watch,
+    admission, crd, defaults, delete, list, meta, openapi, patch, serviceaccount, strategy,
+    validation, watch,
 };
 use crate::store::{
     Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, Revision,
@@ -41,7 +43,7 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
         (&Method::DELETE, false) => "deletecollection",
         _ => return Err(ApiError::method_not_supported(Some(&call.info), call.method.as_str())),
     };
-    // Authorization (RBAC) comes in a later part: any authenticated user may do anything.
+    // The request was authorized before it got here (`authz::check_request`).
     tracing::debug!(user = %call.user.name, verb, resource = %call.info.plural, "request");
     let main_verb_ok = call.info.verbs.iter().any(|v| v == verb);
     // A CSR's `approval` is the object itself, like `status` (see `strategy::prepare_update`).
@@ -52,6 +54,12 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
         ("list", None) if main_verb_ok => list::list(server, call).await.map(Reply::from),
         ("get", None | Some("status")) if main_verb_ok => get(server, call).await.map(Reply::from),
         ("get", Some("approval")) if approval => get(server, call).await.map(Reply::from),
+        ("create", None) if super::authz::review::handles(&call) => {
+            super::authz::review::create(server, call).await
+        }
+        ("create", None) if serviceaccount::review::handles(&call) => {
+            serviceaccount::review::create(server, call).await
+        }
         ("create", None)
             if main_verb_ok && (named || call.namespace().is_some() || !call.info.namespaced) =>
         {
@@ -61,6 +69,8 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
             create(server, call).await
         }
         ("create", Some("binding")) => binding(server, call).await.map(Reply::from),
+        ("create", Some("eviction")) => super::eviction::evict(server, call).await.map(Reply::from),
+        ("create", Some("token")) => serviceaccount::token_request::create(server, call).await,
         ("update" | "patch", None | Some("status") | Some("finalize")) if main_verb_ok => {
             update(server, call).await
         }
@@ -127,7 +137,10 @@ pub(crate) fn decode_body(call: &Call, expect_kind: Option<(&str, &str)>) -> Api
     let format = super::request::body_format(content_type)?;
     if matches!(
         format,
-        BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch
+        BodyFormat::JsonPatch
+            | BodyFormat::MergePatch
+            | BodyFormat::StrategicMergePatch
+            | BodyFormat::ApplyPatch
     ) {
         return Err(ApiError::unsupported_media_type(content_type.unwrap_or_default()));
     }
@@ -250,8 +263,21 @@ fn validate_new(call: &Call, obj: &Value, name: &str) -> ApiResult<()> {
 }
 
 async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
-    let mut obj = decode_body(&call, None)?;
-    let warnings = field_validation(&call, &mut obj)?;
+    let writer = Writer::of(&call, false)?;
+    let obj = decode_body(&call, None)?;
+    insert(server, &call, obj, &writer, false).await
+}
+
+/// Stores a new object: the body of a create, or what a server-side apply made of its
+/// configuration (`applied`: its managedFields are already computed).
+async fn insert(
+    server: &ApiServer,
+    call: &Call,
+    mut obj: Value,
+    writer: &Writer,
+    applied: bool,
+) -> ApiResult<Reply> {
+    let warnings = field_validation(call, &mut obj)?;
     let dry_run = call.query.dry_run()?;
     if meta::meta_str(&obj, "name").unwrap_or("").is_empty() {
         match meta::meta_str(&obj, "generateName").filter(|g| !g.is_empty()) {
@@ -261,7 +287,7 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
             }
             None => {
                 return Err(invalid(
-                    &call,
+                    call,
                     "",
                     vec![Cause {
                         reason: "FieldValueRequired".into(),
@@ -276,10 +302,14 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     if let Some(ns) = call.namespace() {
         admission::check_namespace(server.inner.store.as_ref(), &call.info, ns, &name).await?;
     }
+    let sent_fields = obj.pointer("/metadata/managedFields").cloned();
     strategy::prepare_create(&call.info, &mut obj);
     strategy::set_requester(&call.info, &mut obj, &call.user);
     defaults::apply(&call.info, &mut obj);
-    validate_new(&call, &obj, &name)?;
+    serviceaccount::admission::admit(server, call, &name, &mut obj).await?;
+    writer.track(None, sent_fields, &mut obj, applied)?;
+    validate_new(call, &obj, &name)?;
+    super::authz::escalation::check(server, call, None, &obj).await?;
     if crd::is_crd(&call.info) {
         obj["status"] = crd::established_status(&obj);
     }
@@ -301,7 +331,7 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
             Vec::new()
         };
         if dry_run {
-            let mut reply: Reply = respond(&call, StatusCode::CREATED, candidate).into();
+            let mut reply: Reply = respond(call, StatusCode::CREATED, candidate).into();
             reply.warnings = warnings;
             return Ok(reply);
         }
@@ -311,7 +341,7 @@ async fn create(server: &ApiServer, call: Call) -> ApiResult<Reply> {
                 if crd::is_crd(&call.info) {
                     crd::register(server, &candidate);
                 }
-                let mut reply: Reply = respond(&call, StatusCode::CREATED, candidate).into();
+                let mut reply: Reply = respond(call, StatusCode::CREATED, candidate).into();
                 reply.warnings = warnings;
                 return Ok(reply);
             }
@@ -392,12 +422,15 @@ fn json_or_merge_patch(
 
 /// Applies the body of an update or patch request to `current`: the new object, and whether
 /// the client's resourceVersion pins the write (a precondition).
-fn apply_request(call: &Call, current: &Value) -> ApiResult<(Value, bool)> {
+fn apply_request(call: &Call, current: &Value, writer: &Writer) -> ApiResult<(Value, bool)> {
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = super::request::body_format(content_type)?;
     let new = if call.method == Method::PATCH {
         let mut patched = match format {
             BodyFormat::StrategicMergePatch => strategic_merge(call, current)?,
+            BodyFormat::ApplyPatch => {
+                writer.apply(Some(current), &applied_config(call)?, call.query.flag("force"))?
+            }
             other => json_or_merge_patch(other, &call.body, current)?
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type.unwrap_or("none")))?,
         };
@@ -412,6 +445,22 @@ fn apply_request(call: &Call, current: &Value) -> ApiResult<(Value, bool)> {
     };
     let pinned = meta::meta_str(&new, "resourceVersion").is_some_and(|rv| !rv.is_empty());
     Ok((new, pinned))
+}
+
+/// Whether a request is a server-side apply.
+fn is_apply(call: &Call) -> bool {
+    let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    call.method == Method::PATCH
+        && matches!(super::request::body_format(content_type), Ok(BodyFormat::ApplyPatch))
+}
+
+/// The configuration a server-side apply sends, with apiVersion, kind and namespace checked
+/// against the URL.
+fn applied_config(call: &Call) -> ApiResult<Value> {
+    let mut applied = body::decode_object(&call.body, BodyFormat::ApplyPatch)?;
+    check_type(&mut applied, &call.info.api_version(), &call.info.kind)?;
+    check_namespace(call, &mut applied)?;
+    Ok(applied)
 }
 
 /// A strategic merge patch of a built-in object (custom resources answer 415, as the
@@ -451,10 +500,22 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     let key = object_key(&call);
     let dry_run = call.query.dry_run()?;
     let sub = call.path.subresource.clone();
+    let applying = is_apply(&call);
+    let writer = Writer::of(&call, applying)?;
     for _ in 0..RETRIES {
-        let (current, kv) =
-            read(server, &key).await?.ok_or_else(|| ApiError::not_found(&call.info, &name))?;
-        let (mut new, pinned) = apply_request(&call, &current)?;
+        let Some((current, kv)) = read(server, &key).await? else {
+            if applying && sub.is_none() {
+                // An apply of an object that does not exist creates it, as in the reference.
+                let force = call.query.flag("force");
+                let mut obj = writer.apply(None, &applied_config(&call)?, force)?;
+                if meta::meta_str(&obj, "name").unwrap_or("").is_empty() {
+                    meta::set_meta(&mut obj, "name", json!(name));
+                }
+                return insert(server, &call, obj, &writer, true).await;
+            }
+            return Err(ApiError::not_found(&call.info, &name));
+        };
+        let (mut new, pinned) = apply_request(&call, &current, &writer)?;
         let warnings = field_validation(&call, &mut new)?;
         let body_name = meta::meta_str(&new, "name").unwrap_or("");
         if body_name != name {
@@ -475,6 +536,7 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
                 return Err(ApiError::conflict(&call.info, &name, ApiError::MODIFIED));
             }
         }
+        let sent_fields = new.pointer("/metadata/managedFields").cloned();
         let mut merged = if sub.as_deref() == Some("finalize") {
             let mut merged = current.clone();
             merged["spec"]["finalizers"] =
@@ -484,8 +546,10 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
             strategy::prepare_update(&call.info, &current, new, sub.as_deref())
         };
         defaults::apply(&call.info, &mut merged);
+        writer.track(Some(&current), sent_fields, &mut merged, applying)?;
         validation::validate_update(&call.info, &current, &merged)
             .map_err(|causes| invalid(&call, &name, causes))?;
+        super::authz::escalation::check(server, &call, Some(&current), &merged).await?;
         if !strategy::changed(&current, &merged) {
             let mut reply: Reply = respond(&call, StatusCode::OK, current).into();
             reply.warnings = warnings;

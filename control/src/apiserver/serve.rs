@@ -37,6 +37,8 @@ pub enum ServeError {
     Tokens(#[from] TokenFileError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] super::serviceaccount::jwt::KeyError),
     #[error("bootstrapping the cluster objects: {0}")]
     Bootstrap(ApiError),
 }
@@ -163,6 +165,9 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
     let mut api = opts.api.clone();
     api.secure_port = addr.port();
     api.ca_pem = ca.cert_pem.clone();
+    let key_path = tls_dir.join(super::serviceaccount::KEY_FILE);
+    let key = super::serviceaccount::jwt::SigningKey::load_or_create(&key_path)?;
+    api.service_accounts.key = Some(Arc::new(key));
     let server = ApiServer::new(store, api, tokens);
     bootstrap(&server).await.map_err(ServeError::Bootstrap)?;
     super::bootstrap_token::ensure_node_token(&server, &opts.data_dir, &ca.cert_pem)
@@ -220,5 +225,7 @@ pub async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
     for info in server.inner.registry.all() {
         server.inner.caches.get(&server.inner.store, &info.storage_prefix);
     }
+    // The default RBAC policy, aggregated and in the authorizer's index before serving.
+    super::authz::start(server).await?;
     Ok(())
 }

@@ -50,6 +50,8 @@ pub struct ApiConfig {
     pub secure_port: u16,
     /// The cluster CA certificate (PEM), served on `/cacerts` for joining agents.
     pub ca_pem: String,
+    /// Service account tokens: issuer, audiences, signing key, admission.
+    pub service_accounts: super::serviceaccount::ServiceAccountConfig,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +64,7 @@ impl Default for ApiConfig {
             advertise_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             secure_port: 6443,
             ca_pem: String::new(),
+            service_accounts: Default::default(),
         }
     }
 }
@@ -74,11 +77,15 @@ pub(crate) struct Inner {
     pub tokens: TokenAuthenticator,
     pub config: ApiConfig,
     pub ranges: ServiceRanges,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Rendered OpenAPI documents, re-rendered when the resources they describe change.
     pub openapi: openapi::OpenApi,
     /// Agent tunnels of the connected nodes (logs, exec, attach, port-forward).
     pub tunnels: Arc<super::tunnel::TunnelRegistry>,
+    /// The authorization state (the RBAC index).
+    pub authz: super::authz::State,
+    /// Issues and verifies service account tokens.
+    pub service_accounts: super::serviceaccount::TokenIssuer,
     mutating: Semaphore,
     readonly: Semaphore,
 }
@@ -152,6 +159,10 @@ impl ApiServer {
     /// A handler over `store` with the built-in resources registered.
     pub fn new(store: Arc<dyn Store>, config: ApiConfig, tokens: TokenAuthenticator) -> ApiServer {
         let ranges = ServiceRanges::new(config.service_cidr, config.node_port_range);
+        let service_accounts = super::serviceaccount::TokenIssuer::new(&config.service_accounts);
+        let metrics = Arc::new(Metrics::default());
+        // Every store call the server makes is timed for `/metrics`.
+        let store = Arc::new(crate::store::metered::Metered::new(store, metrics.clone()));
         ApiServer {
             inner: Arc::new(Inner {
                 store,
@@ -162,9 +173,11 @@ impl ApiServer {
                 readonly: Semaphore::new(config.max_readonly_in_flight),
                 config,
                 ranges,
-                metrics: Metrics::default(),
+                metrics,
                 openapi: openapi::OpenApi::default(),
                 tunnels: Arc::default(),
+                authz: Default::default(),
+                service_accounts,
             }),
         }
     }
@@ -239,6 +252,15 @@ impl ApiServer {
         let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
         match self.inner.tokens.authenticate(token) {
             Some(user) => Some(user),
+            None if super::serviceaccount::authenticator::looks_like_jwt(token) => {
+                let audiences = &self.inner.service_accounts.audiences;
+                super::serviceaccount::authenticator::authenticate(self, token, audiences)
+                    .await
+                    .inspect_err(|err| tracing::debug!(%err, "service account token refused"))
+                    .ok()
+                    .flatten()
+                    .map(|found| found.user)
+            }
             None => super::bootstrap_token::authenticate(self, token).await,
         }
     }
@@ -259,6 +281,14 @@ impl ApiServer {
         // Watches are long-running and not counted, as in the reference's max-in-flight filter.
         // The agent tunnel and the streaming subresources are long-running: not counted.
         let mut parts = parts;
+        // Authorization before any work, for every authenticated route (the tunnel and
+        // discovery as non-resource paths).
+        let path = parts.uri.path().to_string();
+        if let Err(err) =
+            super::authz::check_request(self, &user, &parts.method, &path, &route, &query).await
+        {
+            return body::error_response(&err);
+        }
         if route == Route::Tunnel {
             return super::tunnel::accept(&self.inner.tunnels, &mut parts, &user);
         }
@@ -269,7 +299,11 @@ impl ApiServer {
                     .unwrap_or_else(|err| body::error_response(&err));
             }
         }
+        // As in the reference's max-in-flight filter, system:masters is never limited (the
+        // server's own bootstrap writes run as it).
+        let privileged = user.groups.iter().any(|g| g == "system:masters");
         let semaphore = match verb {
+            _ if privileged => None,
             "watch" => None,
             "get" | "list" => Some(&self.inner.readonly),
             _ => Some(&self.inner.mutating),
@@ -409,6 +443,14 @@ impl ApiServer {
             Route::GroupVersion { group, version } => {
                 discovery::api_resource_list(registry, group, version)
                     .map_or_else(|| Err(ApiError::path_not_found()), json)
+            }
+            Route::OidcConfiguration => {
+                let doc = super::serviceaccount::oidc::configuration(&self.inner.service_accounts);
+                Ok(super::serviceaccount::oidc::respond(&doc, "application/json"))
+            }
+            Route::OidcJwks => {
+                let keys = super::serviceaccount::oidc::jwks(&self.inner.service_accounts);
+                Ok(super::serviceaccount::oidc::respond(&keys, "application/jwk-set+json"))
             }
             Route::Metrics => {
                 let watchers = self.inner.metrics.render();

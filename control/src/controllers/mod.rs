@@ -4,15 +4,23 @@
 //! `system:kube-controller-manager` through the in-process client.
 
 mod certificates;
+mod cronjob;
+mod daemonset;
 mod deployment;
+pub(crate) mod disruption;
 mod endpoints;
 mod endpointslice;
 mod garbagecollector;
+mod job;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
+mod podgc;
 mod replicaset;
+mod rootcacertpublisher;
 mod serviceaccount;
+mod statefulset;
+mod ttlafterfinished;
 pub mod util;
 
 use std::net::Ipv4Addr;
@@ -35,6 +43,11 @@ pub struct ControllerOptions {
     pub workers: usize,
     /// The cluster CA, for signing approved client certificate requests (`None`: not signed).
     pub ca: Option<Arc<crate::pki::ClusterCa>>,
+    /// Terminated pods kept before the pod GC deletes the oldest (`--terminated-pod-gc-threshold`;
+    /// 0 keeps them all).
+    pub terminated_pod_gc_threshold: usize,
+    /// How long a node may be missing before the pod GC deletes the pods bound to it.
+    pub pod_gc_quarantine: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -45,6 +58,8 @@ impl Default for ControllerOptions {
             node_monitor_grace_period: Duration::from_secs(40),
             workers: 4,
             ca: None,
+            terminated_pod_gc_threshold: podgc::DEFAULT_TERMINATED_POD_GC_THRESHOLD,
+            pod_gc_quarantine: podgc::QUARANTINE,
         }
     }
 }
@@ -66,6 +81,14 @@ const CONTROLLERS: &[(&str, &str, Start)] = &[
     (nodelifecycle::NAME, nodelifecycle::COMPONENT, nodelifecycle::start),
     ("deployment", "deployment-controller", deployment::start),
     (certificates::NAME, certificates::COMPONENT, certificates::start),
+    (job::NAME, job::COMPONENT, job::start),
+    (cronjob::NAME, cronjob::COMPONENT, cronjob::start),
+    (ttlafterfinished::NAME, ttlafterfinished::COMPONENT, ttlafterfinished::start),
+    (rootcacertpublisher::NAME, rootcacertpublisher::COMPONENT, rootcacertpublisher::start),
+    (disruption::NAME, disruption::COMPONENT, disruption::start),
+    (statefulset::NAME, statefulset::COMPONENT, statefulset::start),
+    (daemonset::NAME, daemonset::COMPONENT, daemonset::start),
+    (podgc::NAME, podgc::COMPONENT, podgc::start),
 ];
 
 /// The names `--disable-controllers` accepts.

@@ -68,7 +68,9 @@ impl Scheduler {
             self.evict(&pod, candidate).await;
         }
         match self.report(&key, &pod, &message, nomination).await {
-            Err(error) if error.is_not_found() => return Ok(Action::Done),
+            // Gone, or changed since this attempt read it (bound by someone else, say): the
+            // change requeues the pod if it still needs scheduling.
+            Err(error) if error.is_not_found() || error.is_conflict() => return Ok(Action::Done),
             other => other?,
         }
         self.ctx
@@ -86,9 +88,14 @@ impl Scheduler {
         message: &str,
         nomination: Nomination,
     ) -> Result<(), ControlError> {
-        let Some(patch) = status_patch(pod, message, &nomination, Timestamp::now()) else {
+        let Some(mut patch) = status_patch(pod, message, &nomination, Timestamp::now()) else {
             return Ok(());
         };
+        // Only over the pod this attempt saw: a binding that landed meanwhile must not be
+        // followed by PodScheduled=False.
+        if let Some(rv) = &pod.metadata.resource_version {
+            patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+        }
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &key.namespace);
         api.patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
         Ok(())

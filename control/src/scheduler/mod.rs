@@ -17,7 +17,7 @@ pub mod preemption;
 mod queue;
 pub mod resources;
 pub mod scores;
-mod selectors;
+pub mod selectors;
 
 use std::sync::Arc;
 

@@ -10,8 +10,10 @@ mod error;
 mod types;
 
 pub mod config;
+pub mod encryption;
 pub mod etcd;
 pub mod grpc;
+pub mod metered;
 pub mod sqlite;
 
 pub use error::{Result, StoreError};

@@ -279,6 +279,70 @@ pub fn server_side_apply(
     Ok(merged)
 }
 
+/// The annotation client-side `kubectl apply` keeps its configuration in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The manager whose applies take over from client-side apply (the reference limits the
+/// upgrade to it; other managers opt out by their name).
+const UPGRADING_MANAGER: &str = "kubectl";
+
+/// [`server_side_apply`] with the reference's upgrade from client-side apply: when `kubectl`'s
+/// apply conflicts only on fields the live object's last-applied configuration still holds at
+/// their live values, the apply is forced; and an object that carries that annotation gets it
+/// rewritten to the applied configuration, so a later client-side apply still computes the
+/// right patch.
+pub fn server_side_apply_upgrading(
+    live: Option<&Value>,
+    applied: &Value,
+    m: &Manager,
+    force: bool,
+) -> Result<Value, ApplyError> {
+    let mut result = match server_side_apply(live, applied, m, force) {
+        Err(ApplyError::Conflicts(conflicts)) if m.name == UPGRADING_MANAGER => {
+            let allowed = live.map(|l| last_applied_fields(l, m.schema)).unwrap_or_default();
+            let remaining: Vec<Conflict> =
+                conflicts.into_iter().filter(|c| !allowed.contains(&c.field)).collect();
+            if !remaining.is_empty() {
+                return Err(ApplyError::Conflicts(remaining));
+            }
+            server_side_apply(live, applied, m, true)?
+        }
+        other => other?,
+    };
+    let annotated = live
+        .and_then(|l| l.pointer("/metadata/annotations"))
+        .is_some_and(|a| a.get(LAST_APPLIED).is_some());
+    if m.name == UPGRADING_MANAGER && annotated {
+        let mut config = applied.clone();
+        if let Some(Value::Object(a)) = config.pointer_mut("/metadata/annotations") {
+            a.remove(LAST_APPLIED);
+        }
+        let text = serde_json::to_string(&config).unwrap_or_default();
+        if let Some(Value::Object(a)) = result.pointer_mut("/metadata/annotations") {
+            a.insert(LAST_APPLIED.into(), Value::String(text));
+        }
+    }
+    Ok(result)
+}
+
+/// The fields (as conflicts display them) of the live object's last-applied configuration
+/// whose values are still the live ones.
+fn last_applied_fields(live: &Value, schema: Schema) -> std::collections::BTreeSet<String> {
+    let text = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str);
+    let Some(config) = text.and_then(|t| serde_json::from_str::<Value>(t).ok()) else {
+        return Default::default();
+    };
+    let Ok(set) = FieldSet::of(&config, schema) else { return Default::default() };
+    set.0
+        .iter()
+        .filter(|p| value_at(live, schema, p) == value_at(&config, schema, p))
+        .map(|p| display(p))
+        .collect()
+}
+
 /// Records in `new.metadata.managedFields` that manager `m` wrote `new` over `old` with an
 /// `Update` operation (create, PUT, or a JSON/merge/strategic patch).
 pub fn record_update(old: Option<&Value>, new: &mut Value, m: &Manager) -> Result<(), ApplyError> {

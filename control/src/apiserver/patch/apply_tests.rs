@@ -343,3 +343,26 @@ fn odd_shapes_never_panic() {
         }
     }
 }
+
+#[test]
+fn kubectl_takes_over_fields_client_side_apply_still_holds() {
+    // The reference's lastAppliedManager: `kubectl apply --server-side` after `kubectl apply`.
+    let config = deploy(1, "a");
+    let mut live = config.clone();
+    live["metadata"]["annotations"] = json!({ LAST_APPLIED: config.to_string() });
+    record_update(None, &mut live, &mgr("kubectl-client-side-apply")).unwrap();
+
+    let out = server_side_apply_upgrading(Some(&live), &deploy(2, "a"), &mgr("kubectl"), false)
+        .expect("upgrade without conflict");
+    assert_eq!(out["spec"]["replicas"], 2);
+    let annotation = out["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap();
+    assert!(annotation.contains("\"replicas\":2"), "last-applied follows: {annotation}");
+
+    // Another manager gets the conflict; so does kubectl on a field changed since.
+    let err = server_side_apply_upgrading(Some(&live), &deploy(2, "a"), &mgr("ops"), false);
+    assert!(matches!(err, Err(ApplyError::Conflicts(_))), "{err:?}");
+    let mut drifted = live.clone();
+    drifted["spec"]["replicas"] = json!(5);
+    let err = server_side_apply_upgrading(Some(&drifted), &deploy(2, "a"), &mgr("kubectl"), false);
+    assert!(matches!(err, Err(ApplyError::Conflicts(c)) if c[0].field == ".spec.replicas"));
+}

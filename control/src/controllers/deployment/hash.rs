@@ -8,19 +8,10 @@
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use crate::controllers::util::hash::{fnv32a, safe_encode};
+
 /// The label every ReplicaSet of a Deployment and its pods carry.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
-
-/// The reference's alphabet for generated names.
-const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-fn fnv32a(bytes: &[u8], mut hash: u32) -> u32 {
-    for b in bytes {
-        hash ^= u32::from(*b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
 
 /// The hash of `template` (which must not carry the hash label itself) with `collision_count`.
 pub fn compute(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
@@ -36,14 +27,10 @@ pub fn compute(template: &PodTemplateSpec, collision_count: Option<i32>) -> Stri
     safe_encode(&hash.to_string())
 }
 
-/// The reference's `rand.SafeEncodeString`.
-fn safe_encode(s: &str) -> String {
-    s.bytes().map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::util::hash::ALPHANUMS;
     use k8s_openapi::api::core::v1::{Container, PodSpec};
 
     fn template(image: &str) -> PodTemplateSpec {
@@ -61,13 +48,6 @@ mod tests {
     }
 
     #[test]
-    fn fnv32a_matches_the_reference_vectors() {
-        assert_eq!(fnv32a(b"", 0x811c_9dc5), 0x811c_9dc5);
-        assert_eq!(fnv32a(b"a", 0x811c_9dc5), 0xe40c_292c);
-        assert_eq!(fnv32a(b"foobar", 0x811c_9dc5), 0xbf9c_f968);
-    }
-
-    #[test]
     fn hash_is_stable_name_safe_and_moved_by_template_and_collisions() {
         let a = compute(&template("busybox:1"), None);
         assert_eq!(a, compute(&template("busybox:1"), None));
@@ -79,11 +59,5 @@ mod tests {
         );
         assert!(a.bytes().all(|b| ALPHANUMS.contains(&b)), "{a}");
         assert!(!a.is_empty() && a.len() <= 10);
-    }
-
-    #[test]
-    fn safe_encode_maps_digits_like_the_reference() {
-        // '0' is 48, 48 % 27 = 21 -> '4'; '9' is 57, 57 % 27 = 3 -> 'f'.
-        assert_eq!(safe_encode("09"), "4f");
     }
 }

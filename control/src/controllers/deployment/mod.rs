@@ -12,7 +12,7 @@
 
 mod annotations;
 mod fenceposts;
-mod hash;
+pub(crate) mod hash;
 mod progress;
 mod recreate;
 mod replicasets;
@@ -122,6 +122,10 @@ impl Controller {
 
     /// The reference's `syncDeployment`.
     async fn reconcile(self: Arc<Self>, key: ObjectKey) -> Result<Action, ControlError> {
+        // Decide only on complete caches: after a restart, a ReplicaSet not yet listed would
+        // be created again.
+        self.replica_sets.ready().await;
+        self.pods.ready().await;
         let Some(cached) = self.deployments.get(key.namespace(), &key.name) else {
             return Ok(Action::Done);
         };

@@ -14,9 +14,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 
-use super::expectations::Expectations;
 use super::kind::ReplicaKind;
 use super::ranking;
+use crate::controllers::util::expectations::Expectations;
 use crate::controllers::util::owner::controller_reference;
 use crate::controllers::ControllerOptions;
 use crate::machinery::{Context, ControlError, EventType, ObjectKey};

@@ -3,9 +3,8 @@
 //! releasing pods that no longer match), creates or deletes pods until their number is
 //! `spec.replicas`, and reports what it has in its status. The sync is level-triggered: it
 //! reads the owner and the pods from the shared informers, never the event that woke it;
-//! [`expectations`] keep a sync from acting again on a cache that has not yet seen the last one.
+//! [`Expectations`] keep a sync from acting again on a cache that has not yet seen the last one.
 
-mod expectations;
 mod kind;
 mod manage;
 mod ranking;
@@ -24,9 +23,10 @@ use kube::{Api, ResourceExt};
 use tokio::sync::broadcast::error::RecvError;
 
 pub use kind::ReplicaKind;
-pub use manage::error_message;
+pub use manage::{error_message, slow_start_batch};
+pub use ranking::pods_to_delete;
 
-use self::expectations::Expectations;
+use crate::controllers::util::expectations::Expectations;
 use crate::controllers::util::{claim, owner, pod};
 use crate::controllers::ControllerOptions;
 use crate::machinery::{
@@ -155,6 +155,9 @@ impl<K: ReplicaKind> Controller<K> {
 
     /// Syncs one owner: claim, create/delete, status.
     async fn reconcile(self: Arc<Self>, key: ObjectKey) -> Result<Action, ControlError> {
+        // Decide only on a complete pod cache: after a restart, pods not yet listed would be
+        // created again.
+        self.pods.ready().await;
         let namespace = key.namespace.clone();
         let Some(object) = self.owners.get(Some(&namespace), &key.name) else {
             self.expectations.forget(&key);

@@ -4,6 +4,9 @@
 
 pub mod claim;
 pub mod discovery;
+pub mod expectations;
+pub mod hash;
+pub mod intstr;
 pub mod owner;
 pub mod pod;
 pub mod selector;

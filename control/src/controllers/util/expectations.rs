@@ -54,6 +54,14 @@ impl Expectations {
         self.lock().insert(key.clone(), record);
     }
 
+    /// The next sync of `key` creates `count` pods and deletes the pods with these uids (the
+    /// reference's `SetExpectations`, for controllers that do both in one sync).
+    pub fn expect(&self, key: &ObjectKey, count: usize, uids: impl IntoIterator<Item = String>) {
+        let creations = i64::try_from(count).unwrap_or(i64::MAX);
+        let deletions = uids.into_iter().collect();
+        self.lock().insert(key.clone(), Record { creations, deletions, set_at: Instant::now() });
+    }
+
     /// A pod of `key` appeared (or a planned creation will not happen).
     pub fn creation_observed(&self, key: &ObjectKey) {
         if let Some(record) = self.lock().get_mut(key) {

@@ -1,0 +1,113 @@
+//! The bootstrap policy, enforced by a real handler over a real store: what the in-process
+//! components, nodes and joining agents do is allowed, what others try is not, and a grant is
+//! honoured by the very next request.
+
+use std::sync::Arc;
+
+use http::Method;
+use http_body_util::Full;
+use serde_json::json;
+
+use super::{check_request, Decision};
+use crate::apiserver::authn::User;
+use crate::apiserver::request::{route, Query};
+use crate::apiserver::server::{ApiConfig, ApiServer};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+async fn server() -> (tempfile::TempDir, ApiServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default()).unwrap();
+    let server = ApiServer::new(Arc::new(store), ApiConfig::default(), Default::default());
+    crate::apiserver::serve::bootstrap(&server).await.unwrap();
+    (dir, server)
+}
+
+/// Whether `user` may send `method path` (query included).
+async fn may(server: &ApiServer, user: &User, method: Method, path_and_query: &str) -> bool {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let query = Query::parse(Some(query));
+    check_request(server, user, &method, path, &route(path), &query).await.is_ok()
+}
+
+fn named(name: &str, groups: &[&str]) -> User {
+    User::new(name, groups.iter().map(|g| g.to_string()).collect())
+}
+
+#[tokio::test]
+async fn components_nodes_and_joining_agents_are_allowed_their_work() {
+    let (_dir, server) = server().await;
+    let scheduler = crate::machinery::Identity::Scheduler.user();
+    let kcm = crate::machinery::Identity::ControllerManager.user();
+    let node = named("system:node:pi-1", &["system:nodes"]);
+    let joining = named("system:bootstrap:abcdef", &["system:bootstrappers"]);
+    let allowed: &[(&User, Method, &str)] = &[
+        (&scheduler, Method::POST, "/api/v1/namespaces/default/pods/web/binding"),
+        (&scheduler, Method::PATCH, "/api/v1/namespaces/default/pods/web/status"),
+        (&scheduler, Method::DELETE, "/api/v1/namespaces/default/pods/victim"),
+        (&scheduler, Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events"),
+        (&kcm, Method::GET, "/apis/apps/v1/replicasets?watch=true"),
+        (&kcm, Method::POST, "/apis/apps/v1/namespaces/a/replicasets"),
+        (&kcm, Method::POST, "/api/v1/namespaces/a/pods"),
+        (&kcm, Method::PUT, "/api/v1/namespaces/a/status"),
+        (&kcm, Method::PUT, "/api/v1/namespaces/a/finalize"),
+        (&kcm, Method::DELETE, "/api/v1/namespaces/a/configmaps"),
+        (&kcm, Method::PATCH, "/apis/example.com/v1/namespaces/a/widgets/w"),
+        (&kcm, Method::PUT, "/apis/certificates.k8s.io/v1/certificatesigningrequests/c/approval"),
+        (&kcm, Method::POST, "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"),
+        (&kcm, Method::POST, "/apis/batch/v1/namespaces/a/jobs"),
+        (&node, Method::GET, "/skerry/v1/tunnel"),
+        (&node, Method::GET, "/api/v1/pods?watch=true"),
+        (&node, Method::GET, "/apis/discovery.k8s.io/v1/endpointslices?watch=true"),
+        (&node, Method::PATCH, "/api/v1/nodes/pi-1/status"),
+        (
+            &node,
+            Method::PATCH,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/pi-1",
+        ),
+        (&node, Method::GET, "/api/v1/namespaces/a/secrets/s"),
+        (&node, Method::POST, "/api/v1/namespaces/a/serviceaccounts/default/token"),
+        (&node, Method::DELETE, "/api/v1/namespaces/a/pods/p"),
+        (&node, Method::POST, "/apis/certificates.k8s.io/v1/certificatesigningrequests"),
+        (&joining, Method::POST, "/apis/certificates.k8s.io/v1/certificatesigningrequests"),
+        (&joining, Method::GET, "/apis/certificates.k8s.io/v1/certificatesigningrequests/c"),
+        (&joining, Method::GET, "/apis"),
+    ];
+    for (user, method, path) in allowed {
+        assert!(may(&server, user, method.clone(), path).await, "{} {method} {path}", user.name);
+    }
+    let refused: &[(&User, Method, &str)] = &[
+        (&scheduler, Method::DELETE, "/api/v1/namespaces/default/secrets/s"),
+        (&kcm, Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"),
+        (&node, Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterroles"),
+        (&node, Method::GET, "/api/v1/namespaces/a/pods/p/exec"),
+        (&joining, Method::GET, "/api/v1/pods"),
+        (&joining, Method::GET, "/skerry/v1/tunnel"),
+    ];
+    for (user, method, path) in refused {
+        assert!(!may(&server, user, method.clone(), path).await, "{} {method} {path}", user.name);
+    }
+}
+
+#[tokio::test]
+async fn a_new_binding_is_honoured_by_the_next_request() {
+    let (_dir, server) = server().await;
+    let alice = named("alice", &[]);
+    let path = "/api/v1/namespaces/default/configmaps";
+    assert!(!may(&server, &alice, Method::GET, path).await);
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "alice-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "alice"}]});
+    let request =
+        http::Request::post("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes::Bytes::from(binding.to_string())))
+            .unwrap();
+    let response = server.handle(request, Some(User::system_admin())).await;
+    assert_eq!(response.status(), 201);
+    // No waiting: a refusal first lets the index catch up with the store.
+    assert!(may(&server, &alice, Method::GET, path).await);
+    let attrs =
+        super::Attributes::resource(&alice, "list", "", "configmaps").in_namespace("default");
+    assert!(matches!(super::authorize(&server, &attrs).await, Decision::Allow(_)));
+}
