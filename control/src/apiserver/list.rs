@@ -142,12 +142,13 @@ pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Resp
         table["metadata"] = metadata;
         return Ok(body::object_response(StatusCode::OK, &table, Output::Json));
     }
-    let list = json!({
+    // `items` is moved in, not serialised into a copy (`json!` would clone every object).
+    let mut list = json!({
         "kind": call.info.list_kind,
         "apiVersion": call.info.api_version(),
         "metadata": metadata,
-        "items": items,
     });
+    list["items"] = Value::Array(items);
     Ok(body::object_response(StatusCode::OK, &list, call.output))
 }
 

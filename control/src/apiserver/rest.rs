@@ -45,6 +45,7 @@ pub(crate) async fn dispatch(server: &ApiServer, call: Call) -> ApiResult<Reply>
     };
     // The request was authorized before it got here (`authz::check_request`).
     tracing::debug!(user = %call.user.name, verb, resource = %call.info.plural, "request");
+    super::authz::node_restriction::admit_request(server, &call, verb).await?;
     let main_verb_ok = call.info.verbs.iter().any(|v| v == verb);
     // A CSR's `approval` is the object itself, like `status` (see `strategy::prepare_update`).
     let approval =
@@ -305,6 +306,7 @@ async fn insert(
     let sent_fields = obj.pointer("/metadata/managedFields").cloned();
     strategy::prepare_create(&call.info, &mut obj);
     strategy::set_requester(&call.info, &mut obj, &call.user);
+    super::authz::node_restriction::admit_object(call, None, &obj)?;
     defaults::apply(&call.info, &mut obj);
     serviceaccount::admission::admit(server, call, &name, &mut obj).await?;
     writer.track(None, sent_fields, &mut obj, applied)?;
@@ -546,6 +548,7 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
             strategy::prepare_update(&call.info, &current, new, sub.as_deref())
         };
         defaults::apply(&call.info, &mut merged);
+        super::authz::node_restriction::admit_object(&call, Some(&current), &merged)?;
         writer.track(Some(&current), sent_fields, &mut merged, applying)?;
         validation::validate_update(&call.info, &current, &merged)
             .map_err(|causes| invalid(&call, &name, causes))?;

@@ -9,9 +9,10 @@
 //! administrator's and are left alone.
 //!
 //! Differences from the reference, on purpose:
-//! - No Node authorizer exists yet, so `system:node` is bound to the group `system:nodes` (the
-//!   reference's default before v1.8). The agent embeds kube-proxy and cluster DNS, so
-//!   `system:node-proxier` is bound to `system:nodes` too, and nodes may open their tunnel.
+//! - The agent embeds kube-proxy and cluster DNS, so `system:node-proxier` is bound to
+//!   `system:nodes`, and nodes may open their tunnel. `system:node` itself is bound to no one,
+//!   as in the reference since v1.8: the Node authorizer ([`super::node`]) grants nodes its
+//!   rules, limited to their own objects.
 //! - The controllers run in-process as one user, `system:kube-controller-manager`, instead of a
 //!   service account per controller, so that role is the reference's own plus the union of the
 //!   `system:controller:*` roles of the controllers Skerry runs.
@@ -301,8 +302,8 @@ const BINDINGS: &[BindingSpec] = &[
     bind("system:basic-user", &[], &["system:authenticated"]),
     bind("system:public-info-viewer", &[], &["system:authenticated", "system:unauthenticated"]),
     bind("system:service-account-issuer-discovery", &[], &["system:serviceaccounts"]),
-    // No Node authorizer yet: every node may act on every node's objects, as before v1.8.
-    bind("system:node", &[], &["system:nodes"]),
+    // The Node authorizer grants nodes these rules, each node for its own objects only.
+    bind("system:node", &[], &[]),
     bind("system:node-proxier", &["system:kube-proxy"], &["system:nodes"]),
     bind("system:skerry:node-tunnel", &[], &["system:nodes"]),
     bind("system:kube-controller-manager", &["system:kube-controller-manager"], &[]),
@@ -341,6 +342,16 @@ fn metadata(name: &str, extra_labels: &[&str]) -> Value {
         labels.insert(label.to_string(), json!("true"));
     }
     json!({"name": name, "labels": labels, "annotations": {AUTOUPDATE: "true"}})
+}
+
+/// The rules of the bootstrap ClusterRole `name` (empty when there is none): the Node
+/// authorizer's node rules are `system:node`'s.
+pub fn role_rules(name: &str) -> Vec<PolicyRule> {
+    ROLES
+        .iter()
+        .filter(|role| role.name == name)
+        .flat_map(|role| role.rules.iter().map(Rule::to_rule))
+        .collect()
 }
 
 /// The bootstrap ClusterRoles, as objects.
@@ -524,7 +535,34 @@ pub async fn ensure(server: &ApiServer) -> Result<(), ApiError> {
     for binding in cluster_role_bindings() {
         reconcile(server, BINDINGS_PATH, binding).await?;
     }
-    Ok(())
+    retire_node_group(server, &format!("{BINDINGS_PATH}/system:node")).await
+}
+
+/// Data dirs written before the Node authorizer bound `system:node` to the group `system:nodes`,
+/// which let every node read every Secret. Reconciling only adds, so that subject is taken back
+/// here (unless the administrator owns the binding: `autoupdate: "false"`).
+async fn retire_node_group(server: &ApiServer, path: &str) -> Result<(), ApiError> {
+    for _ in 0..5 {
+        let (status, mut existing) = call(server, Method::GET, path, None).await?;
+        if !status.is_success()
+            || existing["metadata"]["annotations"][AUTOUPDATE].as_str() != Some("true")
+        {
+            return Ok(());
+        }
+        let Some(subjects) = existing["subjects"].as_array_mut() else { return Ok(()) };
+        let before = subjects.len();
+        subjects.retain(|s| !(s["kind"] == "Group" && s["name"] == "system:nodes"));
+        if subjects.len() == before {
+            return Ok(());
+        }
+        let (status, body) = call(server, Method::PUT, path, Some(&existing)).await?;
+        match status {
+            StatusCode::OK => return Ok(()),
+            StatusCode::CONFLICT => continue,
+            _ => return Err(failed(&format!("updating {path}"), status, &body)),
+        }
+    }
+    Err(ApiError::internal(format!("reconciling {path}: kept conflicting")))
 }
 
 #[cfg(test)]

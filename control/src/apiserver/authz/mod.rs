@@ -15,6 +15,8 @@
 pub mod aggregation;
 pub mod bootstrap;
 pub mod escalation;
+pub mod node;
+pub mod node_restriction;
 pub(crate) mod protobuf;
 pub mod rbac;
 pub mod review;
@@ -142,10 +144,27 @@ pub fn decide(chain: &[&dyn Authorizer], attrs: &Attributes) -> Decision {
     Decision::NoOpinion
 }
 
-/// The server's chain over the current RBAC index.
+/// The server's chain: the privileged group, the Node authorizer over the current node graph,
+/// then RBAC. A node's request nothing allowed is refused with the Node authorizer's reason.
 fn decide_now(server: &ApiServer, attrs: &Attributes) -> Decision {
+    // The privileged group needs no index; and only nodes need the node graph (rebuilt after
+    // every pod change, so never for anyone else's request).
+    if let decided @ Decision::Allow(_) = PrivilegedGroup.authorize(attrs) {
+        return decided;
+    }
     let index = server.inner.authz.current(server);
-    decide(&[&PrivilegedGroup, index.as_ref()], attrs)
+    if node::node_identity(&attrs.user).is_none() {
+        return index.authorize(attrs);
+    }
+    let graph = server.inner.authz.node.current(server);
+    let node = node::NodeAuthorizer { graph: &graph, rules: node::node_rules() };
+    match decide(&[&PrivilegedGroup, &node, index.as_ref()], attrs) {
+        Decision::NoOpinion => match node.judge(attrs) {
+            Some(Err(reason)) if !reason.is_empty() => Decision::Deny(reason),
+            _ => Decision::NoOpinion,
+        },
+        decided => decided,
+    }
 }
 
 /// Decides `attrs` with the server's chain. A refusal is confirmed once the RBAC caches have
@@ -318,8 +337,29 @@ pub async fn start(server: &ApiServer) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The authorization state of a server: the RBAC index.
-pub(crate) type State = rbac::RbacIndex;
+/// The authorization state of a server: the RBAC index (what `current` and `catch_up` of the
+/// state itself refer to) and the Node authorizer's graph.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    rbac: rbac::RbacIndex,
+    pub node: node::NodeIndex,
+}
+
+impl std::ops::Deref for State {
+    type Target = rbac::RbacIndex;
+
+    fn deref(&self) -> &rbac::RbacIndex {
+        &self.rbac
+    }
+}
+
+impl State {
+    /// Waits (briefly) until the caches both authorizers read have caught up with the store.
+    pub async fn catch_up(&self, server: &ApiServer) {
+        self.rbac.catch_up(server).await;
+        self.node.catch_up(server).await;
+    }
+}
 
 #[cfg(test)]
 mod tests {

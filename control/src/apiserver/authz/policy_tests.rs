@@ -64,8 +64,6 @@ async fn components_nodes_and_joining_agents_are_allowed_their_work() {
             Method::PATCH,
             "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/pi-1",
         ),
-        (&node, Method::GET, "/api/v1/namespaces/a/secrets/s"),
-        (&node, Method::POST, "/api/v1/namespaces/a/serviceaccounts/default/token"),
         (&node, Method::DELETE, "/api/v1/namespaces/a/pods/p"),
         (&node, Method::POST, "/apis/certificates.k8s.io/v1/certificatesigningrequests"),
         (&joining, Method::POST, "/apis/certificates.k8s.io/v1/certificatesigningrequests"),
@@ -80,6 +78,10 @@ async fn components_nodes_and_joining_agents_are_allowed_their_work() {
         (&kcm, Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"),
         (&node, Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterroles"),
         (&node, Method::GET, "/api/v1/namespaces/a/pods/p/exec"),
+        // No pod on the node uses them (the Node authorizer).
+        (&node, Method::GET, "/api/v1/namespaces/a/secrets/s"),
+        (&node, Method::POST, "/api/v1/namespaces/a/serviceaccounts/default/token"),
+        (&node, Method::GET, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/pi-2"),
         (&joining, Method::GET, "/api/v1/pods"),
         (&joining, Method::GET, "/skerry/v1/tunnel"),
     ];
@@ -110,4 +112,59 @@ async fn a_new_binding_is_honoured_by_the_next_request() {
     let attrs =
         super::Attributes::resource(&alice, "list", "", "configmaps").in_namespace("default");
     assert!(matches!(super::authorize(&server, &attrs).await, Decision::Allow(_)));
+}
+
+#[tokio::test]
+async fn a_node_reads_the_secrets_of_a_pod_bound_a_moment_ago() {
+    let (_dir, server) = server().await;
+    let node = named("system:node:pi-1", &["system:nodes"]);
+    let secret = "/api/v1/namespaces/default/secrets/creds";
+    let token = "/api/v1/namespaces/default/serviceaccounts/web/token";
+    assert!(!may(&server, &node, Method::GET, secret).await);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"nodeName": "pi-1", "serviceAccountName": "web",
+                 "containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "s", "secret": {"secretName": "creds"}}]}});
+    let request = http::Request::post("/api/v1/namespaces/default/pods")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(pod.to_string())))
+        .unwrap();
+    let response = server.handle(request, Some(User::system_admin())).await;
+    assert_eq!(response.status(), 201);
+    // No waiting: a refusal first lets the node graph catch up with the store.
+    assert!(may(&server, &node, Method::GET, secret).await);
+    assert!(may(&server, &node, Method::POST, token).await);
+    let other = named("system:node:pi-2", &["system:nodes"]);
+    assert!(!may(&server, &other, Method::GET, secret).await);
+}
+
+#[tokio::test]
+async fn the_old_grant_of_system_node_to_every_node_is_taken_back() {
+    let (_dir, server) = server().await;
+    let path = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/system:node";
+    let get = || {
+        let request = http::Request::get(path).body(Full::new(bytes::Bytes::new())).unwrap();
+        server.handle(request, Some(User::system_admin()))
+    };
+    let body = crate::apiserver::body::read_body(get().await.into_body()).await.unwrap();
+    let mut binding: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // A data dir from before the Node authorizer: every node bound to `system:node`.
+    binding["subjects"] =
+        json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]);
+    let request = http::Request::put(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(binding.to_string())))
+        .unwrap();
+    assert_eq!(server.handle(request, Some(User::system_admin())).await.status(), 200);
+    let node = named("system:node:pi-1", &["system:nodes"]);
+    let secret = "/api/v1/namespaces/default/secrets/anything";
+    assert!(may(&server, &node, Method::GET, secret).await, "the old grant reads every secret");
+    super::bootstrap::ensure(&server).await.unwrap();
+    let body = crate::apiserver::body::read_body(get().await.into_body()).await.unwrap();
+    let binding: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(binding["subjects"], json!([]));
+    // A revoked grant is gone once the index has caught up (as the server's start waits for).
+    server.inner.authz.catch_up(&server).await;
+    assert!(!may(&server, &node, Method::GET, secret).await);
 }
