@@ -189,15 +189,19 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// A short length-delimited field (data under 128 bytes), for building test bodies.
+#[cfg(test)]
+pub(crate) fn test_field(n: u64, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![(n << 3 | 2) as u8, data.len() as u8];
+    out.extend_from_slice(data);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn field(n: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = vec![(n << 3 | 2) as u8, data.len() as u8];
-        out.extend_from_slice(data);
-        out
-    }
+    use crate::apiserver::protobuf::test_field as field;
 
     #[test]
     fn configmap_from_kubectl_create() {

@@ -361,6 +361,31 @@ impl State {
     }
 }
 
+/// How long a refusal waits for the authorization caches to reach the store before it stands.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (briefly) until the caches under `prefixes` have seen everything the store had when
+/// called, so an object written a moment ago (a binding, a pod bound to a node) is honoured.
+async fn catch_up(server: &ApiServer, prefixes: &[String], what: &str) {
+    let Some(first) = prefixes.first() else { return };
+    let head = server
+        .inner
+        .store
+        .range(crate::store::RangeRequest {
+            key: first.as_bytes().to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await;
+    let Ok(head) = head else { return };
+    for prefix in prefixes {
+        let cache = server.inner.caches.get(&server.inner.store, prefix);
+        if !cache.wait_for(head.revision, CATCH_UP).await {
+            tracing::warn!(%prefix, "authorization: the {what} cache is behind the store");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

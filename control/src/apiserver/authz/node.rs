@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -24,7 +23,7 @@ use super::rules::PolicyRule;
 use super::{Attributes, Authorizer, Decision};
 use crate::apiserver::authn::User;
 use crate::apiserver::server::ApiServer;
-use crate::store::{RangeRequest, Revision};
+use crate::store::Revision;
 
 /// The group every node belongs to.
 pub const NODES_GROUP: &str = "system:nodes";
@@ -34,9 +33,6 @@ pub const NODE_USER_PREFIX: &str = "system:node:";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The ClusterRole whose rules are the reference's node rules.
 const NODE_ROLE: &str = "system:node";
-
-/// How long a refusal waits for the pods caches to reach the store before it stands.
-const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// The node a user is, when it is one (the reference's `NodeIdentity`): the name after
 /// `system:node:` of a member of `system:nodes`. `Some("")` is a node of unknown name.
@@ -323,23 +319,7 @@ impl NodeIndex {
     /// Waits (briefly) until the pods and claims caches have seen what the store had when
     /// called, so a pod bound a moment ago lets its node read its secrets.
     pub async fn catch_up(&self, server: &ApiServer) {
-        let prefixes = Self::prefixes(server);
-        let head = server
-            .inner
-            .store
-            .range(RangeRequest {
-                key: prefixes[0].as_bytes().to_vec(),
-                count_only: true,
-                ..Default::default()
-            })
-            .await;
-        let Ok(head) = head else { return };
-        for prefix in &prefixes {
-            let cache = server.inner.caches.get(&server.inner.store, prefix);
-            if !cache.wait_for(head.revision, CATCH_UP).await {
-                tracing::warn!(%prefix, "authorization: the node graph's cache is behind the store");
-            }
-        }
+        super::catch_up(server, &Self::prefixes(server), "the node graph").await;
     }
 }
 

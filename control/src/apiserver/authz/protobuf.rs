@@ -213,11 +213,7 @@ fn binding(raw: &[u8]) -> Option<Value> {
 mod tests {
     use super::*;
 
-    fn field(n: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = vec![(n << 3 | 2) as u8, data.len() as u8];
-        out.extend_from_slice(data);
-        out
-    }
+    use crate::apiserver::protobuf::test_field as field;
 
     fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
         let type_meta = [field(1, api_version.as_bytes()), field(2, kind.as_bytes())].concat();

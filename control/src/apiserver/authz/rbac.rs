@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -20,16 +19,13 @@ use super::rules::PolicyRule;
 use super::{Attributes, Authorizer, Decision};
 use crate::apiserver::authn::User;
 use crate::apiserver::server::ApiServer;
-use crate::store::{RangeRequest, Revision};
+use crate::store::Revision;
 
 /// The API group of RBAC.
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
 /// The RBAC resources, in the order the index keeps their cache revisions.
 const RESOURCES: [&str; 4] = ["clusterroles", "roles", "clusterrolebindings", "rolebindings"];
-
-/// How long a refusal waits for the caches to reach the store before it stands.
-const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Who a binding names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,23 +309,7 @@ impl RbacIndex {
 
     /// Waits (briefly) until the RBAC caches have seen everything the store had when called.
     pub async fn catch_up(&self, server: &ApiServer) {
-        let prefixes = Self::prefixes(server);
-        let head = server
-            .inner
-            .store
-            .range(RangeRequest {
-                key: prefixes[0].as_bytes().to_vec(),
-                count_only: true,
-                ..Default::default()
-            })
-            .await;
-        let Ok(head) = head else { return };
-        for prefix in &prefixes {
-            let cache = server.inner.caches.get(&server.inner.store, prefix);
-            if !cache.wait_for(head.revision, CATCH_UP).await {
-                tracing::warn!(%prefix, "authorization: the RBAC cache is behind the store");
-            }
-        }
+        super::catch_up(server, &Self::prefixes(server), "RBAC").await;
     }
 }
 

@@ -100,11 +100,7 @@ fn token_review_spec(data: &[u8]) -> Option<Value> {
 mod tests {
     use super::*;
 
-    fn field(n: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = vec![(n << 3 | 2) as u8, data.len() as u8];
-        out.extend_from_slice(data);
-        out
-    }
+    use crate::apiserver::protobuf::test_field as field;
 
     #[test]
     fn token_request_from_kubectl_create_token() {
