@@ -308,10 +308,15 @@ async fn insert(
     strategy::set_requester(&call.info, &mut obj, &call.user);
     super::authz::node_restriction::admit_object(call, None, &obj)?;
     defaults::apply(&call.info, &mut obj);
-    serviceaccount::admission::admit(server, call, &name, &mut obj).await?;
+    let mut review =
+        admission::Request::new(call, admission::Operation::Create, &name, None, dry_run);
+    admission::mutate(server, &mut review, &mut obj).await?;
     writer.track(None, sent_fields, &mut obj, applied)?;
     validate_new(call, &obj, &name)?;
     super::authz::escalation::check(server, call, None, &obj).await?;
+    admission::validate(server, &mut review, &obj).await?;
+    let mut warnings = warnings;
+    warnings.extend(review.into_warnings());
     if crd::is_crd(&call.info) {
         obj["status"] = crd::established_status(&obj);
     }
@@ -549,10 +554,21 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         };
         defaults::apply(&call.info, &mut merged);
         super::authz::node_restriction::admit_object(&call, Some(&current), &merged)?;
+        let mut review = admission::Request::new(
+            &call,
+            admission::Operation::Update,
+            &name,
+            Some(&current),
+            dry_run,
+        );
+        admission::mutate(server, &mut review, &mut merged).await?;
         writer.track(Some(&current), sent_fields, &mut merged, applying)?;
         validation::validate_update(&call.info, &current, &merged)
             .map_err(|causes| invalid(&call, &name, causes))?;
         super::authz::escalation::check(server, &call, Some(&current), &merged).await?;
+        admission::validate(server, &mut review, &merged).await?;
+        let mut warnings = warnings;
+        warnings.extend(review.into_warnings());
         if !strategy::changed(&current, &merged) {
             let mut reply: Reply = respond(&call, StatusCode::OK, current).into();
             reply.warnings = warnings;

@@ -1,6 +1,4 @@
-//! Admission that always runs: NamespaceLifecycle (no new objects in a missing or terminating
-//! namespace; the system namespaces cannot be deleted) and the Service allocators (ClusterIP from
-//! `--service-cidr`, NodePort from 30000–32767).
+//! The Service allocators (ClusterIP from `--service-cidr`, NodePort from 30000–32767).
 //!
 //! Allocations are recorded in the store as one key per address or port
 //! (`/registry/ranges/serviceips/<ip>`, `/registry/ranges/servicenodeports/<port>`), written in
@@ -12,71 +10,14 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use super::meta;
-use super::resource::ResourceInfo;
-use super::status::{ApiError, ApiResult, Cause};
-use super::watch_cache::prefix_end;
+use super::super::meta;
+use super::super::resource::ResourceInfo;
+use super::super::status::{ApiError, ApiResult, Cause};
+use super::super::watch_cache::prefix_end;
 use crate::store::{RangeRequest, Store};
-
-/// Namespaces that always exist and cannot be deleted.
-pub const SYSTEM_NAMESPACES: [&str; 4] =
-    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";
 const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
-
-/// Rejects creating namespaced objects in a namespace that is missing or terminating.
-pub async fn check_namespace(
-    store: &dyn Store,
-    info: &ResourceInfo,
-    namespace: &str,
-    name: &str,
-) -> ApiResult<()> {
-    let key = format!("/registry/namespaces/{namespace}");
-    let found = store.range(RangeRequest { key: key.into_bytes(), ..Default::default() }).await?;
-    let Some(kv) = found.kvs.first() else {
-        let ns_info = namespace_info();
-        return Err(ApiError::not_found(&ns_info, namespace));
-    };
-    let ns = meta::decode(kv).unwrap_or_default();
-    let terminating = ns.pointer("/metadata/deletionTimestamp").is_some()
-        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
-    if terminating {
-        let mut err = ApiError::forbidden(
-            info,
-            name,
-            &format!("unable to create new content in namespace {namespace} because it is being terminated"),
-        );
-        if let Some(details) = err.details.as_mut() {
-            details["causes"] = json!([{
-                "reason": "NamespaceTerminating",
-                "message": format!("namespace {namespace} is being terminated"),
-                "field": "metadata.namespace",
-            }]);
-        }
-        return Err(err);
-    }
-    Ok(())
-}
-
-fn namespace_info() -> ResourceInfo {
-    ResourceInfo {
-        group: String::new(),
-        version: "v1".into(),
-        kind: "Namespace".into(),
-        list_kind: "NamespaceList".into(),
-        plural: "namespaces".into(),
-        singular: "namespace".into(),
-        namespaced: false,
-        short_names: vec![],
-        categories: vec![],
-        verbs: vec![],
-        subresources: vec![],
-        storage_prefix: "/registry/namespaces/".into(),
-        custom: false,
-        ..Default::default()
-    }
-}
 
 /// The ClusterIP and NodePort ranges.
 #[derive(Debug, Clone)]

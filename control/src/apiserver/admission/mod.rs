@@ -1,0 +1,97 @@
+//! Admission: what runs on every write between decoding and storage, in the reference's order.
+//!
+//! Two phases, as in the reference apiserver: [`mutate`] may change the object (defaults from
+//! LimitRanges, the service account mount, …) and runs before validation; [`validate`] may only
+//! refuse it (quota, pod security, …) and runs after the object is valid, right before the
+//! commit. Each plugin is one module with a `mutate` and/or `validate` function over a
+//! [`Request`]; it decides for itself which kinds and operations concern it. A plugin adds
+//! `Warning` headers through [`Request::warn`].
+//!
+//! Always-on pieces that are not plugins of the chain live here too: NamespaceLifecycle
+//! (checked before anything else) and the Service address and port allocators.
+
+mod namespace_lifecycle;
+mod ranges;
+
+pub use namespace_lifecycle::{check_namespace, SYSTEM_NAMESPACES};
+pub use ranges::{allocation_keys, ServiceRanges};
+
+use serde_json::Value;
+
+use super::server::{ApiServer, Call};
+use super::serviceaccount;
+use super::status::ApiResult;
+
+/// What a write does to its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Create,
+    Update,
+}
+
+/// One write as admission sees it.
+#[allow(dead_code)] // Fields for the plugins that need them.
+pub(crate) struct Request<'a> {
+    pub call: &'a Call,
+    pub operation: Operation,
+    /// The object's name (generated names are already filled in).
+    pub name: &'a str,
+    /// The stored object, on update.
+    pub old: Option<&'a Value>,
+    /// `status`, `scale`, … for writes to a subresource.
+    pub subresource: Option<&'a str>,
+    /// A dry run must not charge quota or change anything else.
+    pub dry_run: bool,
+    warnings: Vec<String>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(
+        call: &'a Call,
+        operation: Operation,
+        name: &'a str,
+        old: Option<&'a Value>,
+        dry_run: bool,
+    ) -> Request<'a> {
+        let subresource = call.path.subresource.as_deref();
+        Request { call, operation, name, old, subresource, dry_run, warnings: Vec::new() }
+    }
+
+    #[allow(dead_code)]
+    /// Whether the write is to `group`/`kind` itself (not one of its subresources).
+    pub fn is_main(&self, group: &str, kind: &str) -> bool {
+        self.subresource.is_none() && self.call.info.group == group && self.call.info.kind == kind
+    }
+
+    #[allow(dead_code)]
+    /// Adds a `Warning` header to the response.
+    pub fn warn(&mut self, message: String) {
+        self.warnings.push(message);
+    }
+
+    /// The warnings the plugins added.
+    pub fn into_warnings(self) -> Vec<String> {
+        self.warnings
+    }
+}
+
+/// The mutating plugins, in the reference's order.
+pub(crate) async fn mutate(
+    server: &ApiServer,
+    request: &mut Request<'_>,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    if request.operation == Operation::Create {
+        serviceaccount::admission::admit(server, request.call, request.name, obj).await?;
+    }
+    Ok(())
+}
+
+/// The validating plugins, in the reference's order; the last step before the commit.
+pub(crate) async fn validate(
+    _server: &ApiServer,
+    _request: &mut Request<'_>,
+    _obj: &Value,
+) -> ApiResult<()> {
+    Ok(())
+}
