@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::server::SkerryServer;
+use common::server::{ApiClient, SkerryServer};
 use serde_json::{json, Value};
 
 fn configmap(name: &str) -> Value {
@@ -449,6 +449,59 @@ async fn namespaces_and_service_allocation() {
     assert_eq!(code, 200);
     let (code, body) = api.json("POST", svcs, Some(&dup)).await;
     assert_eq!(code, 201, "{body}");
+}
+
+async fn merge_patch(api: &ApiClient, path: &str, patch: &Value) -> (u16, Value) {
+    let body = serde_json::to_vec(patch).unwrap();
+    let resp =
+        api.request("PATCH", path, Some("application/merge-patch+json"), &body).await.unwrap();
+    (resp.status, resp.json())
+}
+
+#[tokio::test]
+async fn service_updates_move_node_ports() {
+    let server = SkerryServer::start();
+    let api = server.admin();
+    let svcs = "/api/v1/namespaces/default/services";
+    let path = format!("{svcs}/web");
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "x"}, "ports": [{"name": "http", "port": 80}]}});
+    let (code, created) = api.json("POST", svcs, Some(&svc)).await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["spec"]["ports"][0].get("nodePort").is_none(), "{created}");
+
+    // ClusterIP → NodePort allocates a nodePort and keeps the address.
+    let (code, patched) = merge_patch(&api, &path, &json!({"spec": {"type": "NodePort"}})).await;
+    assert_eq!(code, 200, "{patched}");
+    let port = patched["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    assert!((30000..=32767).contains(&port), "{port}");
+    assert_eq!(patched["spec"]["clusterIP"], created["spec"]["clusterIP"]);
+
+    // A PUT that leaves out clusterIP and nodePort keeps both.
+    let mut put = patched.clone();
+    put["spec"]["ports"][0].as_object_mut().unwrap().remove("nodePort");
+    put["spec"].as_object_mut().unwrap().remove("clusterIP");
+    put["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    let (code, kept) = api.json("PUT", &path, Some(&put)).await;
+    assert_eq!(code, 200, "{kept}");
+    assert_eq!(kept["spec"]["ports"][0]["nodePort"].as_u64(), Some(port));
+    assert_eq!(kept["spec"]["clusterIP"], created["spec"]["clusterIP"]);
+
+    // The port is held: another Service cannot take it.
+    let other = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": "NodePort", "selector": {"app": "y"}, "ports": [{"port": 80, "nodePort": port}]}})
+    };
+    let (code, body) = api.json("POST", svcs, Some(&other("thief"))).await;
+    assert_eq!(code, 422, "{body}");
+
+    // NodePort → ClusterIP drops the nodePort and gives it back.
+    let (code, back) = merge_patch(&api, &path, &json!({"spec": {"type": "ClusterIP"}})).await;
+    assert_eq!(code, 200, "{back}");
+    assert!(back["spec"]["ports"][0].get("nodePort").is_none(), "{back}");
+    let (code, body) = api.json("POST", svcs, Some(&other("heir"))).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["ports"][0]["nodePort"].as_u64(), Some(port));
 }
 
 #[tokio::test]

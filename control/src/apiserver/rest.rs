@@ -20,8 +20,8 @@ use super::{
     validation, watch,
 };
 use crate::store::{
-    Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, Revision,
-    TxnRequest,
+    Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest,
+    RequestOp, Revision, TxnRequest,
 };
 
 /// How many times an unconditional write retries a lost race before giving up with 409.
@@ -370,15 +370,25 @@ pub(crate) async fn create_txn(
     obj: &Value,
     claims: &[String],
 ) -> ApiResult<Option<Revision>> {
-    let owner = serde_json::to_vec(&json!({ "owner": key })).unwrap_or_default();
     let mut compare = vec![absent(key)];
     let mut success = vec![put(key, meta::encode(obj))];
-    for claim in claims {
-        compare.push(absent(claim));
-        success.push(put(claim, owner.clone()));
-    }
+    claim_keys(key, claims, &mut compare, &mut success);
     let resp = server.inner.store.txn(TxnRequest { compare, success, failure: vec![] }).await?;
     Ok(resp.succeeded.then_some(resp.revision))
+}
+
+/// Adds the writes that make `owner` the holder of `claims`, each of which must be free.
+fn claim_keys(
+    owner: &str,
+    claims: &[String],
+    compare: &mut Vec<Compare>,
+    success: &mut Vec<RequestOp>,
+) {
+    let value = serde_json::to_vec(&json!({ "owner": owner })).unwrap_or_default();
+    for claim in claims {
+        compare.push(absent(claim));
+        success.push(put(claim, value.clone()));
+    }
 }
 
 fn absent(key: &str) -> Compare {
@@ -553,6 +563,15 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
             strategy::prepare_update(&call.info, &current, new, sub.as_deref())
         };
         defaults::apply(&call.info, &mut merged);
+        let allocations =
+            if sub.is_none() && call.info.group.is_empty() && call.info.kind == "Service" {
+                let ranges = &server.inner.ranges;
+                ranges
+                    .reallocate(server.inner.store.as_ref(), &call.info, &current, &mut merged)
+                    .await?
+            } else {
+                admission::Reallocation::default()
+            };
         super::authz::node_restriction::admit_object(&call, Some(&current), &merged)?;
         let mut review = admission::Request::new(
             &call,
@@ -577,7 +596,7 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         if dry_run {
             return Ok(respond(&call, StatusCode::OK, merged).into());
         }
-        match commit_update(server, &call, &key, &kv, &mut merged).await? {
+        match commit_update_allocating(server, &call, &key, &kv, &mut merged, &allocations).await? {
             Some(rev) => {
                 meta::set_resource_version(&mut merged, rev);
                 if crd::is_crd(&call.info)
@@ -607,6 +626,19 @@ pub(crate) async fn commit_update(
     kv: &KeyValue,
     obj: &mut Value,
 ) -> ApiResult<Option<Revision>> {
+    commit_update_allocating(server, call, key, kv, obj, &admission::Reallocation::default()).await
+}
+
+/// [`commit_update`] that also takes and gives back a Service's address and port keys in the
+/// same transaction (a taken key fails it, like a concurrent write).
+async fn commit_update_allocating(
+    server: &ApiServer,
+    call: &Call,
+    key: &str,
+    kv: &KeyValue,
+    obj: &mut Value,
+    allocations: &admission::Reallocation,
+) -> ApiResult<Option<Revision>> {
     let finished = obj.pointer("/metadata/deletionTimestamp").is_some()
         && meta::finalizers(obj).is_empty()
         && !(call.info.kind == "Pod"
@@ -627,15 +659,16 @@ pub(crate) async fn commit_update(
     if finished {
         return delete::delete_txn(server, &call.info, key, kv.mod_revision, obj).await;
     }
-    let resp = server
-        .inner
-        .store
-        .txn(TxnRequest {
-            compare: vec![unchanged_since(key, kv.mod_revision)],
-            success: vec![put(key, meta::encode(obj))],
-            failure: vec![],
-        })
-        .await?;
+    let mut compare = vec![unchanged_since(key, kv.mod_revision)];
+    let mut success = vec![put(key, meta::encode(obj))];
+    claim_keys(key, &allocations.claim, &mut compare, &mut success);
+    for released in &allocations.release {
+        success.push(RequestOp::DeleteRange(DeleteRangeRequest {
+            key: released.as_bytes().to_vec(),
+            ..Default::default()
+        }));
+    }
+    let resp = server.inner.store.txn(TxnRequest { compare, success, failure: vec![] }).await?;
     Ok(resp.succeeded.then_some(resp.revision))
 }
 

@@ -14,7 +14,7 @@ mod namespace_lifecycle;
 mod ranges;
 
 pub use namespace_lifecycle::{check_namespace, SYSTEM_NAMESPACES};
-pub use ranges::{allocation_keys, ServiceRanges};
+pub use ranges::{allocation_keys, Reallocation, ServiceRanges};
 
 use serde_json::Value;
 

@@ -93,6 +93,18 @@ impl ServiceRanges {
             .collect())
     }
 
+    /// The suffixes (addresses, ports) under `prefix` held by other Services than the one
+    /// holding `own`.
+    async fn taken_by_others(
+        store: &dyn Store,
+        prefix: &str,
+        own: &HashSet<String>,
+    ) -> ApiResult<HashSet<String>> {
+        let mut taken = Self::taken(store, prefix).await?;
+        taken.retain(|suffix| !own.contains(&format!("{prefix}{suffix}")));
+        Ok(taken)
+    }
+
     /// Fills in a new Service's ClusterIP and NodePorts; returns the keys to claim with it.
     /// Addresses the user chose are checked (range, not taken) and kept.
     pub async fn allocate(
@@ -100,6 +112,37 @@ impl ServiceRanges {
         store: &dyn Store,
         info: &ResourceInfo,
         service: &mut Value,
+    ) -> ApiResult<Vec<String>> {
+        self.allocate_holding(store, info, service, &HashSet::new()).await
+    }
+
+    /// Carries a Service's addresses over an update, as the reference's service REST does: a
+    /// cleared clusterIP or nodePort keeps its old value, the values the new type no longer
+    /// uses are dropped (unless the user changed them), and missing ones are allocated.
+    pub async fn reallocate(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        old: &Value,
+        new: &mut Value,
+    ) -> ApiResult<Reallocation> {
+        let own: HashSet<String> = allocation_keys(old).into_iter().collect();
+        keep_allocated(old, new);
+        drop_type_dependent(old, new);
+        let held = self.allocate_holding(store, info, new, &own).await?;
+        Ok(Reallocation {
+            claim: held.iter().filter(|k| !own.contains(*k)).cloned().collect(),
+            release: own.iter().filter(|k| !held.contains(k)).cloned().collect(),
+        })
+    }
+
+    /// [`ServiceRanges::allocate`] for a Service that already holds the keys `own`.
+    async fn allocate_holding(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        service: &mut Value,
+        own: &HashSet<String>,
     ) -> ApiResult<Vec<String>> {
         let name = meta::meta_str(service, "name").unwrap_or_default().to_string();
         let spec_type = service
@@ -114,7 +157,7 @@ impl ServiceRanges {
         let ip = match requested {
             "None" => None,
             "" => {
-                let taken = Self::taken(store, IP_PREFIX).await?;
+                let taken = Self::taken_by_others(store, IP_PREFIX, own).await?;
                 let free = self.size.saturating_sub(3) as usize;
                 if taken.len() >= free {
                     return Err(ApiError::internal(
@@ -154,7 +197,7 @@ impl ServiceRanges {
                         Ipv4Addr::from(self.base), 32 - self.size.trailing_zeros()
                     )));
                 }
-                if Self::taken(store, IP_PREFIX).await?.contains(other) {
+                if Self::taken_by_others(store, IP_PREFIX, own).await?.contains(other) {
                     return Err(invalid(
                         info,
                         &name,
@@ -171,7 +214,7 @@ impl ServiceRanges {
             spec.insert("clusterIPs".into(), json!([ip_value]));
         }
         if matches!(spec_type.as_str(), "NodePort" | "LoadBalancer") {
-            self.allocate_ports(store, info, &name, service).await?;
+            self.allocate_ports(store, info, &name, service, own).await?;
         }
         Ok(allocation_keys(service))
     }
@@ -182,9 +225,13 @@ impl ServiceRanges {
         info: &ResourceInfo,
         name: &str,
         service: &mut Value,
+        own: &HashSet<String>,
     ) -> ApiResult<()> {
-        let mut taken: HashSet<u16> =
-            Self::taken(store, PORT_PREFIX).await?.iter().filter_map(|p| p.parse().ok()).collect();
+        let mut taken: HashSet<u16> = Self::taken_by_others(store, PORT_PREFIX, own)
+            .await?
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
         let span = u32::from(self.ports.1 - self.ports.0) + 1;
         let Some(ports) = service.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
             return Ok(());
@@ -227,6 +274,108 @@ impl ServiceRanges {
             }
         }
         Ok(())
+    }
+}
+
+/// The store keys an updated Service takes and gives back, committed with it.
+#[derive(Debug, Default)]
+pub struct Reallocation {
+    pub claim: Vec<String>,
+    pub release: Vec<String>,
+}
+
+fn service_type(service: &Value) -> &str {
+    service.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP")
+}
+
+fn needs_cluster_ip(service: &Value) -> bool {
+    service_type(service) != "ExternalName"
+}
+
+fn needs_node_ports(service: &Value) -> bool {
+    matches!(service_type(service), "NodePort" | "LoadBalancer")
+}
+
+fn node_port(port: &Value) -> u64 {
+    port.get("nodePort").and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn is_blank(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// The reference's `patchAllocatedValues`: an update that leaves out the clusterIP or a
+/// nodePort keeps the one already allocated (nodePorts matched by port name).
+fn keep_allocated(old: &Value, new: &mut Value) {
+    let (keep_ip, keep_ports) = (
+        needs_cluster_ip(old) && needs_cluster_ip(new),
+        needs_node_ports(old) && needs_node_ports(new),
+    );
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    if keep_ip {
+        for field in ["clusterIP", "clusterIPs"] {
+            if is_blank(spec.get(field)) {
+                if let Some(value) = old.pointer(&format!("/spec/{field}")) {
+                    spec.insert(field.into(), value.clone());
+                }
+            }
+        }
+    }
+    if !keep_ports {
+        return;
+    }
+    let old_ports =
+        old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else { return };
+    let in_new: HashSet<u64> = ports.iter().map(node_port).collect();
+    for port in ports.iter_mut().filter(|p| node_port(p) == 0) {
+        let name = port.get("name").and_then(Value::as_str).unwrap_or("");
+        let previous = old_ports
+            .iter()
+            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == name)
+            .map(node_port)
+            .filter(|n| *n > 0 && !in_new.contains(n));
+        if let (Some(n), Some(obj)) = (previous, port.as_object_mut()) {
+            obj.insert("nodePort".into(), json!(n));
+        }
+    }
+}
+
+/// The reference's `dropTypeDependentFields`: moving to a type that does not use the
+/// clusterIP or nodePorts drops them, unless the user changed them in the same update (then
+/// validation tells them).
+fn drop_type_dependent(old: &Value, new: &mut Value) {
+    let drop_ip = needs_cluster_ip(old) && !needs_cluster_ip(new);
+    let drop_ports = needs_node_ports(old) && !needs_node_ports(new);
+    let old_spec = old.get("spec").cloned().unwrap_or_default();
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    if drop_ip {
+        for field in ["clusterIP", "clusterIPs"] {
+            if spec.get(field) == old_spec.get(field) {
+                spec.remove(field);
+            }
+        }
+    }
+    if drop_ports {
+        let old_ports: Vec<u64> = old_spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|ports| ports.iter().map(node_port).collect())
+            .unwrap_or_default();
+        for (i, port) in
+            spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten().enumerate()
+        {
+            if old_ports.get(i).is_some_and(|n| *n == node_port(port)) {
+                if let Some(obj) = port.as_object_mut() {
+                    obj.remove("nodePort");
+                }
+            }
+        }
     }
 }
 
