@@ -15,8 +15,7 @@
 //! `SKERRY_BENCH_SECONDS` sets the length of each timed phase (default 3).
 
 use std::future::Future;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, WatchOptions};
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
+
+mod support;
+use support::{admin_tls, free_port, namespace, percentile, Api};
 
 /// Concurrent clients of the create workload.
 const CREATE_CLIENTS: [usize; 3] = [1, 16, 64];
@@ -124,14 +123,6 @@ impl Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// `skerry etcd` on a loopback port.
 struct Store {
     proc: Proc,
     endpoint: String,
@@ -179,33 +170,6 @@ struct ApiServer {
     tls: Arc<rustls::ClientConfig>,
 }
 
-fn pem_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    rustls_pemfile::certs(&mut pem.as_slice()).map(|c| c.expect("PEM certificate")).collect()
-}
-
-/// The admin's client certificate (group system:masters), HTTP/2 only.
-fn admin_tls(data_dir: &Path) -> Arc<rustls::ClientConfig> {
-    let tls_dir = data_dir.join("tls");
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in pem_certs(&tls_dir.join("ca.crt")) {
-        roots.add(ca).expect("cluster CA");
-    }
-    let key_pem = std::fs::read(tls_dir.join("admin.key")).expect("admin key");
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .expect("admin key PEM")
-        .expect("admin key present");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(pem_certs(&tls_dir.join("admin.crt")), key)
-        .expect("client certificate");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
 impl ApiServer {
     async fn start() -> ApiServer {
         let args = [
@@ -244,82 +208,14 @@ impl ApiServer {
     }
 
     async fn try_connect(&self) -> std::io::Result<Api> {
-        let rest = self.url.strip_prefix("https://").unwrap_or(&self.url);
-        let (host, port) = rest.rsplit_once(':').ok_or(std::io::ErrorKind::InvalidInput)?;
-        let port: u16 = port.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-        tcp.set_nodelay(true)?;
-        let name =
-            ServerName::try_from(host.to_string()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await?;
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
-        Ok(Api { send, base: self.url.clone().into() })
+        support::connect(&self.url, &self.tls).await
     }
 
     /// `n` HTTP/2 connections.
     async fn conns(&self, n: usize) -> Vec<Api> {
-        let mut v = Vec::new();
-        for _ in 0..n {
-            v.push(self.try_connect().await.expect("connecting to the API server"));
-        }
-        v
+        support::connect_many(&self.url, &self.tls, n).await
     }
 }
-
-/// One HTTP/2 connection to the API server (clones share it, one stream per request).
-#[derive(Clone)]
-struct Api {
-    send: SendRequest<Full<Bytes>>,
-    base: Arc<str>,
-}
-
-impl Api {
-    async fn start(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> http::Response<hyper::body::Incoming> {
-        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
-        if let Some(ct) = content_type {
-            req = req.header(http::header::CONTENT_TYPE, ct);
-        }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let mut send = self.send.clone();
-        send.ready().await.expect("connection ready");
-        send.send_request(req).await.expect("sending a request")
-    }
-
-    /// A whole request: status and body (read to the last byte, not parsed).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> (StatusCode, Bytes) {
-        let resp = self.start(method, path, content_type, body).await;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.expect("response body").to_bytes();
-        (status, body)
-    }
-
-    /// A call that must answer `want`; returns the body.
-    async fn expect(&self, want: StatusCode, method: Method, path: &str, body: String) -> Bytes {
-        let ct = (!body.is_empty()).then_some("application/json");
-        let (status, bytes) = self.call(method.clone(), path, ct, body).await;
-        assert_eq!(status, want, "{method} {path}: {}", String::from_utf8_lossy(&bytes));
-        bytes
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Measurement
 
 fn phase() -> Duration {
     let secs = std::env::var("SKERRY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
@@ -337,13 +233,6 @@ struct Stats {
 
 /// Unique object numbers across phases.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
 
 /// Runs `op` from `concurrency` tasks over `conns` (round-robin) for one phase.
 async fn run<C, F, Fut>(server: &Proc, conns: &[C], concurrency: usize, op: F) -> Stats
@@ -431,17 +320,6 @@ fn pods_path(ns: &str) -> String {
 }
 
 /// Creates namespace `ns` and waits for its `default` service account (pods need it).
-async fn namespace(api: &Api, ns: &str) {
-    let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
-    api.expect(StatusCode::CREATED, Method::POST, "/api/v1/namespaces", body.to_string()).await;
-    let sa = format!("/api/v1/namespaces/{ns}/serviceaccounts/default");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.call(Method::GET, &sa, None, "").await.0 != StatusCode::OK {
-        assert!(Instant::now() < deadline, "no default service account in {ns}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Creates of new pods in namespace `bench` from `concurrency` clients.
 async fn api_create(server: &ApiServer, concurrency: usize) -> Stats {
     let conns = server.conns(concurrency.min(MAX_CONNS)).await;

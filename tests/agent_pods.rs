@@ -218,6 +218,44 @@ fn pods_run_report_status_and_are_deleted() {
         "the app container was created although its init container failed"
     );
 
+    // Volumes: a configMap, an emptyDir an init container fills (mounted by subPath), and the
+    // projected service account token.
+    server.kubectl_stdin(
+        &kubectl,
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "greeting"},
+                 "data": {"greeting": "hello from a configMap"}}"#,
+        ),
+    );
+    create_pod(
+        &server,
+        &kubectl,
+        "vols",
+        serde_json::json!({"restartPolicy": "Never",
+            "volumes": [{"name": "cfg", "configMap": {"name": "greeting"}},
+                        {"name": "scratch", "emptyDir": {}}],
+            "initContainers": [{"name": "fill", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "mkdir -p /scratch/sub && echo written by init > /scratch/sub/note"],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+            "containers": [{"name": "read", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "cat /cfg/greeting /data/note && \
+                    test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token-ok"],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"},
+                                 {"name": "scratch", "mountPath": "/data", "subPath": "sub"}]}]}),
+    );
+    let p =
+        wait_pod(&server, &agent, &kubectl, "vols", "vols done", Duration::from_secs(60), |p| {
+            matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        });
+    let vols_uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let out = agent.ctr(&["logs", &format!("{vols_uid}_read_0")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in ["hello from a configMap", "written by init", "token-ok"] {
+        assert!(text.contains(line), "{line:?} missing from {text:?}\n{}", agent.log_text());
+    }
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p}");
+
     // Deletion: the agent stops the containers, then finishes the delete.
     ok(server.kubectl(&kubectl, &["delete", "pod", "web", "--wait=false"]), "delete");
     eventually("web gone from the server", Duration::from_secs(60), || {

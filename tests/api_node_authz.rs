@@ -153,3 +153,72 @@ fn node_credentials_reach_only_their_own_pods_objects() {
         assert_eq!(code, 403, "{body}");
     });
 }
+
+/// A local-path style volume pinned to `node`, with the cleanup finalizer.
+fn pinned_volume(name: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "finalizers": ["skerry.io/local-path-cleanup"]},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": format!("/srv/{name}_default_data")},
+                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                     {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}})
+}
+
+#[test]
+fn nodes_reach_only_the_volumes_pinned_to_them_and_only_to_take_the_finalizer_off() {
+    let server = SkerryServer::start();
+    let admin = server.admin();
+    let n1 = node_client(&server, "n1");
+    runtime().block_on(async {
+        for (name, node) in [("pvc-a", "n1"), ("pvc-b", "n2")] {
+            let body = pinned_volume(name, node);
+            let (code, body) = admin.json("POST", "/api/v1/persistentvolumes", Some(&body)).await;
+            assert_eq!(code, 201, "{body}");
+        }
+        // Its own volumes, by the field selector its agent lists with; nothing else.
+        let (code, body) = n1
+            .json("GET", "/api/v1/persistentvolumes?fieldSelector=skerry.io/pinnedNode%3Dn1", None)
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let names: Vec<&str> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["pvc-a"]);
+        for path in [
+            "/api/v1/persistentvolumes",
+            "/api/v1/persistentvolumes?fieldSelector=skerry.io/pinnedNode%3Dn2",
+            "/api/v1/persistentvolumes/pvc-b",
+        ] {
+            let (code, body) = n1.json("GET", path, None).await;
+            assert_eq!(code, 403, "{path}: {body}");
+        }
+        let (code, body) = n1.json("GET", "/api/v1/persistentvolumes/pvc-a", None).await;
+        assert_eq!(code, 200, "{body}");
+        // Nothing but the finalizer may change, and only on its own volumes.
+        let (code, body) = merge_patch(
+            &n1,
+            "/api/v1/persistentvolumes/pvc-a",
+            &json!({"spec": {"hostPath": {"path": "/etc"}}}),
+        )
+        .await;
+        assert_eq!(code, 403, "{body}");
+        assert!(message(&body).contains("can only remove the"), "{body}");
+        let off = json!({"metadata": {"finalizers": null}});
+        let (code, body) = merge_patch(&n1, "/api/v1/persistentvolumes/pvc-b", &off).await;
+        assert_eq!(code, 403, "{body}");
+        let (code, body) = n1.json("DELETE", "/api/v1/persistentvolumes/pvc-a", None).await;
+        assert_eq!(code, 403, "{body}");
+        // Deleted by the control plane, it waits for the node; the node's patch ends it.
+        let (code, body) = admin.json("DELETE", "/api/v1/persistentvolumes/pvc-a", None).await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = merge_patch(&n1, "/api/v1/persistentvolumes/pvc-a", &off).await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = admin.json("GET", "/api/v1/persistentvolumes/pvc-a", None).await;
+        assert_eq!(code, 404, "{body}");
+        let (code, body) = admin.json("GET", "/api/v1/persistentvolumes/pvc-b", None).await;
+        assert_eq!(code, 200, "{body}");
+    });
+}

@@ -407,20 +407,9 @@ spec:
         .ok_or(status.to_string())
     });
 
-    // A manual run from the template; once it completes, the history limit of 1 deletes the
-    // older successful job.
-    // (`kubectl create job --from` posts a protobuf body, which the API server takes only for a
-    // few core kinds: build the Job with kubectl and create it as JSON.)
-    let manual = c.kubectl(&[
-        "create",
-        "job",
-        "manual",
-        "--from=cronjob/tick",
-        "--dry-run=client",
-        "-o",
-        "json",
-    ]);
-    let out = c.apply(&manual);
+    // A manual run from the template (kubectl posts the Job in protobuf); once it completes,
+    // the history limit of 1 deletes the older successful job.
+    let out = c.kubectl(&["create", "job", "manual", "--from=cronjob/tick"]);
     assert!(out.contains("job.batch/manual created"), "{out}");
     let pods = c.wait_running("manual", 1);
     c.finish(&pods[0], 0);
@@ -443,4 +432,142 @@ spec:
     );
     let kept = c.job(&kept);
     assert_eq!(kept["status"]["succeeded"], 1, "{kept}");
+}
+
+/// The pod of `job` running completion index `index`.
+fn running_index(c: &BatchCluster, job: &str, index: &str) -> Value {
+    c.eventually(&format!("{job} runs index {index}"), || {
+        c.running(job)
+            .into_iter()
+            .find(|p| {
+                p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == index
+            })
+            .ok_or_else(|| format!("{}", c.job(job)["status"]))
+    })
+}
+
+#[test]
+fn backoff_limit_per_index_fails_indexes_not_the_job() {
+    let Some(c) = BatchCluster::start() else { return };
+    // More failed indexes than maxFailedIndexes fail the Job at once and stop the rest.
+    let spec = "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  \
+                backoffLimitPerIndex: 0\n  maxFailedIndexes: 0";
+    c.apply(&job_yaml("capped", spec));
+    c.wait_running("capped", 3);
+    c.finish(&running_index(&c, "capped", "1"), 1);
+    c.eventually("capped's other pods are deleted", || {
+        let left = c.running("capped");
+        if left.iter().all(|p| !p["metadata"]["deletionTimestamp"].is_null()) {
+            left.iter().for_each(|p| c.finish(p, 137));
+            Ok(())
+        } else {
+            Err(format!("{}", Value::Array(left)))
+        }
+    });
+    let failed = c.wait_condition("capped", "Failed");
+    assert_eq!(failed["reason"], "MaxFailedIndexesExceeded");
+    assert_eq!(
+        failed["message"],
+        "Job has exceeded the specified maximal number of failed indexes"
+    );
+    assert_eq!(c.job("capped")["status"]["failedIndexes"], "1");
+
+    // One retry per index; exit code 42 fails the index without one. The Job runs every index
+    // and fails at the end with the failed ones listed.
+    let spec = "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  \
+                backoffLimitPerIndex: 1\n  podFailurePolicy:\n    rules:\n    - action: FailIndex\n      \
+                onExitCodes:\n        operator: In\n        values: [42]";
+    c.apply(&job_yaml("per-index", spec));
+    c.wait_running("per-index", 3);
+    let first = running_index(&c, "per-index", "1");
+    assert_eq!(
+        first["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"],
+        "0"
+    );
+    c.finish(&running_index(&c, "per-index", "0"), 42);
+    c.finish(&first, 1);
+    c.eventually("index 0 failed", || {
+        let status = c.job("per-index")["status"].clone();
+        (status["failedIndexes"] == "0").then_some(()).ok_or(status.to_string())
+    });
+    // Index 1 is retried after its backoff (10 s), by a pod that carries the failure count;
+    // the failed pod keeps its finalizer until then.
+    let retry = c.eventually("index 1 retried", || {
+        let running = c.running("per-index");
+        running
+            .into_iter()
+            .find(|p| p["metadata"]["name"] != first["metadata"]["name"])
+            .filter(|p| {
+                p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+            })
+            .ok_or_else(|| "no retry yet".to_string())
+    });
+    assert_eq!(
+        retry["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"],
+        "1"
+    );
+    assert!(
+        c.running("per-index").iter().all(|p| {
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] != "0"
+        }),
+        "a failed index is not retried"
+    );
+    c.finish(&running_index(&c, "per-index", "2"), 0);
+    c.finish(&retry, 1);
+    let failed = c.wait_condition("per-index", "Failed");
+    assert_eq!(failed["reason"], "FailedIndexes");
+    assert_eq!(failed["message"], "Job has failed indexes");
+    let status = c.job("per-index")["status"].clone();
+    assert_eq!(
+        (status["failedIndexes"].as_str(), status["completedIndexes"].as_str()),
+        (Some("0,1"), Some("2")),
+        "{status}"
+    );
+    assert_eq!((status["failed"].as_i64(), status["succeeded"].as_i64()), (Some(3), Some(1)));
+    assert!(c.pods("per-index").iter().all(|p| !has_tracking_finalizer(p)));
+}
+
+#[test]
+fn success_policy_completes_the_job_early() {
+    let Some(c) = BatchCluster::start() else { return };
+    let spec = "  completions: 4\n  parallelism: 4\n  completionMode: Indexed\n  \
+                successPolicy:\n    rules:\n    - succeededIndexes: \"0,3\"\n    \
+                - succeededCount: 2\n      succeededIndexes: \"1-2\"";
+    c.apply(&job_yaml("leader", spec));
+    c.wait_running("leader", 4);
+    c.finish(&running_index(&c, "leader", "0"), 0);
+    c.finish(&running_index(&c, "leader", "1"), 0);
+    // Neither rule is met yet: nothing stops.
+    c.eventually("indexes 0 and 1 counted", || {
+        let status = c.job("leader")["status"].clone();
+        (status["completedIndexes"] == "0,1").then_some(()).ok_or(status.to_string())
+    });
+    assert!(c.condition("leader", "SuccessCriteriaMet").is_null());
+    assert_eq!(c.running("leader").len(), 2);
+    c.finish(&running_index(&c, "leader", "3"), 0);
+    let met = c.wait_condition("leader", "SuccessCriteriaMet");
+    assert_eq!(
+        (met["reason"].as_str(), met["message"].as_str()),
+        (Some("SuccessPolicy"), Some("Matched rules at index 0"))
+    );
+    // The remaining pod is terminated; once it is gone the Job is Complete.
+    let left = c.eventually("index 2 is deleted", || {
+        let pod = running_index(&c, "leader", "2");
+        (!pod["metadata"]["deletionTimestamp"].is_null())
+            .then_some(pod)
+            .ok_or("not yet".to_string())
+    });
+    c.finish(&left, 137);
+    let complete = c.wait_condition("leader", "Complete");
+    assert_eq!(
+        (complete["reason"].as_str(), complete["message"].as_str()),
+        (Some("SuccessPolicy"), Some("Matched rules at index 0"))
+    );
+    let status = c.job("leader")["status"].clone();
+    assert_eq!(
+        (status["completedIndexes"].as_str(), status["succeeded"].as_i64()),
+        (Some("0,1,3"), Some(3)),
+        "{status}"
+    );
+    assert!(!status["completionTime"].is_null());
 }

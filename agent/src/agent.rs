@@ -191,6 +191,7 @@ impl Agent {
             status: StatusWriter::start(client.clone()),
             events: EventRecorder::start(client.clone(), &config.node_name),
             objects: Arc::new(ApiObjects::new(client.clone(), cache.clone())),
+            volumes: crate::volumes::VolumeManager::new(data_dir.join("pods")),
             node_ip,
             node_name: config.node_name.clone(),
             data_dir: data_dir.clone(),
@@ -225,6 +226,13 @@ impl Agent {
             }
         }
         tasks.push(tokio::spawn(PodManager::new(ctx).run(stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::local_path::run(
+            client.clone(),
+            config.node_name.clone(),
+            config.local_storage_path.clone(),
+            cache.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(node::heartbeat(client, config.clone(), measure, stop_rx.clone())));
         shutdown.await;
         tracing::info!("agent stopping (containers keep running)");

@@ -1,10 +1,14 @@
 //! [`ApiObjects`]: the agent's [`ObjectSource`] — ConfigMaps and Secrets read from the API
 //! server and written through to the local cache, which answers when the server does not
-//! (offline autonomy); service account tokens by TokenRequest.
+//! (offline autonomy); service account tokens by TokenRequest; a claim's host directory from
+//! its bound PersistentVolume (both cached likewise).
 
 use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, HostPathVolumeSource, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ServiceAccount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use serde::de::DeserializeOwned;
@@ -83,8 +87,65 @@ impl ApiObjects {
     }
 }
 
+impl ApiObjects {
+    /// The PersistentVolume `name` (cluster-scoped), cached like [`Self::read`]'s objects.
+    async fn volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError> {
+        const KIND: &str = "PersistentVolume";
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let owned = name.to_string();
+        match api.get_opt(name).await {
+            Ok(found) => {
+                let stored = found.clone();
+                let result = self
+                    .cache
+                    .run(move |c| match &stored {
+                        Some(pv) => c.put_object(KIND, "", &owned, pv),
+                        None => c.remove_object(KIND, "", &owned),
+                    })
+                    .await;
+                if let Err(err) = result {
+                    tracing::warn!(%err, "caching a PersistentVolume");
+                }
+                Ok(found)
+            }
+            Err(kube::Error::Api(e)) if e.code != 404 && e.code < 500 => {
+                Err(ObjectError::Refused(e.message))
+            }
+            Err(err) => {
+                let cached = self
+                    .cache
+                    .run(move |c| c.object::<PersistentVolume>(KIND, "", &owned))
+                    .await
+                    .map_err(|e| ObjectError::Unavailable(e.to_string()))?;
+                cached.map(Some).ok_or_else(|| {
+                    ObjectError::Unavailable(format!("{KIND} {name}: {err} (and not cached)"))
+                })
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectSource for ApiObjects {
+    async fn persistent_volume(
+        &self,
+        pod: &Pod,
+        claim_name: &str,
+    ) -> Result<Option<HostPathVolumeSource>, ObjectError> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let claim: Option<PersistentVolumeClaim> =
+            self.read("PersistentVolumeClaim", &ns, claim_name).await?;
+        let volume = claim.and_then(|c| c.spec?.volume_name).filter(|v| !v.is_empty());
+        let Some(volume) = volume else { return Ok(None) };
+        let Some(spec) = self.volume(&volume).await?.and_then(|pv| pv.spec) else {
+            return Ok(None);
+        };
+        // Only node-local sources can be bind-mounted here.
+        Ok(spec
+            .host_path
+            .or_else(|| spec.local.map(|l| HostPathVolumeSource { path: l.path, type_: None })))
+    }
+
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ObjectError> {
         self.read("ConfigMap", ns, name).await
     }

@@ -84,12 +84,16 @@ pub struct AgentConfig {
     pub monitor_exe: PathBuf,
     /// Leading arguments of the monitor program (`["ctr", "monitor"]`).
     pub monitor_args: Vec<String>,
-    /// Whether this node also runs the control plane (labels `node-role…/control-plane`).
+    /// Whether this node also runs the control plane (the server, not the node, labels it
+    /// `node-role…/control-plane`: NodeRestriction forbids nodes that label).
     pub control_plane: bool,
     /// The host resolv.conf pods with `dnsPolicy: Default` get and DNS forwards to.
     pub resolv_conf: PathBuf,
     /// Start the node-local cluster DNS, the service proxy and the pod network.
     pub networking: bool,
+    /// Where the local-path provisioner puts this node's volumes: the only place whose
+    /// `pvc-…` directories the agent removes when their volume is deleted.
+    pub local_storage_path: PathBuf,
 }
 
 impl AgentConfig {
@@ -115,6 +119,7 @@ impl AgentConfig {
             control_plane: false,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             networking: true,
+            local_storage_path: PathBuf::from("/var/lib/skerry/storage"),
         }
     }
 }
@@ -217,6 +222,7 @@ pub struct ConfigFile {
     pub cluster_domain: Option<String>,
     pub pod_cidr: Option<String>,
     pub cluster_cidr: Option<String>,
+    pub default_local_storage_path: Option<PathBuf>,
 }
 
 impl ConfigFile {

@@ -4,12 +4,17 @@
 //!
 //! Keys are ECDSA P-256 made with `ring` (through `rcgen`): it cross-compiles to the ARM boards.
 //! Certificates start one day in the past so that boards whose clock lags (no RTC) still accept
-//! them.
+//! them. Leaf certificates live a year and are issued again once within [`RENEW_WITHIN`] of
+//! their end, as k3s does (the CA lives ten years and is kept).
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+mod client;
+
+pub use client::{DEFAULT_TTL, MIN_TTL};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -71,10 +76,32 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn validity(params: &mut CertificateParams, years: i64) {
+/// How long before its end a leaf certificate is issued again (k3s: 90 days).
+pub const RENEW_WITHIN: Duration = Duration::days(90);
+/// How long a leaf certificate lives.
+const LEAF_LIFETIME: Duration = Duration::days(365);
+
+fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
-    params.not_after = now + Duration::days(365 * years);
+    params.not_after = now + lifetime;
+}
+
+/// The end of a PEM certificate's validity.
+pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, PkiError> {
+    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .next()
+        .ok_or_else(|| PkiError::Request("no PEM certificate found".into()))?
+        .map_err(|e| PkiError::Request(format!("reading a PEM certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::Request(format!("reading a certificate: {e}")))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
+/// Whether a certificate must be issued again at `at`: it ends within [`RENEW_WITHIN`], or it
+/// cannot be read (a damaged file is replaced rather than served).
+pub fn needs_renewal(cert_pem: &str, at: std::time::SystemTime) -> bool {
+    not_after(cert_pem).map_or(true, |end| end - OffsetDateTime::from(at) < RENEW_WITHIN)
 }
 
 fn random_serial() -> SerialNumber {
@@ -134,7 +161,7 @@ impl ClusterCa {
         let gen = |source| PkiError::Generate { what: "the cluster CA".into(), source };
         let key = KeyPair::generate().map_err(gen)?;
         let mut params = ca_params();
-        validity(&mut params, 10);
+        validity(&mut params, Duration::days(365 * 10));
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key).map_err(gen)?;
         write_private(&key_path, &key.serialize_pem())?;
@@ -148,6 +175,17 @@ impl ClusterCa {
         common_name: &str,
         sans: &[String],
     ) -> Result<CertifiedKey, PkiError> {
+        self.issue_serving_for(common_name, sans, LEAF_LIFETIME.unsigned_abs())
+    }
+
+    /// A server certificate valid for `lifetime` from now (tests make nearly expired ones).
+    pub fn issue_serving_for(
+        &self,
+        common_name: &str,
+        sans: &[String],
+        lifetime: std::time::Duration,
+    ) -> Result<CertifiedKey, PkiError> {
+        let lifetime = Duration::try_from(lifetime).unwrap_or(LEAF_LIFETIME);
         let gen = |source| PkiError::Generate {
             what: format!("a serving certificate for {sans:?}"),
             source,
@@ -157,7 +195,7 @@ impl ClusterCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages =
             vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        self.sign(params, 1, gen)
+        self.sign(params, lifetime, gen)
     }
 
     /// A new client certificate for user `common_name` in group `organization` (the subject's
@@ -179,36 +217,23 @@ impl ClusterCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages =
             vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        self.sign(params, 1, gen)
+        self.sign(params, LEAF_LIFETIME, gen)
     }
 
     /// Signs a PEM certificate signing request (its signature checked) as a client certificate
-    /// for one year; the caller decides first whether its [`request_subject`] may be signed.
+    /// for one year, its subject (every `O`) kept; the caller decides first whether its
+    /// [`request_subject`] may be signed.
     pub fn sign_client_request(&self, csr_pem: &str) -> Result<String, PkiError> {
-        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::Request(e.to_string()))?;
-        let params = &mut csr.params;
-        validity(params, 1);
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        // Only the subject and key come from the request: no SANs or extensions of its own.
-        params.subject_alt_names.clear();
-        params.custom_extensions.clear();
-        let cert = csr.signed_by(&self.issuer).map_err(|e| PkiError::Request(e.to_string()))?;
-        Ok(cert.pem())
+        self.sign_client_request_for(csr_pem, None)
     }
 
     fn sign(
         &self,
         mut params: CertificateParams,
-        years: i64,
+        lifetime: Duration,
         gen: impl Fn(rcgen::Error) -> PkiError,
     ) -> Result<CertifiedKey, PkiError> {
-        validity(&mut params, years);
+        validity(&mut params, lifetime);
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(&gen)?;
@@ -222,30 +247,34 @@ impl ClusterCa {
 pub struct RequestSubject {
     /// CN: the user name.
     pub common_name: Option<String>,
-    /// O: the group (rcgen reads one value per attribute type).
+    /// O: the group, when the subject has exactly one.
     pub organization: Option<String>,
+    /// Every O (the groups), in order.
+    pub organizations: Vec<String>,
 }
 
 /// The subject of a PEM certificate signing request, after checking its signature.
 pub fn request_subject(csr_pem: &str) -> Result<RequestSubject, PkiError> {
-    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+    // rcgen checks the signature; the subject is read from the DER because rcgen keeps only
+    // one value per attribute type, and a second `O` must not go unseen.
+    rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
         .map_err(|e| PkiError::Request(e.to_string()))?;
-    let name = &csr.params.distinguished_name;
-    let text = |ty: DnType| {
-        name.get(&ty).and_then(|v| match v {
-            rcgen::DnValue::Utf8String(s) => Some(s.clone()),
-            rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
-            _ => None,
-        })
+    let unreadable = || PkiError::Request("unreadable subject".into());
+    let der = client::pem_der(csr_pem, "CERTIFICATE REQUEST")
+        .or_else(|| client::pem_der(csr_pem, "NEW CERTIFICATE REQUEST"))
+        .ok_or_else(unreadable)?;
+    let subject = client::request_subject_der(&der).ok_or_else(unreadable)?;
+    let (common_name, organizations) = client::name_parts(subject).ok_or_else(unreadable)?;
+    let organization = match organizations.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
     };
-    Ok(RequestSubject {
-        common_name: text(DnType::CommonName),
-        organization: text(DnType::OrganizationName),
-    })
+    Ok(RequestSubject { common_name, organization, organizations })
 }
 
 /// Loads `dir/<name>.crt` + `.key`, or issues them with `issue` and writes them. `fingerprint`
-/// names what the certificate was issued for (e.g. its SANs); a change re-issues it.
+/// names what the certificate was issued for (e.g. its SANs); a change re-issues it, and so
+/// does the certificate nearing its end ([`needs_renewal`]).
 pub fn load_or_issue(
     dir: &Path,
     name: &str,
@@ -258,7 +287,11 @@ pub fn load_or_issue(
     if cert_path.exists() && key_path.exists() {
         let issued_for = fs::read_to_string(&fp_path).unwrap_or_default();
         if issued_for == fingerprint {
-            return Ok(CertifiedKey { cert_pem: read(&cert_path)?, key_pem: read(&key_path)? });
+            let cert_pem = read(&cert_path)?;
+            if !needs_renewal(&cert_pem, std::time::SystemTime::now()) {
+                return Ok(CertifiedKey { cert_pem, key_pem: read(&key_path)? });
+            }
+            tracing::info!(certificate = %cert_path.display(), "renewing a certificate near its end");
         }
     }
     let certified = issue()?;
@@ -307,5 +340,30 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn certificates_are_renewed_within_ninety_days_of_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::load_or_create(dir.path()).unwrap();
+        let sans = ["localhost".to_string()];
+        let now = std::time::SystemTime::now();
+        let days = |n: u64| std::time::Duration::from_secs(n * 24 * 3600);
+        let fresh = ca.issue_serving("skerry", &sans).unwrap();
+        assert!(!needs_renewal(&fresh.cert_pem, now));
+        assert!(!needs_renewal(&fresh.cert_pem, now + days(365 - 91)));
+        assert!(needs_renewal(&fresh.cert_pem, now + days(365 - 89)));
+        let short = ca.issue_serving_for("skerry", &sans, days(30)).unwrap();
+        assert!(needs_renewal(&short.cert_pem, now));
+        assert!(needs_renewal("not a certificate", now));
+        // On disk: the same fingerprint, but near its end, is issued again.
+        write_private(&dir.path().join("serving.crt"), &short.cert_pem).unwrap();
+        write_private(&dir.path().join("serving.key"), &short.key_pem).unwrap();
+        write_private(&dir.path().join("serving.issued-for"), "a").unwrap();
+        let renewed =
+            load_or_issue(dir.path(), "serving", "a", || ca.issue_serving("skerry", &sans))
+                .unwrap();
+        assert_ne!(renewed.cert_pem, short.cert_pem);
+        assert!(!needs_renewal(&renewed.cert_pem, now + days(200)));
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::DnsError;
 use crate::resolv_conf::ResolvConf;
+use crate::zone::PodRecords;
 
 /// Everything [`ClusterDns::start`](crate::ClusterDns::start) needs.
 #[derive(Clone, Debug)]
@@ -26,6 +27,9 @@ pub struct DnsConfig {
     /// How long past expiry an upstream answer may still be served when no upstream answers
     /// (default one day: an offline site keeps resolving what it used).
     pub serve_stale_for: Duration,
+    /// How pod names are answered (default: insecurely, from the name alone, as k3s's
+    /// CoreDNS; the agent then needs no Pod objects).
+    pub pod_records: PodRecords,
 }
 
 impl Default for DnsConfig {
@@ -38,6 +42,7 @@ impl Default for DnsConfig {
             cache_size: 10_000,
             upstream_timeout: Duration::from_secs(2),
             serve_stale_for: Duration::from_secs(24 * 3600),
+            pod_records: PodRecords::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! It answers on the cluster DNS address (10.43.0.10 by default, bound on the node itself, the
 //! NodeLocal DNSCache idea) over UDP and TCP: authoritatively for the cluster domain, from
-//! records derived from Services, EndpointSlices and Pods the agent watches ([`zone`]), and by
+//! records derived from Services and EndpointSlices the agent watches, pod names answered from
+//! the name itself (or, in [`PodRecords::Verified`] mode, from watched Pods) ([`zone`]), and by
 //! forwarding everything else to the node's resolvers through a cache ([`ClusterDns`]).
 //! [`pod_resolv_conf`] writes the resolv.conf a pod gets for its `dnsPolicy`.
 //!
@@ -12,8 +13,8 @@
 //! than replaying them; the zone here is a small index over Kubernetes objects, and the
 //! forwarder a cache of replayed upstream answers, with serve-stale for offline sites.
 //!
-//! How the agent uses it: start it with [`ClusterDns::start`], run watches on Services,
-//! EndpointSlices and Pods, call [`DnsHandle::apply`] per event and
+//! How the agent uses it: start it with [`ClusterDns::start`], run watches on Services and
+//! EndpointSlices (and Pods only for `PodRecords::Verified`), call [`DnsHandle::apply`] per event and
 //! [`DnsHandle::replace_all`] after each (re-)list. On a disconnect, do nothing: the data stays.
 
 mod cache;
@@ -36,4 +37,4 @@ pub use objects::{Kind, Object, ObjectRef, Snapshot, Update};
 pub use resolv_conf::{pod_resolv_conf, ClusterDnsSettings, ResolvConf};
 pub use server::{ClusterDns, DnsHandle};
 pub use stats::DnsStats;
-pub use zone::ClusterZone;
+pub use zone::{ClusterZone, PodRecords};

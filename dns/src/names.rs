@@ -20,6 +20,17 @@ pub(crate) fn dashed_ip(ip: IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
 }
 
+/// The IP a dashed label encodes, as CoreDNS decodes it: three dashes and no `--` is IPv4,
+/// anything else IPv6 (`fd00--5`); None when the result is no address.
+pub(crate) fn undashed_ip(label: &str) -> Option<IpAddr> {
+    let text = if label.matches('-').count() == 3 && !label.contains("--") {
+        label.replace('-', ".")
+    } else {
+        label.replace('-', ":")
+    };
+    text.parse().ok()
+}
+
 /// `label.parent`, or None when the result is not a valid name (too long, bad label).
 pub(crate) fn child(parent: &Name, label: &str) -> Option<Name> {
     parent.prepend_label(label).ok()
@@ -64,6 +75,13 @@ mod tests {
     fn dashed_ips_match_kubernetes_pod_names() {
         assert_eq!(dashed_ip("10.42.0.5".parse().unwrap()), "10-42-0-5");
         assert_eq!(dashed_ip("fd00::5".parse().unwrap()), "fd00--5");
+        for ip in ["10.42.0.5", "fd00::5", "2001:db8::1:0:0:1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(undashed_ip(&dashed_ip(ip)), Some(ip));
+        }
+        for label in ["web-0", "10-42-0", "10-42-0-256", "1-2-3-4-5", ""] {
+            assert_eq!(undashed_ip(label), None, "{label}");
+        }
     }
 
     #[test]

@@ -61,7 +61,8 @@ impl ClusterDns {
         let upstreams: Vec<SocketAddr> =
             config.upstreams.iter().copied().filter(|u| !local_addrs.contains(u)).collect();
         let ns_ips: Vec<_> = local_addrs.iter().map(SocketAddr::ip).collect();
-        let zone = ClusterZone::new(&config.cluster_domain, config.ttl, &ns_ips)?;
+        let zone = ClusterZone::new(&config.cluster_domain, config.ttl, &ns_ips)?
+            .with_pod_records(config.pod_records);
         let cache = ResponseCache::new(config.cache_size, config.serve_stale_for);
         let handler = Arc::new(Handler {
             zone: RwLock::new(zone),

@@ -1,7 +1,8 @@
 //! Benchmark: create → start → exit → delete latency of `/bin/true` (busybox) in skerry's
 //! runtime, runc and crun, side by side on the same root filesystem and the same OCI
 //! `config.json` (the one skerry generates, with fresh namespaces instead of a sandbox's), plus
-//! the resident memory of one monitor process.
+//! the resident memory of one monitor process. The three run interleaved, one cycle each per
+//! round, so that a change in the machine's load during the run weighs on all of them alike.
 //!
 //! Run as root: `cargo run --release -p skerry-runtime --example bench_lifecycle [ITERATIONS]`
 
@@ -14,12 +15,24 @@ use skerry_runtime::{
     ContainerSpec, ImageConfig, LoopbackOnly, MonitorCommand, Runtime, RuntimeConfig, SandboxSpec,
 };
 
+const RUNC: &str = "/usr/sbin/runc";
+const CRUN: &str = "/usr/bin/crun";
+
 fn main() {
     if !skerry_runtime::terminal::running_as_root() {
         eprintln!("bench_lifecycle needs root");
         std::process::exit(2);
     }
     let iterations: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let runc = Path::new(RUNC).exists().then_some(RUNC);
+    let crun = Path::new(CRUN).exists().then_some(CRUN);
+    for (name, program) in [("runc", RUNC), ("crun", CRUN)] {
+        if !Path::new(program).exists() {
+            eprintln!("{name}: not installed, skipped");
+        }
+    }
+    // First, while this process surely has a single thread.
+    let namespaces = crun.map(|_| CrunNamespace::new());
     let dir = tempfile::Builder::new().prefix("skerry-bench-").tempdir().unwrap();
     let rootfs = busybox_rootfs(dir.path());
     let monitor = monitor_exe();
@@ -70,64 +83,53 @@ fn main() {
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
 
-    let mut results = Vec::new();
-    let mut phases = [0.0f64; 4];
-    let skerry = measure(iterations, |i| {
-        let mut t = Instant::now();
-        let mut lap = |k: usize| {
-            if i != usize::MAX {
-                phases[k] += t.elapsed().as_secs_f64() * 1000.0 / iterations as f64;
-            }
-            t = Instant::now();
-        };
-        let id = runtime.create_container(&pod, spec(format!("true-{i}"), &["/bin/true"])).unwrap();
-        lap(0);
-        runtime.start_container(&id).unwrap();
-        lap(1);
-        let status = runtime.wait_container(&id, Some(Duration::from_secs(30))).unwrap();
-        assert_eq!(status.exit_code, Some(0), "{status:?}");
-        lap(2);
-        runtime.remove_container(&id, false).unwrap();
-        lap(3);
-    });
-    results.push(("skerry", skerry));
-    for (name, program, extra) in
-        [("runc", "/usr/sbin/runc", None), ("crun", "/usr/bin/crun", None)]
-    {
-        if name == "crun" {
-            remove_bench_cgroups(&cgroup_root);
-            hide_unified_cgroup_mount();
-        }
-        if !Path::new(program).exists() {
-            eprintln!("{name}: not installed, skipped");
-            continue;
-        }
+    let mut n = 0;
+    let mut oci_cycle = |name: &str, program: &str, i: usize| {
+        let id = format!("bench-{name}-{}-{i}-{n}", std::process::id());
+        n += 1;
+        config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{cgroup_root}/{name}/{id}"));
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
         let root = dir.path().join(format!("{name}-state"));
-        let times = measure(iterations, |i| {
-            let id = format!("bench-{name}-{}-{i}", std::process::id());
-            config["linux"]["cgroupsPath"] =
-                serde_json::json!(format!("/{cgroup_root}/{name}/{id}"));
-            std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config).unwrap())
-                .unwrap();
-            let oci = |args: &[&str]| {
-                let status = Command::new(program)
-                    .args(extra)
-                    .arg("--root")
-                    .arg(&root)
-                    .args(args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .status()
-                    .unwrap();
-                assert!(status.success(), "{name} {args:?}");
+        let start = Instant::now();
+        oci_lifecycle(program, &root, &bundle, &id);
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+
+    // Interleaved, one cycle of each runtime per round in a rotating order, so that the load
+    // of a busy machine (2 cores shared with builds) weighs on all three alike.
+    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut phases = [0.0f64; 4];
+    for round in 0..=iterations {
+        let warm_up = round == 0;
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let elapsed = match which {
+                0 => {
+                    let name = format!("true-{round}");
+                    let (total, lap) = skerry_cycle(&runtime, &pod, spec(name, &["/bin/true"]));
+                    if !warm_up {
+                        for (p, l) in phases.iter_mut().zip(lap) {
+                            *p += l / iterations as f64;
+                        }
+                    }
+                    Some(total)
+                }
+                1 => runc.map(|program| oci_cycle("runc", program, round)),
+                _ => crun.map(|program| {
+                    let ns = namespaces.as_ref().unwrap();
+                    ns.enter_crun();
+                    let t = oci_cycle("crun", program, round);
+                    ns.enter_host();
+                    t
+                }),
             };
-            oci(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
-            oci(&["start", &id]);
-            wait_stopped(program, extra, &root, &id);
-            oci(&["delete", &id]);
-        });
-        results.push((name, times));
+            if let (Some(t), false) = (elapsed, warm_up) {
+                times[which].push(t);
+            }
+        }
     }
+    let results: Vec<(&str, Vec<f64>)> =
+        ["skerry", "runc", "crun"].into_iter().zip(times).filter(|(_, t)| !t.is_empty()).collect();
 
     // Memory of one monitor while its container runs.
     let id = runtime.create_container(&pod, spec("rss".into(), &["/bin/sleep", "30"])).unwrap();
@@ -165,42 +167,86 @@ fn remove_bench_cgroups(cgroup_root: &str) {
     }
 }
 
-/// crun 1.8 refuses this machine's hybrid layout (a cgroup2 mount holding a controller): from
-/// here on, this process (single-threaded now) and its children use a private mount namespace
-/// without `/sys/fs/cgroup/unified`, so crun manages v1 cgroups like the others. The host's
-/// mounts are untouched.
-fn hide_unified_cgroup_mount() {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .unwrap();
-    if Path::new("/sys/fs/cgroup/unified").exists() {
-        let _ = umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH);
+/// crun 1.8 refuses this machine's hybrid layout (a cgroup2 mount holding a controller), so it
+/// runs in a private mount namespace without `/sys/fs/cgroup/unified` and manages v1 cgroups
+/// like the others. The bench process (single-threaded, as `setns` into a mount namespace
+/// requires) enters that namespace around each crun cycle and returns to the host's after, so
+/// that skerry's monitors and runc see the host's mounts. The host's mounts are untouched.
+struct CrunNamespace {
+    host: std::fs::File,
+    private: std::fs::File,
+}
+
+impl CrunNamespace {
+    fn new() -> CrunNamespace {
+        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        let host = std::fs::File::open("/proc/self/ns/mnt").unwrap();
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+            .unwrap();
+        if Path::new("/sys/fs/cgroup/unified").exists() {
+            let _ = umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH);
+        }
+        let private = std::fs::File::open("/proc/self/ns/mnt").unwrap();
+        let ns = CrunNamespace { host, private };
+        ns.enter_host();
+        ns
+    }
+
+    fn enter_crun(&self) {
+        nix::sched::setns(&self.private, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    }
+
+    fn enter_host(&self) {
+        nix::sched::setns(&self.host, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
     }
 }
 
-/// Runs `f` `n` times (after one warm-up) and returns each duration in milliseconds.
-fn measure(n: usize, mut f: impl FnMut(usize)) -> Vec<f64> {
-    f(usize::MAX);
-    (0..n)
-        .map(|i| {
-            let start = Instant::now();
-            f(i);
-            start.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect()
+/// One create → start → exit → remove cycle of skerry: total and per-phase milliseconds.
+fn skerry_cycle(runtime: &Runtime, pod: &str, spec: ContainerSpec) -> (f64, [f64; 4]) {
+    let start = Instant::now();
+    let mut t = start;
+    let mut phases = [0.0; 4];
+    let mut lap = |k: usize| {
+        phases[k] = t.elapsed().as_secs_f64() * 1000.0;
+        t = Instant::now();
+    };
+    let id = runtime.create_container(pod, spec).unwrap();
+    lap(0);
+    runtime.start_container(&id).unwrap();
+    lap(1);
+    let status = runtime.wait_container(&id, Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    lap(2);
+    runtime.remove_container(&id, false).unwrap();
+    lap(3);
+    (start.elapsed().as_secs_f64() * 1000.0, phases)
+}
+
+/// One create → start → exit (seen by polling `state`) → delete cycle of an OCI runtime CLI.
+fn oci_lifecycle(program: &str, root: &Path, bundle: &Path, id: &str) {
+    let oci = |args: &[&str]| {
+        let status = Command::new(program)
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} {args:?}");
+    };
+    oci(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    oci(&["start", id]);
+    wait_stopped(program, root, id);
+    oci(&["delete", id]);
 }
 
 /// Polls `state` until the container has stopped.
-fn wait_stopped(program: &str, extra: Option<&str>, root: &Path, id: &str) {
+fn wait_stopped(program: &str, root: &Path, id: &str) {
     for _ in 0..10_000 {
-        let out = Command::new(program)
-            .args(extra)
-            .arg("--root")
-            .arg(root)
-            .args(["state", id])
-            .output()
-            .unwrap();
+        let out =
+            Command::new(program).arg("--root").arg(root).args(["state", id]).output().unwrap();
         if String::from_utf8_lossy(&out.stdout).contains("\"stopped\"") {
             return;
         }

@@ -1,7 +1,7 @@
 //! Container operations of `Runtime`: create (write the OCI bundle, spawn the monitor), start,
 //! stop with a grace period, kill, remove, status, wait, stats, exec, attach and logs.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -190,24 +190,12 @@ impl Runtime {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
         let log = dir.join("monitor.log");
         let out = std::fs::File::create(&log).map_err(io_err("creating", &log))?;
-        let err = out.try_clone().map_err(io_err("duplicating", &log))?;
-        let mut command = self.monitor_command();
-        command.arg("run").arg(dir).env(SYNC_FD_ENV, "3").stdout(out).stderr(err);
-        let write_fd = write.as_raw_fd();
-        // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(write_fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        if self.fork_monitor(dir, write.as_fd(), out.as_fd()) {
+            drop((write, out));
+        } else {
+            self.exec_monitor(dir, write, out)?;
         }
-        let mut child =
-            command.spawn().map_err(io_err("starting monitor", &self.config.monitor.exe))?;
-        drop(write);
-        // The first monitor process exits as soon as it has forked the real one.
-        child.wait().map_err(io_err("waiting for monitor", dir))?;
+        // Our copy of the write end is closed: end of file means nobody can answer any more.
         // One line, not end of file: the container's init keeps a copy of the fd until it execs.
         let mut reply = String::new();
         std::io::BufRead::read_line(
@@ -230,6 +218,59 @@ impl Runtime {
             }
         };
         Err(Error::Monitor { id: id.to_string(), message })
+    }
+
+    /// Has the monitor zygote fork the monitor (started, or restarted once if it died, here);
+    /// `false` if no zygote can take the request, so that the caller execs the monitor itself.
+    fn fork_monitor(&self, dir: &Path, sync: BorrowedFd, log: BorrowedFd) -> bool {
+        let mut zygote = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..2 {
+            if zygote.is_none() {
+                let spawned = crate::zygote::Zygote::spawn(self.monitor_command());
+                match spawned {
+                    Ok(z) => *zygote = Some(z),
+                    Err(err) => {
+                        tracing::warn!(%err, "runtime: no monitor zygote, executing monitors");
+                        return false;
+                    }
+                }
+            }
+            match zygote.as_ref().map(|z| z.request(dir, sync, log)) {
+                Some(Ok(())) => return true,
+                // Gone (killed, crashed): reap it and start another.
+                _ => *zygote = None,
+            }
+        }
+        false
+    }
+
+    /// Executes the monitor program for `dir` (`monitor run DIR`), which detaches itself.
+    fn exec_monitor(&self, dir: &Path, write: OwnedFd, out: std::fs::File) -> Result<()> {
+        let err = out.try_clone().map_err(io_err("duplicating", dir.join("monitor.log")))?;
+        let mut command = self.monitor_command();
+        command.arg("run").arg(dir).env(SYNC_FD_ENV, "3").stdout(out).stderr(err);
+        let write_fd = write.as_raw_fd();
+        // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(write_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child =
+            command.spawn().map_err(io_err("starting monitor", &self.config.monitor.exe))?;
+        drop(write);
+        // The first monitor process exits as soon as it has forked the real one.
+        child.wait().map_err(io_err("waiting for monitor", dir))?;
+        Ok(())
+    }
+
+    /// The pid of the monitor zygote, if one runs (tests kill it to prove it is replaced).
+    #[doc(hidden)]
+    pub fn monitor_zygote_pid(&self) -> Option<u32> {
+        self.zygote.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|z| z.pid())
     }
 
     /// The monitor program with its leading arguments.
@@ -316,18 +357,28 @@ impl Runtime {
     /// Waits until the container has exited (or `timeout` passes) and returns its status.
     pub fn wait_container(&self, id: &str, timeout: Option<Duration>) -> Result<ContainerStatus> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        // Short containers are common (jobs, probes): poll fast first, then back off.
+        // Watching before the first look: an exit recorded in between still wakes us.
+        let watch = self.watches.watch(&self.state.container_dir(id));
+        // Without a watch, short containers (jobs, probes) still want a fast first look.
         let mut pause = Duration::from_millis(1);
         loop {
             let status = self.container_status(id)?;
             if matches!(status.state, ContainerState::Exited | ContainerState::Unknown) {
                 return Ok(status);
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 return Ok(status);
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
+            match &watch {
+                // The exit record wakes the watch; a monitor that dies without one does not,
+                // hence the bounded wait.
+                Some(watch) => watch.wait(left.unwrap_or(MAX_WATCH).min(MAX_WATCH)),
+                None => {
+                    std::thread::sleep(left.map_or(pause, |l| l.min(pause)));
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+            }
         }
     }
 
@@ -464,6 +515,9 @@ impl Runtime {
         )
     }
 }
+
+/// The longest `wait_container` waits on its watch before looking at the state again.
+const MAX_WATCH: Duration = Duration::from_millis(50);
 
 /// Whether a process exists (and is not a zombie).
 fn process_alive(pid: i32) -> bool {

@@ -17,6 +17,7 @@ pub mod exec;
 mod gc;
 pub mod logs;
 mod monitor;
+mod notify;
 pub mod oci;
 mod runtime;
 pub mod sandbox;
@@ -24,6 +25,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod terminal;
+mod zygote;
 
 pub use cgroups::{CgroupVersion, Stats};
 pub use container::{stop_signal, ContainerState, ContainerStatus};

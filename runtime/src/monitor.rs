@@ -1,5 +1,6 @@
 //! The per-container monitor process (like conmon): the runtime re-executes a small program
-//! (`skerry ctr monitor`, or the crate's `skerry-runtime-monitor` binary) that detaches itself,
+//! (`skerry ctr monitor`, or the crate's `skerry-runtime-monitor` binary) that detaches itself
+//! (or is forked, already detached, by the runtime's monitor zygote: see `zygote.rs`),
 //! creates the container with libcontainer, holds its output pipes and writes the CRI log,
 //! starts it when asked over its control socket, reaps it, records its exit (code, time, OOM) in
 //! the state dir, removes its cgroup, and exits.
@@ -40,7 +41,10 @@ pub fn monitor_main(args: &[OsString]) -> i32 {
     let result = match args.iter().map(|a| a.to_str().unwrap_or("")).collect::<Vec<_>>()[..] {
         ["run", _] => run_monitor(&args[1]).map(|()| 0),
         ["exec", _, _] => return crate::exec::exec_monitor(&args[1], &args[2]),
-        _ => Err(Error::InvalidState("usage: monitor run DIR | monitor exec DIR SPEC".into())),
+        ["zygote"] => crate::zygote::serve().map(|()| 0),
+        _ => Err(Error::InvalidState(
+            "usage: monitor run DIR | monitor exec DIR SPEC | monitor zygote".into(),
+        )),
     };
     match result {
         Ok(code) => code,
@@ -78,6 +82,12 @@ fn run_monitor(dir: &Path) -> Result<()> {
         nix::unistd::ForkResult::Child => {}
     }
     let _ = nix::unistd::setsid();
+    run_detached(dir, sync)
+}
+
+/// The monitor proper, once detached (own session, no parent waiting): creates the container,
+/// reports on `sync`, and supervises it until it exits. The zygote's children start here too.
+pub(crate) fn run_detached(dir: &Path, mut sync: Option<std::fs::File>) -> Result<()> {
     match create(dir) {
         Ok(created) => {
             if let Some(mut sync) = sync.take() {

@@ -50,6 +50,10 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     pub(crate) state: StateDir,
     pub(crate) tree: CgroupTree,
+    /// The monitor zygote, started on the first container creation (see `zygote.rs`).
+    pub(crate) zygote: std::sync::Mutex<Option<crate::zygote::Zygote>>,
+    /// Inotify instances for `wait_container` (see `notify.rs`).
+    pub(crate) watches: crate::notify::WatchPool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -75,7 +79,13 @@ impl Runtime {
         }
         let state = StateDir::open(&config.state_dir)?;
         let tree = CgroupTree::new(&config.cgroup_root)?;
-        let runtime = Runtime { config, state, tree };
+        let runtime = Runtime {
+            config,
+            state,
+            tree,
+            zygote: Default::default(),
+            watches: Default::default(),
+        };
         let report = runtime.garbage_collect()?;
         if !report.is_empty() {
             tracing::info!(?report, "runtime: garbage-collected leftovers");

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::Fixture;
+use nix::sys::signal::Signal;
 use skerry_runtime::ContainerState;
 
 #[test]
@@ -53,6 +54,55 @@ fn graceful_stop_escalates_to_sigkill_for_pid1_ignoring_sigterm() {
     let done = fx.runtime.stop_container(&polite, Duration::from_secs(30)).unwrap();
     assert_eq!(done.exit_code, Some(0), "{done:?}");
     assert_eq!(done.reason.as_deref(), Some("Completed"));
+}
+
+#[test]
+fn monitors_come_from_a_zygote_that_is_replaced_when_it_dies() {
+    if !common::privileged() {
+        return;
+    }
+    let fx = Fixture::new("zygote");
+    let pod = fx.sandbox("zygote");
+    let first = fx.run(&pod, fx.shell("first", "echo one; exit 3"));
+    assert_eq!(fx.wait(&first).exit_code, Some(3));
+    let zygote = fx.runtime.monitor_zygote_pid().expect("the monitor was forked by a zygote");
+    // A monitor is detached: a child of neither the zygote nor this process (the "agent").
+    let long = fx.run(&pod, fx.shell("long", "sleep 1000"));
+    let parent = parent_of(monitor_pid(&fx, &long)).expect("the monitor runs");
+    assert!(parent != zygote as i32 && parent != std::process::id() as i32, "{parent}");
+    fx.runtime.stop_container(&long, Duration::ZERO).unwrap();
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote as i32), Signal::SIGKILL).unwrap();
+    // Dead (a zombie until the runtime reaps it) before the next creation asks it.
+    while !is_zombie(zygote as i32) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = fx.run(&pod, fx.shell("second", "echo two; exit 4"));
+    assert_eq!(fx.wait(&second).exit_code, Some(4));
+    assert!(fx.logs(&second).contains("two"));
+    let replaced = fx.runtime.monitor_zygote_pid().expect("a new zygote");
+    assert_ne!(replaced, zygote);
+    fx.runtime.remove_sandbox(&pod).unwrap();
+}
+
+/// The monitor pid recorded for a container.
+fn monitor_pid(fx: &Fixture, id: &str) -> i32 {
+    let path = fx.runtime.state_dir().join("containers").join(id).join("monitor.json");
+    let record: skerry_runtime::state::MonitorRecord =
+        skerry_runtime::state::read_json(&path).unwrap().unwrap();
+    record.monitor_pid
+}
+
+/// The parent pid of a live process (`None` once it is gone).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').is_some_and(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
 }
 
 #[test]

@@ -59,6 +59,10 @@ pub struct AgentArgs {
     /// The top cgroup of this agent's pods.
     #[arg(long, env = "SKERRY_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
+    /// Where the local-path provisioner puts this node's volumes (the server's
+    /// `--default-local-storage-path`); the agent removes a deleted volume's directory there.
+    #[arg(long)]
+    pub default_local_storage_path: Option<PathBuf>,
     /// The config file (default /etc/skerry/config.yaml, if it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -122,6 +126,9 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     }
     if let Some(c) = args.cluster_cidr.or(file.cluster_cidr) {
         cfg.cluster_cidr = c.parse().with_context(|| format!("--cluster-cidr {c:?}"))?;
+    }
+    if let Some(path) = args.default_local_storage_path.or(file.default_local_storage_path) {
+        cfg.local_storage_path = path;
     }
     if let Some(root) = args.cgroup_root {
         cfg.cgroup_root = root;

@@ -156,6 +156,14 @@ pub fn run(args: EtcdArgs) -> anyhow::Result<ExitCode> {
     config.progress_notify_interval = args.experimental_watch_progress_notify_interval;
     config.advertise_client_urls =
         args.advertise_client_urls.as_deref().map(split_urls).unwrap_or_default();
+    if let Some(client) = grpc::secure_exposed(&mut config, &args.data_dir)? {
+        tracing::info!(
+            cacert = %client.ca_file.display(),
+            cert = %client.cert_file.display(),
+            key = %client.key_file.display(),
+            "the endpoint is reachable from other hosts: clients need these certificates"
+        );
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -7,6 +7,8 @@ mod ctr;
 mod etcd;
 mod images;
 #[cfg(feature = "server")]
+mod kubeconfig;
+#[cfg(feature = "server")]
 mod secrets_encrypt;
 #[cfg(feature = "server")]
 mod server;
@@ -39,6 +41,9 @@ pub enum Command {
     /// Manage the bootstrap tokens agents join with.
     #[cfg(feature = "server")]
     Token(token::TokenArgs),
+    /// Make kubeconfigs for users (client certificates signed by the cluster CA).
+    #[cfg(feature = "server")]
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Manage the keys that encrypt Secrets at rest (`skerry server --secrets-encryption`).
     #[cfg(feature = "server")]
     SecretsEncrypt(secrets_encrypt::SecretsEncryptArgs),
@@ -71,6 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server::run(*args),
         #[cfg(feature = "server")]
         Command::Token(args) => token::run(args),
+        #[cfg(feature = "server")]
+        Command::Kubeconfig(args) => kubeconfig::run(args),
         #[cfg(feature = "server")]
         Command::SecretsEncrypt(args) => secrets_encrypt::run(args),
         Command::Agent(args) => agent::run(*args),

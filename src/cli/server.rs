@@ -49,6 +49,15 @@ pub struct ServerArgs {
     /// Static bearer tokens: CSV of `token,user,uid[,"group1,group2"]`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// Write the audit log here: JSON lines of `audit.k8s.io/v1` Events.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// The audit policy (`audit.k8s.io/v1` Policy); default: every request at Metadata.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Start a new audit log file past this many megabytes (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxsize: u64,
     /// Range of Service ClusterIPs.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
@@ -98,6 +107,9 @@ pub struct ServerArgs {
     /// How long a node may be missing before its pods are garbage collected (tests shorten it).
     #[arg(long, default_value = "40s", hide = true)]
     pub pod_gc_orphan_quarantine: String,
+    /// Where the local-path provisioner puts volumes on their node.
+    #[arg(long, default_value = "/var/lib/skerry/storage")]
+    pub default_local_storage_path: PathBuf,
     /// The `iss` of service account tokens (and of the OIDC discovery document).
     #[arg(long, default_value = skerry_control::apiserver::serviceaccount::DEFAULT_ISSUER)]
     pub service_account_issuer: String,
@@ -167,6 +179,7 @@ fn control_plane_options(args: &ServerArgs) -> anyhow::Result<ControlPlaneOption
             terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
             pod_gc_quarantine: parse_duration(&args.pod_gc_orphan_quarantine)
                 .context("--pod-gc-orphan-quarantine")?,
+            local_storage_path: args.default_local_storage_path.clone(),
             ..ControllerOptions::default()
         },
     })
@@ -220,6 +233,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.bind_address
     });
+    let audit = match &args.audit_log_path {
+        Some(path) => skerry_control::apiserver::audit::AuditConfig::open(
+            path,
+            args.audit_policy_file.as_deref(),
+            args.audit_log_maxsize,
+        )
+        .context("--audit-log-path")?,
+        None => Default::default(),
+    };
     let options = ServerOptions {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
@@ -243,6 +265,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 admission: true,
                 ..ServiceAccountConfig::default()
             },
+            audit,
         },
     };
     if args.disable_agent {
@@ -265,6 +288,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             None
         } else {
             let cfg = embedded_agent_config(&args, started.addr.port())?;
+            serve::label_control_plane_node(&started.server, &cfg.node_name);
             let mut stop = agent_stopped.clone();
             Some(tokio::spawn(async move {
                 let shutdown = async move {
@@ -322,6 +346,8 @@ fn embedded_agent_config(
         .parse()
         .with_context(|| format!("--cluster-cidr {:?}", args.cluster_cidr))?;
     cfg.monitor_exe = std::env::current_exe().context("finding the skerry binary")?;
+    // Where the local-path provisioner puts this node's volumes, which the agent cleans up.
+    cfg.local_storage_path = args.default_local_storage_path.clone();
     Ok(cfg)
 }
 

@@ -56,7 +56,9 @@ pub struct NodeFacts {
     pub node_ip: Ipv4Addr,
 }
 
-/// The standard labels plus the configured ones.
+/// The standard labels plus the configured ones. Only labels a node may set on itself
+/// (NodeRestriction): a server's `node-role.kubernetes.io/control-plane` is applied by the
+/// control plane, not by the node's own credentials.
 pub fn node_labels(cfg: &AgentConfig) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     labels.insert("kubernetes.io/arch".to_string(), facts::go_arch().to_string());
@@ -64,9 +66,6 @@ pub fn node_labels(cfg: &AgentConfig) -> BTreeMap<String, String> {
     labels.insert("kubernetes.io/hostname".to_string(), cfg.node_name.clone());
     labels.insert("beta.kubernetes.io/arch".to_string(), facts::go_arch().to_string());
     labels.insert("beta.kubernetes.io/os".to_string(), "linux".to_string());
-    if cfg.control_plane {
-        labels.insert("node-role.kubernetes.io/control-plane".to_string(), "true".to_string());
-    }
     labels.extend(cfg.node_labels.clone());
     labels
 }

@@ -56,4 +56,14 @@ impl PodLookup for CachedPodLookup {
         let uid = self.uid(namespace, pod)?;
         self.runtime.find_sandbox(&naming::sandbox_name(&uid)).ok().map(|s| s.id)
     }
+
+    fn pod_names(&self) -> crate::stats::PodNames {
+        let pods = self.cache.pods().unwrap_or_default();
+        pods.into_iter()
+            .filter_map(|pod| {
+                let meta = pod.metadata;
+                Some((meta.uid?, (meta.namespace.unwrap_or_default(), meta.name?)))
+            })
+            .collect()
+    }
 }

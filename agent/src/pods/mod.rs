@@ -7,6 +7,11 @@
 //! server is away brings its pods back; on reconnect the server's list decides, and healthy
 //! pods the server still has are left alone (workers only act on differences).
 //!
+//! Static pods ([`static_pods`]) come from manifest files instead: the same workers run them,
+//! the server's list never stops them (only removing the file does), and mirror pods — which
+//! the watch also returns, being bound to this node — are never run, only reconciled by
+//! [`static_pods::mirror::MirrorSync`].
+//!
 //! [`PodContext`] is what workers share: runtime, image store, cache, status writer, events and
 //! the mapping of Kubernetes containers onto runtime specs.
 
@@ -15,11 +20,12 @@ pub mod lookup;
 pub mod naming;
 pub mod probing;
 pub mod spec;
+pub mod static_pods;
 pub mod status;
 pub mod status_writer;
 pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,7 +36,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::Api;
 use kube::runtime::watcher;
 use skerry_dns::{ClusterDnsSettings, ResolvConf};
-use skerry_runtime::{ContainerSpec, ContainerStatus, LogRotation, Runtime, SandboxSpec};
+use skerry_runtime::{ContainerSpec, ContainerStatus, LogRotation, Mount, Runtime, SandboxSpec};
 use tokio::sync::watch;
 
 use crate::cache::LocalCache;
@@ -57,6 +63,8 @@ pub struct PodContext {
     pub events: EventRecorder,
     /// ConfigMaps, Secrets and tokens for env, volumes and pull secrets.
     pub objects: Arc<dyn ObjectSource>,
+    /// The pods' volumes under `<data dir>/pods/<uid>`.
+    pub volumes: crate::volumes::VolumeManager,
     /// The node's address (hostIP).
     pub node_ip: Ipv4Addr,
     /// The node's name.
@@ -211,7 +219,7 @@ impl PodContext {
             args,
             env,
             working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
-            mounts: Vec::new(),
+            mounts: self.volume_mounts(pod, c).await?,
             resources: spec::container_resources(c),
             security: spec::security_context(pod, c),
             stdin: c.stdin.unwrap_or(false),
@@ -222,6 +230,46 @@ impl PodContext {
             log_rotation: LogRotation::default(),
             log_path: Some(log_path),
         })
+    }
+
+    /// The container's `volumeMounts` as bind mounts of the pod's volumes, which are set up
+    /// first (idempotent: emptyDirs keep their content, unchanged projected files stay).
+    async fn volume_mounts(&self, pod: &Pod, c: &Container) -> Result<Vec<Mount>, String> {
+        let wanted = c.volume_mounts.as_deref().unwrap_or(&[]);
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let volumes =
+            self.volumes.setup(pod, self.objects.as_ref()).await.map_err(|e| e.to_string())?;
+        let mut mounts = Vec::with_capacity(wanted.len());
+        for m in wanted {
+            let volume = volumes.volumes.get(&m.name).ok_or_else(|| {
+                format!("volumeMount {:?}: the pod has no volume of that name", m.name)
+            })?;
+            let mut source = volume.host_path.clone();
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                let sub_path = std::path::Path::new(sub);
+                let escapes = sub_path.is_absolute()
+                    || sub_path.components().any(|p| !matches!(p, std::path::Component::Normal(_)));
+                if escapes {
+                    return Err(format!(
+                        "subPath {sub:?} must be a relative path inside the volume"
+                    ));
+                }
+                source = source.join(sub_path);
+                if !source.exists() && !volume.read_only {
+                    // The kubelet creates a missing subPath directory.
+                    std::fs::create_dir_all(&source)
+                        .map_err(|e| format!("creating subPath {}: {e}", source.display()))?;
+                }
+            }
+            mounts.push(Mount {
+                source,
+                destination: m.mount_path.clone(),
+                read_only: m.read_only.unwrap_or(false) || volume.read_only,
+            });
+        }
+        Ok(mounts)
     }
 
     /// Environment, command and args of a container.
@@ -268,11 +316,15 @@ impl PodContext {
         let _ = std::fs::remove_dir(self.data_dir.join("rootfs").join(name));
     }
 
-    /// Deletes a removed pod's log directory.
+    /// Tears down a removed pod's volumes and deletes its log directory.
     pub async fn forget_pod_files(&self, uid: &str) {
         let dir = self.data_dir.join("pods");
         let uid = uid.to_string();
+        let volumes = self.volumes.clone();
         let _ = blocking(move || {
+            if let Err(err) = volumes.teardown(&uid) {
+                tracing::warn!(%err, "pod volumes left in place");
+            }
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if e.file_name().to_string_lossy().ends_with(&format!("_{uid}")) {
                     let _ = std::fs::remove_dir_all(e.path());
@@ -318,6 +370,8 @@ impl PodContext {
 struct Workers {
     ctx: Arc<PodContext>,
     by_uid: HashMap<String, watch::Sender<Desired>>,
+    /// The UIDs of the static pods among them.
+    statics: HashSet<String>,
 }
 
 impl Workers {
@@ -342,8 +396,27 @@ impl Workers {
         }
     }
 
-    fn uids(&self) -> Vec<String> {
-        self.by_uid.keys().cloned().collect()
+    /// The UIDs of the API pods (static pods do not depend on the server's list).
+    fn api_uids(&self) -> Vec<String> {
+        self.by_uid.keys().filter(|u| !self.statics.contains(*u)).cloned().collect()
+    }
+
+    /// Makes the static pods exactly `pods`: new ones start, removed or replaced ones (a
+    /// changed manifest is a new UID) stop.
+    fn set_statics(&mut self, pods: &[Pod]) {
+        let now: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        for uid in self.statics.difference(&now).cloned().collect::<Vec<_>>() {
+            tracing::info!(%uid, "static pod removed or changed: stopping it");
+            self.gone(&uid);
+        }
+        for pod in pods {
+            let Some(uid) = &pod.metadata.uid else { continue };
+            if !self.statics.contains(uid) {
+                tracing::info!(pod = ?pod.metadata.name, %uid, "starting a static pod");
+                self.update(pod.clone());
+            }
+        }
+        self.statics = now;
     }
 }
 
@@ -360,17 +433,46 @@ impl PodManager {
 
     /// Runs until `shutdown` flips. Containers keep running after it returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut workers = Workers { ctx: self.ctx.clone(), by_uid: HashMap::new() };
+        let mut workers =
+            Workers { ctx: self.ctx.clone(), by_uid: HashMap::new(), statics: HashSet::new() };
+        // Static pods are read before the cache: the files, not the cache, say which run.
+        let dir = static_pods::manifest_dir(&self.ctx.data_dir);
+        let mut statics =
+            static_pods::watch_dir(dir, self.ctx.node_name.clone(), shutdown.clone()).await;
+        let initial = statics.borrow_and_update().clone();
         // The cache first: pods come back even if the server never answers.
         match self.ctx.cache.run(|c| c.pods()).await {
             Ok(pods) => {
                 tracing::info!(pods = pods.len(), "pods from the local cache");
                 for pod in pods {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    if static_pods::static_hash(&pod).is_some() {
+                        // A static pod whose file went away while the agent was down: its
+                        // worker cleans up its containers and its cache entry.
+                        if !initial.iter().any(|p| p.metadata.uid.as_ref() == Some(&uid)) {
+                            workers.update(pod);
+                            workers.gone(&uid);
+                        }
+                        continue;
+                    }
                     workers.update(pod);
                 }
             }
             Err(err) => tracing::warn!(%err, "reading pods from the local cache"),
         }
+        self.set_statics(&mut workers, &initial).await;
+        // Mirror pods as the watch sees them, for the mirror sync (`None` until listed).
+        let (observed_tx, observed_rx) = watch::channel::<static_pods::mirror::Observed>(None);
+        let mut relisted_mirrors: Option<BTreeMap<_, Pod>> = None;
+        tokio::spawn(
+            static_pods::mirror::MirrorSync::new(
+                self.ctx.client.clone(),
+                self.ctx.node_name.clone(),
+                self.ctx.status.clone(),
+            )
+            .run(statics.clone(), observed_rx, shutdown.clone()),
+        );
+        let mut statics_open = true;
         // Pods the runtime holds but neither the cache nor the server know get cleaned up
         // once the server's list has been seen.
         let api: Api<Pod> = Api::all(self.ctx.client.clone());
@@ -383,9 +485,53 @@ impl PodManager {
         loop {
             let event = tokio::select! {
                 e = stream.next() => e,
+                changed = statics.changed(), if statics_open => {
+                    match changed {
+                        Ok(()) => {
+                            let pods = statics.borrow_and_update().clone();
+                            self.set_statics(&mut workers, &pods).await;
+                        }
+                        Err(_) => statics_open = false,
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             };
             let Some(event) = event else { return };
+            // Mirror pods are bound to this node too, but they only show static pods: they
+            // go to the mirror sync, never to a worker.
+            match &event {
+                Ok(watcher::Event::Init) => relisted_mirrors = Some(BTreeMap::new()),
+                Ok(watcher::Event::InitApply(pod)) if static_pods::mirror_hash(pod).is_some() => {
+                    let key = static_pods::mirror::key_of(pod);
+                    relisted_mirrors.get_or_insert_with(BTreeMap::new).insert(key, pod.clone());
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let listed = relisted_mirrors.take().unwrap_or_default();
+                    observed_tx.send_replace(Some(listed));
+                }
+                Ok(watcher::Event::Apply(pod)) if static_pods::mirror_hash(pod).is_some() => {
+                    let key = static_pods::mirror::key_of(pod);
+                    let pod = pod.clone();
+                    observed_tx.send_modify(|o| {
+                        o.get_or_insert_with(BTreeMap::new).insert(key, pod);
+                    });
+                    continue;
+                }
+                Ok(watcher::Event::Delete(pod)) if static_pods::mirror_hash(pod).is_some() => {
+                    let key = static_pods::mirror::key_of(pod);
+                    let uid = pod.metadata.uid.clone();
+                    observed_tx.send_if_modified(|o| {
+                        let mirrors = o.get_or_insert_with(BTreeMap::new);
+                        // Only if it is still that pod (not a newer mirror of the same name).
+                        let same = mirrors.get(&key).is_some_and(|m| m.metadata.uid == uid);
+                        same && mirrors.remove(&key).is_some()
+                    });
+                    continue;
+                }
+                _ => {}
+            }
             match event {
                 Ok(watcher::Event::Init) => listing = Some(Vec::new()),
                 Ok(watcher::Event::InitApply(pod)) => {
@@ -398,13 +544,15 @@ impl PodManager {
                 }
                 Ok(watcher::Event::InitDone) => {
                     failures = 0;
-                    let listed = listing.take().unwrap_or_default();
-                    for uid in workers.uids() {
+                    let mut listed = listing.take().unwrap_or_default();
+                    for uid in workers.api_uids() {
                         if !listed.contains(&uid) {
                             tracing::info!(%uid, "pod no longer on the server: stopping it");
                             workers.gone(&uid);
                         }
                     }
+                    // Static pods' containers are not orphans.
+                    listed.extend(workers.statics.iter().cloned());
                     self.collect_orphans(&listed).await;
                 }
                 Ok(watcher::Event::Apply(pod)) => {
@@ -431,6 +579,18 @@ impl PodManager {
                 }
             }
         }
+    }
+
+    /// Caches the static pods (the streaming API finds pods by name in the cache) and makes
+    /// them the workers' static pods.
+    async fn set_statics(&self, workers: &mut Workers, pods: &[Pod]) {
+        for pod in pods
+            .iter()
+            .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| !workers.statics.contains(u)))
+        {
+            self.store(pod).await;
+        }
+        workers.set_statics(pods);
     }
 
     async fn store(&self, pod: &Pod) {

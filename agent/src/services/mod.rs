@@ -8,8 +8,10 @@
 //! 1. loads the offline snapshot from `state_dir` (if any) and programs the proxy, DNS and peers
 //!    from it before contacting the API server, so a node rebooted without a server still
 //!    serves ClusterIPs, names and cross-node routes ([`snapshot`]);
-//! 2. watches Services, EndpointSlices (discovery.k8s.io/v1), Nodes and Pods cluster-wide with
-//!    kube-runtime watchers and reflectors, re-listing on 410 Gone ([`watch`]);
+//! 2. watches Services, EndpointSlices (discovery.k8s.io/v1) and Nodes cluster-wide with
+//!    kube-runtime watchers and reflectors, re-listing on 410 Gone ([`watch`]); not Pods: pod
+//!    names are answered from the name (`pods insecure`), so a node needs no cluster-wide pod
+//!    read;
 //! 3. after each (re-)list: one full proxy `sync` and a DNS `replace_all`; per event: DNS
 //!    `apply` at once, and proxy `update_service`/`remove_service` for the touched services,
 //!    coalesced over a 100 ms window; a proxy `repair` every 30 s ([`proxy_sync`], `sync`);
@@ -69,7 +71,7 @@ pub enum ServicesError {
 }
 
 /// Runs until `shutdown` resolves: programs `proxy`, `dns` and `network` from the cluster's
-/// Services, EndpointSlices, Nodes and Pods as seen through `client` (see the module docs).
+/// Services, EndpointSlices and Nodes as seen through `client` (see the module docs).
 pub async fn run(
     client: kube::Client,
     cfg: ServicesConfig,

@@ -1,4 +1,4 @@
-//! The offline snapshot: the last Services, EndpointSlices, Nodes and Pods this node saw, on
+//! The offline snapshot: the last Services, EndpointSlices and Nodes this node saw, on
 //! disk, so that a node rebooted while the API server is unreachable still serves ClusterIPs,
 //! cluster names and cross-node pod routes from the moment it starts.
 //!
@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +47,8 @@ pub struct OfflineSnapshot {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// Every Node (name, pod CIDR and addresses only).
     pub nodes: Vec<Node>,
-    /// Every Pod (name, IPs and host-network flag only), for pod DNS records.
-    pub pods: Vec<Pod>,
+    // Snapshots written before pod names were answered insecurely also hold `pods`: serde
+    // skips the unknown field, so they still load.
 }
 
 impl OfflineSnapshot {
@@ -57,9 +57,8 @@ impl OfflineSnapshot {
         services: Vec<Service>,
         endpoint_slices: Vec<EndpointSlice>,
         nodes: Vec<Node>,
-        pods: Vec<Pod>,
     ) -> Self {
-        OfflineSnapshot { version: FORMAT_VERSION, services, endpoint_slices, nodes, pods }
+        OfflineSnapshot { version: FORMAT_VERSION, services, endpoint_slices, nodes }
     }
 
     /// Reads the snapshot in `dir`; `Ok(None)` when there is none yet or it has another
@@ -117,9 +116,9 @@ mod tests {
     fn a_saved_snapshot_loads_back_and_a_new_save_replaces_it() {
         let dir = tempfile::tempdir().unwrap();
         assert!(OfflineSnapshot::load(dir.path()).unwrap().is_none(), "nothing saved yet");
-        let first = OfflineSnapshot::new(vec![service("a", "10.43.0.5")], vec![], vec![], vec![]);
+        let first = OfflineSnapshot::new(vec![service("a", "10.43.0.5")], vec![], vec![]);
         first.save(dir.path()).unwrap();
-        let second = OfflineSnapshot::new(vec![service("b", "10.43.0.6")], vec![], vec![], vec![]);
+        let second = OfflineSnapshot::new(vec![service("b", "10.43.0.6")], vec![], vec![]);
         second.save(dir.path()).unwrap();
         let loaded = OfflineSnapshot::load(dir.path()).unwrap().unwrap();
         let names: Vec<_> =
@@ -128,6 +127,15 @@ mod tests {
         // No temporary file is left behind.
         let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_that_still_holds_pods_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = json!({"version": 1, "services": [], "endpointSlices": [], "nodes": [],
+                         "pods": [{"metadata": {"name": "p"}}]});
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), old.to_string()).unwrap();
+        assert!(OfflineSnapshot::load(dir.path()).unwrap().is_some());
     }
 
     #[test]

@@ -8,8 +8,7 @@
 //!
 //! The current view of each kind is the reflector store once that kind has been listed, and
 //! until then the offline snapshot loaded at start (if any). A consumer waits until the kinds it
-//! cannot do without are known (the proxy: Services and EndpointSlices; DNS: the same, Pods
-//! being optional; peers: Nodes), so a restarted agent never programs "services without
+//! cannot do without are known (the proxy and DNS: Services and EndpointSlices; peers: Nodes), so a restarted agent never programs "services without
 //! endpoints" between two lists.
 
 use std::collections::BTreeSet;
@@ -17,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
@@ -47,7 +46,6 @@ struct OfflineView {
     services: Vec<Arc<Service>>,
     slices: Vec<Arc<EndpointSlice>>,
     nodes: Vec<Arc<Node>>,
-    pods: Vec<Arc<Pod>>,
 }
 
 /// Which kinds have completed a list since start.
@@ -56,7 +54,6 @@ struct Listed {
     services: bool,
     slices: bool,
     nodes: bool,
-    pods: bool,
 }
 
 /// What the next flush has to do.
@@ -158,7 +155,6 @@ impl NodeServices {
             services: arcs(snapshot.services),
             slices: arcs(snapshot.endpoint_slices),
             nodes: arcs(snapshot.nodes),
-            pods: arcs(snapshot.pods),
         });
         self.pending.proxy_full = true;
         self.pending.dns_full = true;
@@ -257,22 +253,6 @@ impl NodeServices {
                 }
                 Event::Init | Event::InitApply(_) => false,
             },
-            Change::Pod(event) => match event {
-                Event::Apply(pod) => {
-                    self.dns.apply(Update::apply(pod));
-                    true
-                }
-                Event::Delete(pod) => {
-                    self.dns.apply(Update::delete(pod));
-                    true
-                }
-                Event::InitDone => {
-                    self.listed_once("Pods", |l| &mut l.pods);
-                    self.pending.dns_full = true;
-                    true
-                }
-                Event::Init | Event::InitApply(_) => false,
-            },
         };
         if relevant {
             self.pending.snapshot = true;
@@ -289,7 +269,7 @@ impl NodeServices {
         }
         *flag = true;
         let l = &self.listed;
-        if l.services && l.slices && l.nodes && l.pods {
+        if l.services && l.slices && l.nodes {
             self.offline = None;
         }
     }
@@ -317,11 +297,6 @@ impl NodeServices {
     fn nodes(&self) -> Vec<Arc<Node>> {
         let store = self.stores.as_ref().map(|s| &s.nodes);
         view(self.listed.nodes, store, self.offline.as_ref().map(|o| &o.nodes))
-    }
-
-    fn pods(&self) -> Vec<Arc<Pod>> {
-        let store = self.stores.as_ref().map(|s| &s.pods);
-        view(self.listed.pods, store, self.offline.as_ref().map(|o| &o.pods))
     }
 
     fn service(&self, (namespace, name): &ServiceKey) -> Option<Service> {
@@ -357,7 +332,7 @@ impl NodeServices {
                 let snapshot = Snapshot {
                     services: owned(&self.services()),
                     endpoint_slices: owned(&self.slices()),
-                    pods: owned(&self.pods()),
+                    ..Snapshot::default()
                 };
                 self.dns.replace_all(snapshot);
                 self.pending.dns_full = false;
@@ -440,7 +415,7 @@ impl NodeServices {
     async fn save_snapshot(&mut self) -> Result<(), ServicesError> {
         let l = &self.listed;
         // Only live data is worth writing, and only once the proxy's and peers' kinds are
-        // complete; Pods may still come from the old snapshot (or be absent).
+        // complete.
         if !(l.services && l.slices && l.nodes) {
             return Ok(());
         }
@@ -448,7 +423,6 @@ impl NodeServices {
             owned(&self.services()),
             owned(&self.slices()),
             owned(&self.nodes()),
-            owned(&self.pods()),
         );
         let dir = self.cfg.state_dir.clone();
         let saved = tokio::task::spawn_blocking(move || snapshot.save(&dir))

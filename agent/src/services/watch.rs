@@ -1,5 +1,10 @@
-//! The four watches (Services, EndpointSlices, Nodes, Pods across the cluster), each a
+//! The three watches (Services, EndpointSlices and Nodes across the cluster), each a
 //! kube-runtime `watcher` feeding a reflector `Store`, merged into one stream of [`Change`]s.
+//!
+//! Pods are not watched: the node-local DNS answers pod names from the name itself (`pods
+//! insecure`, see `skerry_dns::PodRecords`), and service endpoints come from EndpointSlices. A
+//! node's credentials may list only the pods bound to it, so a cluster-wide pod watch would
+//! need an RBAC grant that undoes the Node authorizer.
 //!
 //! The watcher lists, then watches from the list's resourceVersion; on `410 Gone` (the server
 //! compacted past us) or a broken connection it re-lists, which shows up here as
@@ -8,13 +13,12 @@
 //! and retried with kube's default backoff (0.8 s doubling to 30 s); they never end the stream.
 //!
 //! Objects are stripped before they are stored: `managedFields` and annotations of every kind,
-//! and everything but the name, pod CIDR and addresses of a Node, and the IPs of a Pod. An edge
-//! node holding every Pod of the cluster for DNS should not hold their whole specs.
+//! and everything but the name, pod CIDR and addresses of a Node.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
@@ -32,8 +36,6 @@ pub enum Change {
     Slice(Event<EndpointSlice>),
     /// A Node event.
     Node(Event<Node>),
-    /// A Pod event.
-    Pod(Event<Pod>),
 }
 
 /// The reflector stores: the last complete view of each kind (empty until its first list).
@@ -45,8 +47,6 @@ pub struct Stores {
     pub slices: Store<EndpointSlice>,
     /// Nodes (stripped).
     pub nodes: Store<Node>,
-    /// Pods (stripped).
-    pub pods: Store<Pod>,
 }
 
 /// The merged event stream of all watches.
@@ -57,14 +57,12 @@ pub fn watch_all(client: &Client) -> (Stores, Changes) {
     let (services, s1) = watch::<Service>(client, strip_meta_of);
     let (slices, s2) = watch::<EndpointSlice>(client, strip_meta_of);
     let (nodes, s3) = watch::<Node>(client, strip_node);
-    let (pods, s4) = watch::<Pod>(client, strip_pod);
     let merged = futures::stream::select_all([
         s1.map(Change::Service).boxed(),
         s2.map(Change::Slice).boxed(),
         s3.map(Change::Node).boxed(),
-        s4.map(Change::Pod).boxed(),
     ]);
-    (Stores { services, slices, nodes, pods }, merged.boxed())
+    (Stores { services, slices, nodes }, merged.boxed())
 }
 
 /// One kind's reflector over all namespaces; errors are logged here and left to the backoff.
@@ -128,51 +126,10 @@ pub fn strip_node(node: &mut Node) {
     };
 }
 
-/// Keeps a Pod's identity, phase, IPs and host-network flag (what the DNS pod records use).
-pub fn strip_pod(pod: &mut Pod) {
-    let host_network = pod.spec.as_ref().and_then(|s| s.host_network);
-    let status = pod.status.take().unwrap_or_default();
-    *pod = Pod {
-        metadata: ObjectMeta {
-            name: pod.metadata.name.take(),
-            namespace: pod.metadata.namespace.take(),
-            resource_version: pod.metadata.resource_version.take(),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec { host_network, ..PodSpec::default() }),
-        status: Some(PodStatus {
-            phase: status.phase,
-            pod_ip: status.pod_ip,
-            pod_ips: status.pod_ips,
-            ..PodStatus::default()
-        }),
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn stripped_pods_keep_what_dns_reads_and_nothing_else() {
-        let mut pod: Pod = serde_json::from_value(json!({
-            "metadata": {"namespace": "prod", "name": "web-0", "labels": {"app": "web"},
-                         "annotations": {"big": "x"}, "resourceVersion": "7"},
-            "spec": {"hostNetwork": false, "containers": [{"name": "c", "image": "busybox"}]},
-            "status": {"phase": "Running", "podIP": "10.42.0.7", "podIPs": [{"ip": "10.42.0.7"}],
-                       "conditions": [{"type": "Ready", "status": "True"}]},
-        }))
-        .unwrap();
-        strip_pod(&mut pod);
-        let expected = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"namespace": "prod", "name": "web-0", "resourceVersion": "7"},
-            "spec": {"hostNetwork": false, "containers": []},
-            "status": {"phase": "Running", "podIP": "10.42.0.7", "podIPs": [{"ip": "10.42.0.7"}]},
-        });
-        assert_eq!(serde_json::to_value(&pod).unwrap(), expected);
-    }
 
     #[test]
     fn stripped_nodes_keep_name_pod_cidr_and_addresses() {

@@ -9,12 +9,16 @@
 //! - `/portForward/{ns}/{pod}` over SPDY/3.1 (`portforward.k8s.io`), or SPDY tunnelled in
 //!   WebSocket (`SPDY/3.1+portforward.k8s.io`, what kubectl 1.32 tries first) (`portforward`).
 //!
+//! - `GET /stats/resource` (JSON) and `GET /metrics`, `/metrics/resource` (Prometheus text):
+//!   node and container usage (`resource_stats`, [`crate::stats`]).
+//!
 //! Pods and containers are found through [`PodLookup`], which the agent core implements.
 
 mod http_util;
 mod logs;
 mod portforward;
 mod remotecommand;
+mod resource_stats;
 pub mod spdy;
 pub mod websocket;
 
@@ -41,18 +45,31 @@ pub trait PodLookup: Send + Sync {
 
     /// The runtime sandbox id of pod `namespace/pod` (its network namespace for port-forward).
     fn sandbox_id(&self, namespace: &str, pod: &str) -> Option<String>;
+
+    /// Namespace and name of this node's pods by UID (names the pods in usage reports).
+    fn pod_names(&self) -> crate::stats::PodNames {
+        crate::stats::PodNames::new()
+    }
 }
 
 /// The shared state of the streaming server.
 pub struct Streaming {
     lookup: Arc<dyn PodLookup>,
     runtime: Arc<Runtime>,
+    usage: Arc<crate::stats::UsageCollector>,
 }
 
 impl Streaming {
     /// A streaming server over `lookup` and `runtime`.
     pub fn new(lookup: Arc<dyn PodLookup>, runtime: Arc<Runtime>) -> Streaming {
-        Streaming { lookup, runtime }
+        let usage = Arc::new(crate::stats::UsageCollector::new(runtime.clone()));
+        Streaming { lookup, runtime, usage }
+    }
+
+    /// The usage collector behind `/stats/resource` and `/metrics` (its sampler is run by the
+    /// owner of the server).
+    pub fn usage(&self) -> Arc<crate::stats::UsageCollector> {
+        self.usage.clone()
     }
 
     /// The container a request names, or a 404 `Status`.
@@ -128,6 +145,10 @@ async fn route(req: Request<Incoming>, streaming: Arc<Streaming>) -> Response<Bo
                     format!("pod {ns}/{pod} has no network namespace on this node"),
                 ),
             }
+        }
+        (["stats", "resource"], Method::GET) => resource_stats::json(&streaming).await,
+        (["metrics"] | ["metrics", "resource"], Method::GET) => {
+            resource_stats::prometheus(&streaming).await
         }
         _ => status_response(StatusCode::NOT_FOUND, "the streaming server has no such path"),
     }

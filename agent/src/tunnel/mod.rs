@@ -93,9 +93,12 @@ pub async fn run_tunnel(
     shutdown: impl Future<Output = ()>,
 ) {
     let streaming = Arc::new(Streaming::new(lookup, runtime));
+    // Usage readings for `/stats/resource` rates, taken whether or not the tunnel is up.
+    let sampler = streaming.usage().run();
     tokio::select! {
         _ = shutdown => {}
         _ = keep_connected(&config, streaming) => {}
+        _ = sampler => {}
     }
 }
 

@@ -207,13 +207,22 @@ impl VolumeManager {
             }
             let dir = |plugin: &str| pod_dir.join("volumes").join(plugin).join(&name);
             let content = match content_plugin(volume) {
-                Some(plugin) => {
-                    Some((plugin, self.content_payload(&ctx, volume).await.map_err(fail)?))
-                }
+                Some(plugin) => match self.content_payload(&ctx, volume).await {
+                    Ok(payload) => Some((plugin, Some(payload))),
+                    // Content written before (an earlier start of this pod) stays when its
+                    // sources cannot be read now, e.g. the server is away: a container that
+                    // restarts offline keeps its files, as the kubelet keeps a mounted volume.
+                    Err(message) if dir(plugin).join("..data").exists() => {
+                        tracing::warn!(volume = %name, %message, "keeping the volume's content");
+                        Some((plugin, None))
+                    }
+                    Err(message) => return Err(fail(message)),
+                },
                 None => None,
             };
             let prepared = match (content, pass) {
-                (Some((plugin, payload)), _) => {
+                (Some((plugin, None)), _) => PodVolume { host_path: dir(plugin), read_only: true },
+                (Some((plugin, Some(payload))), _) => {
                     let target = dir(plugin);
                     let (host_path, wrote) = blocking(move || {
                         write_payload(&target, &payload, fs_group)

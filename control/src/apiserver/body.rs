@@ -59,11 +59,26 @@ pub fn object_response(code: StatusCode, value: &Value, output: Output) -> Respo
             serde_yaml::to_string(value).map(String::into_bytes).unwrap_or_default(),
             "application/yaml",
         ),
+        // Kinds without a protobuf form (custom resources) answer JSON, which kubectl accepts.
+        Output::Protobuf => match super::protobuf::encode(value) {
+            Some(bytes) => (bytes, super::protobuf::CONTENT_TYPE),
+            None => (serde_json::to_vec(value).unwrap_or_default(), "application/json"),
+        },
         _ => (serde_json::to_vec(value).unwrap_or_default(), "application/json"),
     };
     let mut response = Response::new(full(bytes));
     *response.status_mut() = code;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A response of JSON already encoded.
+pub fn json_response(code: StatusCode, json: Vec<u8>) -> Response<ApiBody> {
+    let mut response = Response::new(full(json));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -44,7 +44,7 @@ pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
 /// it is not served.
 pub fn api_resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let infos: Vec<Arc<ResourceInfo>> =
-        registry.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
+        served(registry).into_iter().filter(|r| r.group == group && r.version == version).collect();
     if infos.is_empty() {
         return None;
     }
@@ -82,12 +82,19 @@ pub fn aggregated(registry: &Registry, legacy: bool) -> Value {
     })
 }
 
+/// Every resource discovery lists: the registry's and the computed `metrics.k8s.io` ones.
+fn served(registry: &Registry) -> Vec<Arc<ResourceInfo>> {
+    let mut all = registry.all();
+    all.extend(super::resource_metrics::infos());
+    all
+}
+
 /// Resources by group then version; groups in the reference order (the core group first).
 type Grouped = Vec<(String, BTreeMap<String, Vec<Arc<ResourceInfo>>>)>;
 
 fn by_group(registry: &Registry) -> Grouped {
     let mut map: BTreeMap<String, BTreeMap<String, Vec<Arc<ResourceInfo>>>> = BTreeMap::new();
-    for info in registry.all() {
+    for info in served(registry) {
         map.entry(info.group.clone())
             .or_default()
             .entry(info.version.clone())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::RootCertStore;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -37,17 +37,28 @@ fn pem_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static
     Ok(certs)
 }
 
-/// The rustls server configuration: serving cert, optional client certs from `client_ca_pem`.
-pub fn tls_config(
+/// The serving certificate and key as rustls serves them.
+pub fn certified_key(
     cert_pem: &str,
     key_pem: &str,
-    client_ca_pem: &str,
-) -> Result<rustls::ServerConfig, ListenError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+) -> Result<rustls::sign::CertifiedKey, ListenError> {
+    let provider = rustls::crypto::ring::default_provider();
     let certs = pem_certs(cert_pem, "serving certificate")?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|e| ListenError::Pem { what: "serving key", reason: e.to_string() })?
         .ok_or_else(|| ListenError::Pem { what: "serving key", reason: "no key found".into() })?;
+    // Also checks that the key matches the certificate.
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .map_err(|e| ListenError::Tls(e.to_string()))
+}
+
+/// The rustls server configuration: the serving certificate from `serving` (asked on every
+/// handshake, so it can be renewed while serving), optional client certs from `client_ca_pem`.
+pub fn tls_config(
+    serving: Arc<dyn ResolvesServerCert>,
+    client_ca_pem: &str,
+) -> Result<rustls::ServerConfig, ListenError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for ca in pem_certs(client_ca_pem, "client CA")? {
         roots.add(ca).map_err(|e| ListenError::Tls(e.to_string()))?;
@@ -60,8 +71,7 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| ListenError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| ListenError::Tls(e.to_string()))?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -101,7 +111,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, server: Api
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| user_from_certificate(cert));
-            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                // The audit log's `sourceIPs`.
+                req.extensions_mut().insert(super::audit::PeerAddr(peer));
                 let server = server.clone();
                 let user = user.clone();
                 async move { Ok::<_, std::convert::Infallible>(server.handle(req, user).await) }

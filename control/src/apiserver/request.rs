@@ -202,7 +202,7 @@ pub enum BodyFormat {
     StrategicMergePatch,
     /// `application/apply-patch+yaml`: server-side apply (YAML, or JSON as a subset).
     ApplyPatch,
-    /// `application/vnd.kubernetes.protobuf` (a few kinds, see `protobuf`).
+    /// `application/vnd.kubernetes.protobuf` (built-in kinds, see `protobuf`).
     Protobuf,
 }
 
@@ -229,6 +229,8 @@ pub enum Output {
     Yaml,
     /// A `meta.k8s.io/v1` Table.
     Table,
+    /// `application/vnd.kubernetes.protobuf`: built-in kinds in protobuf, anything else JSON.
+    Protobuf,
 }
 
 /// Picks the response format from `Accept` (first acceptable entry wins).
@@ -256,6 +258,10 @@ pub fn output_format(accept: Option<&str>) -> Result<Output, ApiError> {
                 }
             }
             "application/yaml" => return Ok(Output::Yaml),
+            // `as=` forms (protobuf Tables, PartialObjectMetadata) are not served in protobuf.
+            "application/vnd.kubernetes.protobuf" if !params.contains_key("as") => {
+                return Ok(Output::Protobuf)
+            }
             _ => continue,
         }
     }
@@ -300,7 +306,7 @@ mod tests {
         assert_eq!(output_format(Some(table)).unwrap(), Output::Table);
         assert_eq!(
             output_format(Some("application/vnd.kubernetes.protobuf, application/json")).unwrap(),
-            Output::Json
+            Output::Protobuf
         );
         assert_eq!(output_format(Some("text/html")).unwrap_err().code, 406);
     }

@@ -165,6 +165,8 @@ fn kind_fields(info: &ResourceInfo) -> &'static [&'static str] {
         ("", "ReplicationController") | ("apps", "ReplicaSet") => &["status.replicas"],
         ("batch", "Job") => &["status.successful"],
         ("certificates.k8s.io", "CertificateSigningRequest") => &["spec.signerName"],
+        // A Skerry extension: the node a volume is pinned to (what a node's agent lists).
+        ("", "PersistentVolume") => &[super::authz::node::PINNED_NODE_FIELD],
         _ => &[],
     }
 }
@@ -220,6 +222,9 @@ impl FieldSelector {
 
 /// A field's value as the reference renders it for selection (missing = empty string).
 fn field_value(object: &Value, field: &str) -> String {
+    if field == super::authz::node::PINNED_NODE_FIELD {
+        return super::authz::node::pinned_node(object).unwrap_or_default().to_string();
+    }
     let pointer = format!("/{}", field.replace('.', "/"));
     match object.pointer(&pointer) {
         Some(Value::String(s)) => s.clone(),

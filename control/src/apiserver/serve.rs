@@ -1,6 +1,7 @@
 //! Starting the API server process: certificates and the admin kubeconfig in the data
-//! directory, the store, the bootstrap objects (system namespaces, the `kubernetes` service),
-//! the watch caches, and the HTTPS listener.
+//! directory (the serving certificate kept fresh by [`super::serving_cert`]), the store, the
+//! bootstrap objects (system namespaces, the `kubernetes` service), the watch caches, and the
+//! HTTPS listener.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum ServeError {
     Tokens(#[from] TokenFileError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("the serving certificate: {0}")]
+    ServingCert(#[from] super::serving_cert::ServingCertError),
     #[error(transparent)]
     ServiceAccountKey(#[from] super::serviceaccount::jwt::KeyError),
     #[error("bootstrapping the cluster objects: {0}")]
@@ -66,8 +69,8 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// The host's interface addresses, for the serving certificate.
-fn node_ips() -> Vec<IpAddr> {
+/// The host's interface addresses, for serving certificates (the etcd endpoint's too).
+pub fn host_addresses() -> Vec<IpAddr> {
     let mut ips = Vec::new();
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `addrs` with a list we free with freeifaddrs; we only read
@@ -119,7 +122,7 @@ fn serving_sans(opts: &ServerOptions, service_ip: Ipv4Addr) -> Vec<String> {
     .collect();
     sans.push(service_ip.to_string());
     sans.extend(hostname());
-    sans.extend(node_ips().iter().map(IpAddr::to_string));
+    sans.extend(host_addresses().iter().map(IpAddr::to_string));
     if !opts.bind_address.is_unspecified() {
         sans.push(opts.bind_address.to_string());
     }
@@ -136,9 +139,10 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
     let service_ip =
         super::admission::ServiceRanges::new(opts.api.service_cidr, opts.api.node_port_range)
             .first_ip();
-    let sans = serving_sans(&opts, service_ip);
-    let serving = pki::load_or_issue(&tls_dir, "serving", &sans.join(","), || {
-        ca.issue_serving("kube-apiserver", &sans)
+    // The SANs are computed again on every check: a new node address gets a new certificate.
+    let sans_opts = opts.clone();
+    let serving = super::serving_cert::ServingCert::load(tls_dir.clone(), move || {
+        serving_sans(&sans_opts, service_ip)
     })?;
     let admin = pki::load_or_issue(&tls_dir, "admin", "admin:system:masters", || {
         ca.issue_client("admin", Some("system:masters"))
@@ -173,10 +177,69 @@ pub async fn start(opts: ServerOptions, store: Arc<dyn Store>) -> Result<Started
     super::bootstrap_token::ensure_node_token(&server, &opts.data_dir, &ca.cert_pem)
         .await
         .map_err(ServeError::Bootstrap)?;
-    let tls = listener::tls_config(&serving.cert_pem, &serving.key_pem, &ca.cert_pem)?;
+    let tls = listener::tls_config(serving.clone(), &ca.cert_pem)?;
+    serving.keep_fresh(super::serving_cert::CHECK_EVERY);
     let serving = tokio::spawn(listener::serve(listener, tls, server.clone()));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
     Ok(Started { server, addr, kubeconfig, serving })
+}
+
+/// The label that marks a server's Node.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// Keeps the server's own Node labelled [`CONTROL_PLANE_LABEL`]: the node's credentials may
+/// not set `node-role.kubernetes.io/` labels (NodeRestriction), so the control plane does, as
+/// k3s does. Level-triggered: looks every second until the label is on, then every 30 s (a Node
+/// deleted and registered again gets it back).
+pub fn label_control_plane_node(server: &ApiServer, node: &str) -> tokio::task::JoinHandle<()> {
+    let (server, path) = (server.clone(), format!("/api/v1/nodes/{node}"));
+    tokio::spawn(async move {
+        loop {
+            let labelled = match ensure_label(&server, &path).await {
+                Ok(labelled) => labelled,
+                Err(err) => {
+                    tracing::warn!(%err, "labelling the server's Node");
+                    false
+                }
+            };
+            let pause = if labelled { 30 } else { 1 };
+            tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
+        }
+    })
+}
+
+/// Adds the control-plane label to the Node at `path`; false while there is no such Node.
+async fn ensure_label(server: &ApiServer, path: &str) -> Result<bool, ApiError> {
+    let call = |method: http::Method, body: Option<Value>| {
+        let mut request = http::Request::builder().method(method).uri(path);
+        if body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/merge-patch+json");
+        }
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        request
+            .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    };
+    let response = server.handle(call(http::Method::GET, None)?, Some(User::system_admin())).await;
+    if response.status() == http::StatusCode::NOT_FOUND {
+        return Ok(false);
+    }
+    let code = response.status();
+    let bytes = super::body::read_body(response.into_body()).await.unwrap_or_default();
+    let node: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if !code.is_success() {
+        return Err(ApiError::internal(format!("GET {path}: {code}")));
+    }
+    if node.pointer("/metadata/labels").and_then(|l| l.get(CONTROL_PLANE_LABEL)).is_some() {
+        return Ok(true);
+    }
+    let patch = json!({"metadata": {"labels": {CONTROL_PLANE_LABEL: "true"}}});
+    let response =
+        server.handle(call(http::Method::PATCH, Some(patch))?, Some(User::system_admin())).await;
+    if !response.status().is_success() {
+        return Err(ApiError::internal(format!("PATCH {path}: {}", response.status())));
+    }
+    Ok(true)
 }
 
 /// Sends one request through the handler as the system user; 409 AlreadyExists is fine.
@@ -221,6 +284,9 @@ pub async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
         "subsets": [{"addresses": [{"ip": config.advertise_address.to_string()}],
                      "ports": [{"name": "https", "port": config.secure_port, "protocol": "TCP"}]}],
     })).await?;
+    for class in super::admission::priority::system_classes() {
+        ensure(server, "/apis/scheduling.k8s.io/v1/priorityclasses", class).await?;
+    }
     super::crd::load_all(server).await.map_err(ApiError::from)?;
     for info in server.inner.registry.all() {
         server.inner.caches.get(&server.inner.store, &info.storage_prefix);

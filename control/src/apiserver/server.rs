@@ -52,6 +52,8 @@ pub struct ApiConfig {
     pub ca_pem: String,
     /// Service account tokens: issuer, audiences, signing key, admission.
     pub service_accounts: super::serviceaccount::ServiceAccountConfig,
+    /// The audit log (`--audit-log-path`); off by default.
+    pub audit: super::audit::AuditConfig,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +67,7 @@ impl Default for ApiConfig {
             secure_port: 6443,
             ca_pem: String::new(),
             service_accounts: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -204,7 +207,7 @@ impl ApiServer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let route = request::route(parts.uri.path());
         let query = Query::parse(parts.uri.query());
         let verb = verb_of(&parts.method, &route, &query);
@@ -219,24 +222,75 @@ impl ApiServer {
             _ => match self.authenticate(transport_user, &parts.headers).await {
                 None => body::error_response(&ApiError::unauthorized()),
                 Some(user) => {
-                    let call = self.limited(route, query, parts, body, user, verb);
-                    match AssertUnwindSafe(call).catch_unwind().await {
-                        Ok(response) => response,
-                        Err(panic) => {
-                            let what = panic
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_default();
-                            tracing::error!(panic = %what, "request handler panicked");
-                            body::error_response(&ApiError::internal("the request handler failed"))
+                    // Audited as the requester, before impersonation and authorization.
+                    let config = &self.inner.config.audit;
+                    let mut audit =
+                        super::audit::Record::begin(config, &parts, &route, &query, &user);
+                    let body = match audit.as_mut().filter(|a| a.wants_request_body()) {
+                        None => http_body_util::Either::Left(body),
+                        Some(record) => match body::read_body(body).await {
+                            Ok(bytes) => {
+                                record.request_body(&bytes);
+                                http_body_util::Either::Right(http_body_util::Full::new(bytes))
+                            }
+                            Err(err) => {
+                                let response = body::error_response(&err);
+                                return match audit {
+                                    Some(record) => record.finish(response).await,
+                                    None => response,
+                                };
+                            }
+                        },
+                    };
+                    let identity =
+                        super::impersonation::apply(self, user, &mut parts.headers).await;
+                    let response = match identity {
+                        Err(err) => body::error_response(&err),
+                        Ok(identity) => {
+                            if let Some(record) = audit.as_mut() {
+                                record.impersonated(&identity);
+                            }
+                            self.serve_as(route, query, parts, body, identity.effective, verb).await
                         }
+                    };
+                    match audit {
+                        Some(record) => record.finish(response).await,
+                        None => response,
                     }
                 }
             },
         };
         self.inner.metrics.observe(verb, &resource, response.status().as_u16(), started.elapsed());
         response
+    }
+
+    /// Serves an authenticated request as `user`, a panic turned into a 500 `Status`.
+    async fn serve_as<B>(
+        &self,
+        route: Route,
+        query: Query,
+        parts: http::request::Parts,
+        body: B,
+        user: User,
+        verb: &'static str,
+    ) -> Response<ApiBody>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let call = self.limited(route, query, parts, body, user, verb);
+        match AssertUnwindSafe(call).catch_unwind().await {
+            Ok(response) => response,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "request handler panicked");
+                body::error_response(&ApiError::internal("the request handler failed"))
+            }
+        }
     }
 
     /// The transport's user, else the bearer token's: a static token, or a bootstrap token.
@@ -314,6 +368,13 @@ impl ApiServer {
             None => None,
         };
         let result = match route {
+            // metrics.k8s.io: computed from the nodes' usage on each request, nothing stored.
+            Route::Resource(path) if super::resource_metrics::handles(&path) => {
+                let method = &parts.method;
+                super::resource_metrics::serve(self, &path, &query, method, &user)
+                    .await
+                    .map(Reply::from)
+            }
             Route::Resource(path) => self.resource(path, query, parts, body, user).await,
             Route::OpenApi(path) => {
                 let (openapi, registry) = (&self.inner.openapi, &self.inner.registry);

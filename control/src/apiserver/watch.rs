@@ -20,7 +20,9 @@ use super::resource::ResourceInfo;
 use super::server::{ApiServer, Call, Reply};
 use super::status::{ApiError, ApiResult};
 use super::table::{self, TableOptions};
-use super::watch_cache::{prefix_end, CacheEvent, CacheMessage, EventType, Subscription};
+use super::watch_cache::{
+    prefix_end, CacheEvent, CacheMessage, CachedObject, EventType, Subscription,
+};
 use super::{meta, rest, strategy};
 use crate::store::{EventKind, WatchMessage, WatchRequest};
 
@@ -46,8 +48,19 @@ impl Encoder {
         Bytes::from(line)
     }
 
-    fn event(&self, kind: EventType, object: &Value) -> Bytes {
-        let mut object = object.clone();
+    fn event(&self, kind: EventType, object: &CachedObject) -> Bytes {
+        if self.output == Output::Json && object.is_as(&self.info.api_version(), &self.info.kind) {
+            // The shared encoding, spliced in: no per-watcher serialisation.
+            let json = object.json();
+            let mut line = Vec::with_capacity(json.len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_str().as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(json);
+            line.extend_from_slice(b"}\n");
+            return Bytes::from(line);
+        }
+        let mut object = Value::clone(object);
         strategy::present(&self.info, &mut object);
         if self.output == Output::Table {
             object = table::to_table(&self.info, std::slice::from_ref(&object), &self.table);
@@ -70,19 +83,19 @@ impl Encoder {
 }
 
 /// The event a watcher with `filter` sees for a cache event, if any.
-fn translate<'a>(event: &'a CacheEvent, filter: &Filter) -> Option<(EventType, &'a Value)> {
+fn translate<'a>(event: &'a CacheEvent, filter: &Filter) -> Option<(EventType, &'a CachedObject)> {
     if !event.key.starts_with(&filter.key_prefix) {
         return None;
     }
     let now = filter.matches(&event.object);
     let before = event.prev.as_deref().is_some_and(|p| filter.matches(p));
     match event.kind {
-        EventType::Added => now.then_some((EventType::Added, &event.object)),
-        EventType::Deleted => now.then_some((EventType::Deleted, &event.object)),
+        EventType::Added => now.then_some((EventType::Added, &*event.object)),
+        EventType::Deleted => now.then_some((EventType::Deleted, &*event.object)),
         EventType::Modified => match (before, now) {
-            (true, true) => Some((EventType::Modified, &event.object)),
-            (false, true) => Some((EventType::Added, &event.object)),
-            (true, false) => Some((EventType::Deleted, &event.object)),
+            (true, true) => Some((EventType::Modified, &*event.object)),
+            (false, true) => Some((EventType::Added, &*event.object)),
+            (true, false) => Some((EventType::Deleted, &*event.object)),
             (false, false) => None,
         },
     }
@@ -114,8 +127,12 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         return Err(ApiError::bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
     }
     let timeout = call.query.int("timeoutSeconds")?.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
-    let encoder =
-        Encoder { info: call.info.clone(), output: call.output, table: rest::table_options(&call) };
+    let encoder = Encoder {
+        info: call.info.clone(),
+        // Watch events stay JSON (content type application/json) even for protobuf clients.
+        output: if call.output == Output::Protobuf { Output::Json } else { call.output },
+        table: rest::table_options(&call),
+    };
     let cache = server.inner.caches.get(&server.inner.store, &call.info.storage_prefix);
 
     // Where the stream starts, and the revision the cache must have reached first.
@@ -285,11 +302,11 @@ async fn from_store(
 /// A store event as a cache event (the previous state comes from `prev_kv`).
 fn cache_event(event: crate::store::Event) -> Option<CacheEvent> {
     let key = String::from_utf8(event.kv.key.clone()).ok()?;
-    let prev = event.prev_kv.as_ref().and_then(meta::decode).map(std::sync::Arc::new);
+    let prev = event.prev_kv.as_ref().and_then(meta::decode).map(CachedObject::new);
     let revision = event.kv.mod_revision;
     match event.kind {
         EventKind::Put => {
-            let object = std::sync::Arc::new(meta::decode(&event.kv)?);
+            let object = CachedObject::new(meta::decode(&event.kv)?);
             let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
             Some(CacheEvent { kind, revision, key, object, prev })
         }
@@ -300,7 +317,7 @@ fn cache_event(event: crate::store::Event) -> Option<CacheEvent> {
                 kind: EventType::Deleted,
                 revision,
                 key,
-                object: std::sync::Arc::new(last),
+                object: CachedObject::new(last),
                 prev,
             })
         }

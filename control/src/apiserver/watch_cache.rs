@@ -11,9 +11,11 @@
 //! backlog and subscribes under the same lock: no event is lost or delivered twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -44,6 +46,41 @@ impl EventType {
     }
 }
 
+/// A cached object with its JSON encoding, made at most once and shared by every list and
+/// watcher that sends the object as stored (the reference's `cachingObject`): a thousand
+/// watchers of a pod cost one encoding, not a thousand.
+#[derive(Debug)]
+pub struct CachedObject {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl CachedObject {
+    pub fn new(value: Value) -> Arc<CachedObject> {
+        Arc::new(CachedObject { value, json: OnceLock::new() })
+    }
+
+    /// The object's JSON.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+    }
+
+    /// Whether the object is stored as `api_version`/`kind`, so that its stored encoding is
+    /// also what a client of that version gets.
+    pub fn is_as(&self, api_version: &str, kind: &str) -> bool {
+        self.value.get("apiVersion").and_then(Value::as_str) == Some(api_version)
+            && self.value.get("kind").and_then(Value::as_str) == Some(kind)
+    }
+}
+
+impl Deref for CachedObject {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change to one object.
 #[derive(Debug)]
 pub struct CacheEvent {
@@ -51,9 +88,9 @@ pub struct CacheEvent {
     pub revision: Revision,
     pub key: String,
     /// The object after the change (for a delete: its last state, at the delete's revision).
-    pub object: Arc<Value>,
+    pub object: Arc<CachedObject>,
     /// The object before the change, if it existed.
-    pub prev: Option<Arc<Value>>,
+    pub prev: Option<Arc<CachedObject>>,
 }
 
 /// What the live broadcast carries.
@@ -66,7 +103,7 @@ pub enum CacheMessage {
 
 #[derive(Debug, Default)]
 struct CacheState {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<CachedObject>>,
     revision: Revision,
     history: VecDeque<Arc<CacheEvent>>,
     /// Watches may start at any resourceVersion >= this one.
@@ -164,7 +201,7 @@ impl WatchCache {
     }
 
     /// The objects under `key_prefix` (key order) and the cache revision they are current at.
-    pub fn snapshot(&self, key_prefix: &str) -> (Revision, Vec<Arc<Value>>) {
+    pub fn snapshot(&self, key_prefix: &str) -> (Revision, Vec<Arc<CachedObject>>) {
         let state = self.lock();
         let objects = state
             .objects
@@ -258,7 +295,7 @@ async fn feed(
                 .iter()
                 .filter_map(|kv| {
                     let key = String::from_utf8(kv.key.clone()).ok()?;
-                    Some((key, Arc::new(meta::decode(kv)?)))
+                    Some((key, CachedObject::new(meta::decode(kv)?)))
                 })
                 .collect();
             state.revision = listed.revision;
@@ -307,20 +344,20 @@ fn apply(cache: &WatchCache, revision: Revision, events: Vec<crate::store::Event
                     tracing::warn!(%key, "watch cache: undecodable object skipped");
                     continue;
                 };
-                let obj = Arc::new(obj);
+                let obj = CachedObject::new(obj);
                 let prev = state.objects.insert(key.clone(), obj.clone());
                 let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
                 CacheEvent { kind, revision: rev, key, object: obj, prev }
             }
             EventKind::Delete => {
                 let Some(prev) = state.objects.remove(&key) else { continue };
-                let mut last = (*prev).clone();
+                let mut last = Value::clone(&prev);
                 meta::set_resource_version(&mut last, rev);
                 CacheEvent {
                     kind: EventType::Deleted,
                     revision: rev,
                     key,
-                    object: Arc::new(last),
+                    object: CachedObject::new(last),
                     prev: Some(prev),
                 }
             }

@@ -12,11 +12,14 @@ mod endpoints;
 mod endpointslice;
 mod garbagecollector;
 mod job;
+mod localpath;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
+pub(crate) mod persistentvolume;
 mod podgc;
 mod replicaset;
+mod resourcequota;
 mod rootcacertpublisher;
 mod serviceaccount;
 mod statefulset;
@@ -48,6 +51,8 @@ pub struct ControllerOptions {
     pub terminated_pod_gc_threshold: usize,
     /// How long a node may be missing before the pod GC deletes the pods bound to it.
     pub pod_gc_quarantine: Duration,
+    /// Where local-path volumes go on their node (`--default-local-storage-path`).
+    pub local_storage_path: std::path::PathBuf,
 }
 
 impl Default for ControllerOptions {
@@ -60,6 +65,7 @@ impl Default for ControllerOptions {
             ca: None,
             terminated_pod_gc_threshold: podgc::DEFAULT_TERMINATED_POD_GC_THRESHOLD,
             pod_gc_quarantine: podgc::QUARANTINE,
+            local_storage_path: std::path::PathBuf::from("/var/lib/skerry/storage"),
         }
     }
 }
@@ -89,6 +95,9 @@ const CONTROLLERS: &[(&str, &str, Start)] = &[
     (statefulset::NAME, statefulset::COMPONENT, statefulset::start),
     (daemonset::NAME, daemonset::COMPONENT, daemonset::start),
     (podgc::NAME, podgc::COMPONENT, podgc::start),
+    (resourcequota::NAME, resourcequota::COMPONENT, resourcequota::start),
+    (persistentvolume::NAME, persistentvolume::COMPONENT, persistentvolume::start),
+    (localpath::NAME, localpath::COMPONENT, localpath::start),
 ];
 
 /// The names `--disable-controllers` accepts.

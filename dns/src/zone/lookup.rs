@@ -6,11 +6,13 @@
 //! the forwarder, as is the target of an ExternalName CNAME that points outside the cluster.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{same_name, ClusterZone, NameEntry};
+use super::{build, same_name, ClusterZone, NameEntry, PodRecords};
+use crate::names::{is_dns_label, undashed_ip};
 
 /// How many CNAMEs we follow inside the zone before giving up (ExternalName loops).
 const MAX_CNAME_HOPS: usize = 8;
@@ -77,6 +79,15 @@ impl ClusterZone {
                     return answer;
                 }
             }
+            if let Some(ip) = self.insecure_pod_address(&name) {
+                let data = build::address(ip);
+                if matches(&data, qtype) {
+                    answer.answers.push(Record::from_rdata(name, self.ttl, data));
+                } else {
+                    answer.authorities.push(self.soa_record(&self.domain));
+                }
+                return answer;
+            }
             let Some(entry) = self.entry(&name) else {
                 // Also right after an in-zone CNAME: the target's NXDOMAIN is the answer (RFC 6604).
                 answer.rcode = ResponseCode::NXDomain;
@@ -111,6 +122,23 @@ impl ClusterZone {
         tracing::warn!(name = %qname, "CNAME chain too long inside the cluster domain");
         answer.rcode = ResponseCode::ServFail;
         answer
+    }
+
+    /// The address `<dashed-ip>.<namespace>.pod.<domain>` encodes, when pod names are answered
+    /// insecurely (CoreDNS's `pods insecure`: no lookup, any namespace that is a valid name).
+    fn insecure_pod_address(&self, name: &Name) -> Option<IpAddr> {
+        if self.pod_records != PodRecords::Insecure
+            || name.num_labels() != self.pod_zone.num_labels() + 2
+            || !self.pod_zone.zone_of(name)
+        {
+            return None;
+        }
+        let mut labels = name.iter().map(|l| String::from_utf8_lossy(l).to_ascii_lowercase());
+        let (ip, namespace) = (labels.next()?, labels.next()?);
+        if !is_dns_label(&namespace) {
+            return None;
+        }
+        undashed_ip(&ip)
     }
 
     /// The records of `name` matching `qtype`, owned by `name` as asked (its case preserved).

@@ -5,6 +5,11 @@
 //! an update removes exactly the old contribution and adds the new one. The index counts, for
 //! every name, its own records and the records below it, so empty non-terminals such as
 //! `ns.svc.cluster.local` answer NOERROR (NODATA), not NXDOMAIN, as long as anything lives below.
+//!
+//! Pod names (`a-b-c-d.ns.pod.<domain>`) follow [`PodRecords`]: by default they are answered
+//! from the name alone, as CoreDNS's `pods insecure` (k3s's default), so the zone needs no Pod
+//! objects and a node need not watch every pod of the cluster; `Verified` answers only the
+//! addresses of pods it was fed (and gives them PTR records).
 
 mod build;
 mod lookup;
@@ -28,6 +33,18 @@ pub(crate) use lookup::{Answer, Lookup};
 
 /// (namespace, name).
 type Key = (String, String);
+
+/// How `a-b-c-d.<ns>.pod.<domain>` names are answered (CoreDNS's `pods` option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodRecords {
+    /// Any well-formed name resolves to the address it encodes, without a lookup (`pods
+    /// insecure`); Pod objects fed to the zone are ignored, and pod IPs get no PTR records.
+    #[default]
+    Insecure,
+    /// Only the addresses of running pods fed to the zone, in their own namespace, with PTR
+    /// records (`pods verified`): needs every Pod of the cluster.
+    Verified,
+}
 
 /// Who contributed a set of records.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +120,7 @@ pub struct ClusterZone {
     ns_name: Name,
     ttl: u32,
     serial: u32,
+    pod_records: PodRecords,
     services: HashMap<Key, ServiceInfo>,
     slices: HashMap<Key, SliceInfo>,
     slices_by_service: HashMap<Key, BTreeSet<String>>,
@@ -127,6 +145,7 @@ impl ClusterZone {
             ns_name,
             ttl,
             serial: 1,
+            pod_records: PodRecords::default(),
             services: HashMap::new(),
             slices: HashMap::new(),
             slices_by_service: HashMap::new(),
@@ -140,6 +159,18 @@ impl ClusterZone {
         }
         zone.set_contribution(Source::Apex, apex);
         Ok(zone)
+    }
+
+    /// The same zone answering pod names as `mode` says (before any object is applied: the
+    /// pods already fed are not re-read).
+    pub fn with_pod_records(mut self, mode: PodRecords) -> Self {
+        self.pod_records = mode;
+        self
+    }
+
+    /// How pod names are answered.
+    pub fn pod_records(&self) -> PodRecords {
+        self.pod_records
     }
 
     /// The cluster domain, fully qualified.
@@ -169,6 +200,7 @@ impl ClusterZone {
                 let info = slice_info(&slice);
                 self.set_slice(key, info);
             }
+            Update::Apply(Object::Pod(_)) if self.pod_records == PodRecords::Insecure => {}
             Update::Apply(Object::Pod(pod)) => {
                 let key = key_of(&pod.metadata);
                 match pod_info(&pod) {
@@ -202,6 +234,7 @@ impl ClusterZone {
             ns_name: self.ns_name.clone(),
             ttl: self.ttl,
             serial: self.serial,
+            pod_records: self.pod_records,
             services: HashMap::new(),
             slices: HashMap::new(),
             slices_by_service: HashMap::new(),
@@ -225,7 +258,8 @@ impl ClusterZone {
                 fresh.slices.insert((namespace, name), info);
             }
         }
-        for pod in &snapshot.pods {
+        let verified = self.pod_records == PodRecords::Verified;
+        for pod in snapshot.pods.iter().filter(|_| verified) {
             if let Some(info) = pod_info(pod) {
                 fresh.pods.insert(key_of(&pod.metadata), info);
             }

@@ -8,11 +8,15 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
-use super::{Answer, ClusterZone, Lookup};
+use super::{Answer, ClusterZone, Lookup, PodRecords};
 use crate::objects::{Snapshot, Update};
 
 fn zone() -> ClusterZone {
     ClusterZone::new("cluster.local", 5, &["10.43.0.10".parse().unwrap()]).unwrap()
+}
+
+fn verified_zone() -> ClusterZone {
+    zone().with_pod_records(PodRecords::Verified)
 }
 
 fn service(ns: &str, name: &str, spec: serde_json::Value) -> Service {
@@ -244,7 +248,7 @@ fn apex_answers_soa_and_ns() {
 
 #[test]
 fn pods_get_dashed_names_and_ptr_unless_host_network() {
-    let mut zone = zone();
+    let mut zone = verified_zone();
     zone.apply(Update::apply(pod("prod", "p1", "10.42.1.9", false)));
     zone.apply(Update::apply(pod("prod", "h1", "192.0.2.7", true)));
     let a = ask(&zone, "10-42-1-9.prod.pod.cluster.local.", RecordType::A);
@@ -264,7 +268,7 @@ fn pods_get_dashed_names_and_ptr_unless_host_network() {
 
 #[test]
 fn endpoint_ptr_wins_over_pod_ptr() {
-    let mut zone = zone();
+    let mut zone = verified_zone();
     zone.apply(Update::apply(pod("db", "pg-0", "10.42.0.5", false)));
     zone.apply(Update::apply(service("db", "pg", json!({"clusterIP": "None"}))));
     zone.apply(Update::apply(slice("db", "s1", "pg", &[("10.42.0.5", Some("pg-0"), true)])));
@@ -274,13 +278,51 @@ fn endpoint_ptr_wins_over_pod_ptr() {
 
 #[test]
 fn finished_pods_lose_their_names() {
-    let mut zone = zone();
+    let mut zone = verified_zone();
     zone.apply(Update::apply(pod("prod", "p1", "10.42.1.9", false)));
     let mut done = pod("prod", "p1", "10.42.1.9", false);
     done.status.as_mut().unwrap().phase = Some("Succeeded".into());
     zone.apply(Update::apply(done));
     let a = ask(&zone, "10-42-1-9.prod.pod.cluster.local.", RecordType::A);
     assert_eq!(a.rcode, ResponseCode::NXDomain);
+}
+
+#[test]
+fn insecure_pod_names_resolve_to_the_address_they_encode_without_pods() {
+    let mut zone = zone();
+    assert_eq!(zone.pod_records(), PodRecords::Insecure, "the default, as k3s's CoreDNS");
+    let a = ask(&zone, "10-42-1-9.prod.pod.cluster.local.", RecordType::A);
+    assert_eq!(ips(&a), vec!["10.42.1.9".parse::<IpAddr>().unwrap()]);
+    assert_eq!(a.answers[0].name.to_ascii(), "10-42-1-9.prod.pod.cluster.local.");
+    // any namespace, any case, IPv6 in its dashed form
+    let other = ask(&zone, "10-42-1-9.DEV.pod.cluster.local.", RecordType::A);
+    assert_eq!(ips(&other), vec!["10.42.1.9".parse::<IpAddr>().unwrap()]);
+    let v6 = ask(&zone, "fd00--5.prod.pod.cluster.local.", RecordType::AAAA);
+    assert_eq!(ips(&v6), vec!["fd00::5".parse::<IpAddr>().unwrap()]);
+    // the other address family is NODATA, not NXDOMAIN
+    let nodata = ask(&zone, "10-42-1-9.prod.pod.cluster.local.", RecordType::AAAA);
+    assert_eq!((nodata.rcode, nodata.answers.len()), (ResponseCode::NoError, 0));
+    assert_eq!(nodata.authorities.len(), 1, "SOA");
+    // what encodes no address, or sits at another depth, is not a pod name
+    for bad in [
+        "web.prod.pod.cluster.local.",
+        "10-42-1-256.prod.pod.cluster.local.",
+        "10-42-1-9.pod.cluster.local.",
+        "x.10-42-1-9.prod.pod.cluster.local.",
+        "10-42-1-9.under_score.pod.cluster.local.",
+    ] {
+        assert_eq!(ask(&zone, bad, RecordType::A).rcode, ResponseCode::NXDomain, "{bad}");
+    }
+    // fed pods are ignored: no PTR records for pod IPs
+    zone.apply(Update::apply(pod("prod", "p1", "10.42.1.9", false)));
+    zone.replace_all(Snapshot {
+        pods: vec![pod("prod", "p1", "10.42.1.9", false)],
+        ..Snapshot::default()
+    });
+    assert!(matches!(
+        zone.lookup(&name("9.1.42.10.in-addr.arpa."), RecordType::PTR),
+        Lookup::Forward
+    ));
 }
 
 #[test]

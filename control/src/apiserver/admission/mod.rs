@@ -10,8 +10,14 @@
 //! Always-on pieces that are not plugins of the chain live here too: NamespaceLifecycle
 //! (checked before anything else) and the Service address and port allocators.
 
+mod default_storage_class;
+pub(crate) mod limit_ranger;
 mod namespace_lifecycle;
+mod pod_security;
+pub(crate) mod priority;
 mod ranges;
+pub(crate) mod resource_quota;
+mod stored;
 
 pub use namespace_lifecycle::{check_namespace, SYSTEM_NAMESPACES};
 pub use ranges::{allocation_keys, Reallocation, ServiceRanges};
@@ -81,17 +87,24 @@ pub(crate) async fn mutate(
     request: &mut Request<'_>,
     obj: &mut Value,
 ) -> ApiResult<()> {
+    limit_ranger::mutate(server, request, obj).await?;
     if request.operation == Operation::Create {
         serviceaccount::admission::admit(server, request.call, request.name, obj).await?;
     }
+    priority::mutate(server, request, obj).await?;
+    default_storage_class::mutate(server, request, obj).await?;
     Ok(())
 }
 
 /// The validating plugins, in the reference's order; the last step before the commit.
 pub(crate) async fn validate(
-    _server: &ApiServer,
-    _request: &mut Request<'_>,
-    _obj: &Value,
+    server: &ApiServer,
+    request: &mut Request<'_>,
+    obj: &Value,
 ) -> ApiResult<()> {
+    limit_ranger::validate(server, request, obj).await?;
+    pod_security::validate(server, request, obj).await?;
+    priority::validate(server, request, obj).await?;
+    resource_quota::validate(server, request, obj).await?;
     Ok(())
 }

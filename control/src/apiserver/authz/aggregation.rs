@@ -19,6 +19,7 @@ use super::rbac::GROUP;
 use crate::apiserver::authn::User;
 use crate::apiserver::server::{ApiServer, Inner};
 use crate::apiserver::status::ApiError;
+use crate::apiserver::watch_cache::CachedObject;
 use crate::controllers::util::selector;
 
 fn labels(role: &Value) -> BTreeMap<String, String> {
@@ -30,13 +31,13 @@ fn labels(role: &Value) -> BTreeMap<String, String> {
 
 /// The rules `role` aggregates from `all` (every ClusterRole), or `None` when it does not
 /// aggregate. Roles are taken in name order and each rule once, as the reference does.
-pub fn aggregated_rules(role: &Value, all: &[Arc<Value>]) -> Option<Vec<Value>> {
+pub fn aggregated_rules(role: &Value, all: &[Arc<CachedObject>]) -> Option<Vec<Value>> {
     let selectors = role.pointer("/aggregationRule/clusterRoleSelectors")?.as_array()?;
     // A selector that does not parse selects nothing (rather than everything).
     let selectors: Vec<LabelSelector> =
         selectors.iter().filter_map(|s| serde_json::from_value(s.clone()).ok()).collect();
     let name = role.pointer("/metadata/name");
-    let mut sources: Vec<&Arc<Value>> = all
+    let mut sources: Vec<&Arc<CachedObject>> = all
         .iter()
         .filter(|other| other.pointer("/metadata/name") != name)
         .filter(|other| {
@@ -130,8 +131,8 @@ pub fn start(server: &ApiServer) {
 mod tests {
     use super::*;
 
-    fn role(name: &str, labels: Value, rules: Value) -> Arc<Value> {
-        Arc::new(json!({"metadata": {"name": name, "labels": labels}, "rules": rules}))
+    fn role(name: &str, labels: Value, rules: Value) -> Arc<CachedObject> {
+        CachedObject::new(json!({"metadata": {"name": name, "labels": labels}, "rules": rules}))
     }
 
     #[test]
@@ -156,7 +157,7 @@ mod tests {
                 json!({}),
                 json!([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]),
             ),
-            Arc::new(view.clone()),
+            CachedObject::new(view.clone()),
         ];
         assert_eq!(aggregated_rules(&view, &all), Some(vec![get.clone(), list.clone()]));
         assert_eq!(aggregated_rules(&all[0], &all), None, "no aggregationRule");

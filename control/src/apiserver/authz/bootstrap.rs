@@ -10,9 +10,11 @@
 //!
 //! Differences from the reference, on purpose:
 //! - The agent embeds kube-proxy and cluster DNS, so `system:node-proxier` is bound to
-//!   `system:nodes`, and nodes may open their tunnel. `system:node` itself is bound to no one,
-//!   as in the reference since v1.8: the Node authorizer ([`super::node`]) grants nodes its
-//!   rules, limited to their own objects.
+//!   `system:nodes` and nodes may open their tunnel. (Nodes may not list every pod: the DNS
+//!   answers pod names without looking pods up, CoreDNS's `pods insecure`, so the former
+//!   `system:skerry:node-dns` grant is retired.) `system:node` itself is
+//!   bound to no one, as in the reference since v1.8: the Node authorizer ([`super::node`])
+//!   grants nodes its rules, limited to their own objects.
 //! - The controllers run in-process as one user, `system:kube-controller-manager`, instead of a
 //!   service account per controller, so that role is the reference's own plus the union of the
 //!   `system:controller:*` roles of the controllers Skerry runs.
@@ -58,6 +60,7 @@ const POLICY: &[&str] = &["policy"];
 const RBAC: &[&str] = &["rbac.authorization.k8s.io"];
 const STORAGE: &[&str] = &["storage.k8s.io"];
 const ANY: &[&str] = &["*"];
+const METRICS: &[&str] = &["metrics.k8s.io"];
 
 /// One rule, as data.
 struct Rule {
@@ -197,6 +200,10 @@ const ROLES: &[Role] = &[
         r(READ, POLICY, &["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         r(READ, NETWORKING, &["ingresses", "ingresses/status", "networkpolicies"]),
     ]},
+    // metrics-server's own role for its API (`kubectl top`), aggregated the same way.
+    Role { name: "system:aggregated-metrics-reader", aggregate: None,
+           labels: &[AGGREGATE_TO_VIEW, AGGREGATE_TO_EDIT, AGGREGATE_TO_ADMIN],
+           rules: &[r(READ, METRICS, &["nodes", "pods"])] },
     role("system:node", &[
         r(&["create"], AUTHN, &["tokenreviews"]),
         r(&["create"], AUTHZ, &["localsubjectaccessreviews", "subjectaccessreviews"]),
@@ -283,6 +290,9 @@ const ROLES: &[Role] = &[
         r(&["create"], APPS, &["controllerrevisions", "replicasets"]),
         r(&["create"], DISCOVERY, &["endpointslices"]),
         r(&["create"], BATCH, &["jobs"]),
+        // The local-path provisioner: its volumes, and the default class it makes at start.
+        r(&["create"], CORE, &["persistentvolumes"]),
+        r(&["create"], STORAGE, &["storageclasses"]),
         // csrapproving and csrsigning.
         named(&["approve"], CERTS, &["signers"], &[
             "kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/legacy-unknown",
@@ -535,7 +545,32 @@ pub async fn ensure(server: &ApiServer) -> Result<(), ApiError> {
     for binding in cluster_role_bindings() {
         reconcile(server, BINDINGS_PATH, binding).await?;
     }
-    retire_node_group(server, &format!("{BINDINGS_PATH}/system:node")).await
+    retire_node_group(server, &format!("{BINDINGS_PATH}/system:node")).await?;
+    for path in [BINDINGS_PATH, ROLES_PATH].map(|p| format!("{p}/{RETIRED_NODE_DNS}")) {
+        retire(server, &path).await?;
+    }
+    Ok(())
+}
+
+/// The grant that let every node list and watch every pod, for the agent DNS's `pods
+/// verified` records; data dirs written before the DNS answered pod names from the name alone
+/// still have its role and binding.
+const RETIRED_NODE_DNS: &str = "system:skerry:node-dns";
+
+/// Deletes a bootstrap object Skerry no longer writes, unless the administrator owns it
+/// (`autoupdate: "false"`).
+async fn retire(server: &ApiServer, path: &str) -> Result<(), ApiError> {
+    let (status, existing) = call(server, Method::GET, path, None).await?;
+    if !status.is_success()
+        || existing["metadata"]["annotations"][AUTOUPDATE].as_str() != Some("true")
+    {
+        return Ok(());
+    }
+    let (status, body) = call(server, Method::DELETE, path, None).await?;
+    if status.is_success() || status == StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    Err(failed(&format!("deleting {path}"), status, &body))
 }
 
 /// Data dirs written before the Node authorizer bound `system:node` to the group `system:nodes`,

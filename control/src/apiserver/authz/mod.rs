@@ -17,7 +17,6 @@ pub mod bootstrap;
 pub mod escalation;
 pub mod node;
 pub mod node_restriction;
-pub(crate) mod protobuf;
 pub mod rbac;
 pub mod review;
 pub mod rules;
@@ -51,6 +50,11 @@ pub struct Attributes {
     pub name: String,
     /// The request path, for non-resource requests.
     pub path: String,
+    /// The raw `fieldSelector` of a list, watch or deletecollection (empty otherwise), which
+    /// authorizers may narrow on (the reference's `AuthorizeWithSelectors`).
+    pub field_selector: String,
+    /// The raw `labelSelector`, likewise.
+    pub label_selector: String,
 }
 
 impl Attributes {
@@ -67,6 +71,8 @@ impl Attributes {
             namespace: String::new(),
             name: String::new(),
             path: String::new(),
+            field_selector: String::new(),
+            label_selector: String::new(),
         }
     }
 
@@ -245,11 +251,19 @@ pub fn request_attributes(
         namespace: p.namespace.clone().unwrap_or_default(),
         name: p.name.clone().unwrap_or_default(),
         path: path.to_string(),
+        field_selector: String::new(),
+        label_selector: String::new(),
     };
     // A namespace is its own namespace: `get namespaces/team` is allowed by a RoleBinding in
     // `team`.
     if p.group.is_empty() && p.resource == "namespaces" && named {
         attrs.namespace = attrs.name.clone();
+    }
+    // Only the verbs that honour selectors carry them (KEP-4601): a selector on any other verb
+    // must not narrow what it is authorized as.
+    if matches!(attrs.verb.as_str(), "list" | "watch" | "deletecollection") {
+        attrs.field_selector = query.get("fieldSelector").unwrap_or_default().to_string();
+        attrs.label_selector = query.get("labelSelector").unwrap_or_default().to_string();
     }
     // A list or watch of one object by name (`fieldSelector=metadata.name=x`) is about that name.
     if matches!(attrs.verb.as_str(), "list" | "watch") {

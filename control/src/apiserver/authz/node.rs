@@ -4,6 +4,20 @@
 //! A node (user `system:node:<name>` in group `system:nodes`) may read a Secret, ConfigMap,
 //! PersistentVolumeClaim or PersistentVolume, and ask for a service account's token, only when a
 //! pod bound to it refers to that object; it may touch only its own Lease in `kube-node-lease`.
+//! With the reference's `AuthorizeNodeWithSelectors` (beta and on since v1.32) it reads only its
+//! own Node, gets only pods bound to it, and lists or watches pods only with the field selector
+//! `spec.nodeName=<itself>`; anything broader is left to RBAC.
+//!
+//! A Skerry extension: a node may also get, list, watch, update and patch the
+//! PersistentVolumes *pinned* to it — whose node affinity is exactly one term with exactly one
+//! requirement, `kubernetes.io/hostname In [<node>]` (see [`pinned_node`]), what the local-path
+//! provisioner writes. Their data lives only on that node, so only its agent can remove the
+//! directory once the volume is deleted; it finds them by listing with the field selector
+//! [`PINNED_NODE_FIELD`]`=<itself>` (the list then returns nothing else), and may only take the
+//! cleanup finalizer off ([`super::node_restriction`]). The pin is read this narrowly on
+//! purpose: any wider affinity (several terms, values or operators) might place the volume on
+//! more than one node, and a node must not reach a volume another node may hold.
+//!
 //! Everything else is decided by the rules of the `system:node` ClusterRole (the reference's
 //! node rules), which RBAC no longer grants to nodes. A stolen node's credentials therefore
 //! reach the secrets of the pods on that node, not every secret of the cluster; what a node may
@@ -23,6 +37,7 @@ use super::rules::PolicyRule;
 use super::{Attributes, Authorizer, Decision};
 use crate::apiserver::authn::User;
 use crate::apiserver::server::ApiServer;
+use crate::apiserver::watch_cache::CachedObject;
 use crate::store::Revision;
 
 /// The group every node belongs to.
@@ -33,6 +48,31 @@ pub const NODE_USER_PREFIX: &str = "system:node:";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The ClusterRole whose rules are the reference's node rules.
 const NODE_ROLE: &str = "system:node";
+/// The field selector on PersistentVolumes that selects those pinned to a node (a Skerry
+/// extension; its value is [`pinned_node`]).
+pub const PINNED_NODE_FIELD: &str = "skerry.io/pinnedNode";
+/// The local-path provisioner's finalizer on its volumes, the one a node may take off a volume
+/// pinned to it once its agent removed the directory.
+pub const LOCAL_PATH_FINALIZER: &str = "skerry.io/local-path-cleanup";
+/// The node label a pinned volume's affinity names.
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// The node a PersistentVolume is pinned to: its required node affinity is exactly one term
+/// of exactly one requirement (no `matchFields`), `kubernetes.io/hostname In [<node>]` with a
+/// single value. The label's value is taken as the node's name, as agents label themselves.
+pub fn pinned_node(pv: &Value) -> Option<&str> {
+    let terms = pv.pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?.as_array()?;
+    let [term] = terms.as_slice() else { return None };
+    let no_fields = term.get("matchFields").and_then(Value::as_array).is_none_or(Vec::is_empty);
+    let [expression] = term.get("matchExpressions")?.as_array()?.as_slice() else { return None };
+    let values = expression.get("values")?.as_array()?;
+    let [Value::String(node)] = values.as_slice() else { return None };
+    let pinned = no_fields
+        && text(expression, "/key") == HOSTNAME_LABEL
+        && text(expression, "/operator") == "In"
+        && !node.is_empty();
+    pinned.then_some(node.as_str())
+}
 
 /// The node a user is, when it is one (the reference's `NodeIdentity`): the name after
 /// `system:node:` of a member of `system:nodes`. `Some("")` is a node of unknown name.
@@ -57,10 +97,11 @@ pub enum Kind {
 #[derive(Debug, Default)]
 struct Reach(HashSet<(Kind, String, String)>);
 
-/// Node → pods → referenced objects, at one moment.
+/// Node → pods → referenced objects, and node → the volumes pinned to it, at one moment.
 #[derive(Debug, Default)]
 pub struct Graph {
     nodes: HashMap<String, Reach>,
+    pinned: HashSet<(String, String)>,
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
@@ -124,7 +165,7 @@ pub fn pod_references(pod: &Value) -> Vec<(Kind, String)> {
 impl Graph {
     /// The graph of the bound pods in `pods`; `claims` give the PersistentVolume each
     /// PersistentVolumeClaim is bound to.
-    pub fn build(pods: &[Arc<Value>], claims: &[Arc<Value>]) -> Graph {
+    pub fn build(pods: &[Arc<CachedObject>], claims: &[Arc<CachedObject>]) -> Graph {
         let volumes: HashMap<(&str, &str), &str> = claims
             .iter()
             .map(|c| {
@@ -154,6 +195,23 @@ impl Graph {
             }
         }
         graph
+    }
+
+    /// The same graph knowing which of `volumes` are pinned to which node.
+    pub fn with_pinned_volumes(mut self, volumes: &[Arc<CachedObject>]) -> Graph {
+        self.pinned = volumes
+            .iter()
+            .filter_map(|pv| {
+                let node = pinned_node(pv)?;
+                Some((node.to_string(), text(pv, "/metadata/name").to_string()))
+            })
+            .collect();
+        self
+    }
+
+    /// Whether the PersistentVolume `name` is pinned to `node`.
+    pub fn is_pinned(&self, node: &str, name: &str) -> bool {
+        self.pinned.contains(&(node.to_string(), name.to_string()))
     }
 
     /// Whether a pod bound to `node` refers to the object.
@@ -193,9 +251,11 @@ impl NodeAuthorizer<'_> {
             ("", "secrets") => self.read_namespaced(node, Kind::Secret, attrs),
             ("", "configmaps") => self.read_namespaced(node, Kind::ConfigMap, attrs),
             ("", "persistentvolumeclaims") => self.get(node, Kind::Claim, attrs),
-            ("", "persistentvolumes") => self.get(node, Kind::Volume, attrs),
+            ("", "persistentvolumes") => self.volume(node, attrs),
             ("", "serviceaccounts") => self.create_token(node, attrs),
             ("coordination.k8s.io", "leases") => lease(node, attrs),
+            ("", "nodes") => own_node(node, attrs),
+            ("", "pods") => self.pod(node, attrs),
             _ => self.by_rules(attrs),
         };
         Some(verdict)
@@ -232,6 +292,24 @@ impl NodeAuthorizer<'_> {
         self.related(node, kind, attrs)
     }
 
+    /// PersistentVolumes: those pinned to the node (see the module docs), else what a pod bound
+    /// to it uses, get only (the reference).
+    fn volume(&self, node: &str, attrs: &Attributes) -> Result<(), String> {
+        if attrs.subresource.is_empty() {
+            let verb = attrs.verb.as_str();
+            if matches!(verb, "list" | "watch")
+                && selects_equal(&attrs.field_selector, PINNED_NODE_FIELD, node)
+            {
+                return Ok(());
+            }
+            let pinned = !attrs.name.is_empty() && self.graph.is_pinned(node, &attrs.name);
+            if pinned && matches!(verb, "get" | "list" | "watch" | "update" | "patch") {
+                return Ok(());
+            }
+        }
+        self.get(node, Kind::Volume, attrs)
+    }
+
     fn create_token(&self, node: &str, attrs: &Attributes) -> Result<(), String> {
         if attrs.verb != "create" || attrs.name.is_empty() {
             return Err("can only create tokens for individual service accounts".into());
@@ -250,6 +328,56 @@ impl NodeAuthorizer<'_> {
             Ok(())
         } else {
             Err(format!("no relationship found between node '{node}' and this object"))
+        }
+    }
+}
+
+/// Node objects: writes are left to NodeRestriction; reads only of the node's own Node, by name
+/// rather than through the graph so a node may look for its Node before creating it.
+fn own_node(node: &str, attrs: &Attributes) -> Result<(), String> {
+    match (attrs.subresource.as_str(), attrs.verb.as_str()) {
+        ("", "create" | "update" | "patch") | ("status", "update" | "patch") => Ok(()),
+        ("", "get" | "list" | "watch") if attrs.name == node => Ok(()),
+        ("", "get" | "list" | "watch") if attrs.name.is_empty() => {
+            Err(format!("node '{node}' cannot read all nodes, only its own Node object"))
+        }
+        ("", "get" | "list" | "watch") => {
+            Err(format!("node '{node}' cannot read '{}', only its own Node object", attrs.name))
+        }
+        _ => Err(String::new()),
+    }
+}
+
+/// Whether a raw field selector requires `field` to equal `value` (`=` or `==`). The list
+/// handler applies every requirement, so one equality term is enough to bound what it returns.
+pub fn selects_equal(selector: &str, field: &str, value: &str) -> bool {
+    selector.split(',').any(|term| {
+        let Some((key, wanted)) = term.split_once('=') else { return false };
+        // `a!=b` splits at its `=` with `!` left on the key; `a==b` leaves `=` on the value.
+        let wanted = wanted.strip_prefix('=').unwrap_or(wanted);
+        key.trim() == field && wanted.trim() == value
+    })
+}
+
+impl NodeAuthorizer<'_> {
+    /// Pods: get a pod bound to the node, list or watch those bound to it; create, delete,
+    /// status and eviction are narrowed by NodeRestriction.
+    fn pod(&self, node: &str, attrs: &Attributes) -> Result<(), String> {
+        match (attrs.subresource.as_str(), attrs.verb.as_str()) {
+            ("", "get") => self.related(node, Kind::Pod, attrs),
+            ("", "list" | "watch") => {
+                if selects_equal(&attrs.field_selector, "spec.nodeName", node) {
+                    Ok(())
+                } else if !attrs.name.is_empty() {
+                    self.related(node, Kind::Pod, attrs)
+                } else {
+                    Err("can only list/watch pods with spec.nodeName field selector".into())
+                }
+            }
+            ("", "create" | "delete") | ("status", "update" | "patch") | ("eviction", "create") => {
+                Ok(())
+            }
+            _ => Err(String::new()),
         }
     }
 }
@@ -279,14 +407,15 @@ impl Authorizer for NodeAuthorizer<'_> {
     }
 }
 
-/// The current [`Graph`], rebuilt from the pods and claims caches when they have moved on.
+/// The current [`Graph`], rebuilt from the pods, claims and volumes caches when they have
+/// moved on.
 #[derive(Debug, Default)]
 pub struct NodeIndex {
-    built: Mutex<Option<([Revision; 2], Arc<Graph>)>>,
+    built: Mutex<Option<([Revision; 3], Arc<Graph>)>>,
 }
 
 impl NodeIndex {
-    fn prefixes(server: &ApiServer) -> [String; 2] {
+    fn prefixes(server: &ApiServer) -> [String; 3] {
         let prefix = |plural: &str| {
             server
                 .inner
@@ -295,14 +424,14 @@ impl NodeIndex {
                 .map(|info| info.storage_prefix.clone())
                 .unwrap_or_else(|| format!("/registry/{plural}/"))
         };
-        [prefix("pods"), prefix("persistentvolumeclaims")]
+        [prefix("pods"), prefix("persistentvolumeclaims"), prefix("persistentvolumes")]
     }
 
     /// The graph as the caches have it now.
     pub fn current(&self, server: &ApiServer) -> Arc<Graph> {
         let caches =
             Self::prefixes(server).map(|p| server.inner.caches.get(&server.inner.store, &p));
-        let revisions = [caches[0].revision(), caches[1].revision()];
+        let revisions = caches.each_ref().map(|c| c.revision());
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, graph)) = built.as_ref() {
             if *at == revisions {
@@ -311,12 +440,13 @@ impl NodeIndex {
         }
         let (pods_rev, pods) = caches[0].snapshot(caches[0].prefix());
         let (claims_rev, claims) = caches[1].snapshot(caches[1].prefix());
-        let graph = Arc::new(Graph::build(&pods, &claims));
-        *built = Some(([pods_rev, claims_rev], graph.clone()));
+        let (volumes_rev, volumes) = caches[2].snapshot(caches[2].prefix());
+        let graph = Arc::new(Graph::build(&pods, &claims).with_pinned_volumes(&volumes));
+        *built = Some(([pods_rev, claims_rev, volumes_rev], graph.clone()));
         graph
     }
 
-    /// Waits (briefly) until the pods and claims caches have seen what the store had when
+    /// Waits (briefly) until the pods, claims and volumes caches have seen what the store had when
     /// called, so a pod bound a moment ago lets its node read its secrets.
     pub async fn catch_up(&self, server: &ApiServer) {
         super::catch_up(server, &Self::prefixes(server), "the node graph").await;

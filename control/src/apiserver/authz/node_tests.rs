@@ -3,10 +3,10 @@
 use super::*;
 use serde_json::json;
 
-fn pod(name: &str, node: &str, spec: Value) -> Arc<Value> {
+fn pod(name: &str, node: &str, spec: Value) -> Arc<CachedObject> {
     let mut spec = spec;
     spec["nodeName"] = json!(node);
-    Arc::new(json!({"metadata": {"name": name, "namespace": "team"}, "spec": spec}))
+    CachedObject::new(json!({"metadata": {"name": name, "namespace": "team"}, "spec": spec}))
 }
 
 fn graph() -> Graph {
@@ -32,9 +32,9 @@ fn graph() -> Graph {
     );
     let on_n2 =
         pod("db", "n2", json!({"volumes": [{"name": "s", "secret": {"secretName": "db-secret"}}]}));
-    let pending = Arc::new(json!({"metadata": {"name": "p", "namespace": "team"},
+    let pending = CachedObject::new(json!({"metadata": {"name": "p", "namespace": "team"},
         "spec": {"volumes": [{"name": "s", "secret": {"secretName": "pending-secret"}}]}}));
-    let claim = Arc::new(json!({"metadata": {"name": "data", "namespace": "team"},
+    let claim = CachedObject::new(json!({"metadata": {"name": "data", "namespace": "team"},
         "spec": {"volumeName": "pv-1"}}));
     Graph::build(&[on_n1, on_n2, pending], &[claim])
 }
@@ -96,10 +96,46 @@ fn nodes_read_only_what_their_pods_use() {
     let other_token = Attributes { name: "default".into(), ..token.clone() };
     assert!(matches!(authz.judge(&other_token), Some(Err(r)) if r.starts_with("no relationship")));
     // The reference's node rules decide the rest.
-    let watch_pods = Attributes::resource(&n1, "watch", "", "pods");
-    assert_eq!(authz.judge(&watch_pods), Some(Ok(())));
     let list_roles = Attributes::resource(&n1, "list", "rbac.authorization.k8s.io", "roles");
     assert_eq!(authz.judge(&list_roles), Some(Err(String::new())));
+}
+
+#[test]
+fn nodes_list_and_watch_only_their_own_pods_and_node() {
+    let g = graph();
+    let authz = NodeAuthorizer { graph: &g, rules: node_rules() };
+    let n1 = node("n1");
+    let pods = |verb: &str, selector: &str| Attributes {
+        field_selector: selector.into(),
+        ..Attributes::resource(&n1, verb, "", "pods")
+    };
+    let refused = Some(Err("can only list/watch pods with spec.nodeName field selector".into()));
+    assert_eq!(authz.judge(&pods("watch", "")), refused);
+    assert_eq!(authz.judge(&pods("list", "spec.nodeName=n2")), refused);
+    assert_eq!(authz.judge(&pods("list", "spec.nodeName!=n1")), refused);
+    assert_eq!(authz.judge(&pods("watch", "spec.nodeName=n1")), Some(Ok(())));
+    assert_eq!(authz.judge(&pods("list", "status.phase=Running,spec.nodeName==n1")), Some(Ok(())));
+    // Single pods: only those bound to the node (a list by name is a get).
+    assert_eq!(authz.judge(&get(&n1, "pods", "team", "web")), Some(Ok(())));
+    assert!(authz.judge(&get(&n1, "pods", "team", "db")).is_some_and(|v| v.is_err()));
+    let by_name = pods("list", "metadata.name=web").in_namespace("team").named("web");
+    assert_eq!(authz.judge(&by_name), Some(Ok(())));
+    // Writes are NodeRestriction's to narrow.
+    let mut status = get(&n1, "pods", "team", "db");
+    (status.verb, status.subresource) = ("patch".into(), "status".into());
+    assert_eq!(authz.judge(&status), Some(Ok(())));
+    let nodes = |verb: &str, name: &str| Attributes::resource(&n1, verb, "", "nodes").named(name);
+    assert_eq!(authz.judge(&nodes("get", "n1")), Some(Ok(())));
+    assert_eq!(authz.judge(&nodes("watch", "n1")), Some(Ok(())));
+    assert_eq!(
+        authz.judge(&nodes("get", "n2")),
+        Some(Err("node 'n1' cannot read 'n2', only its own Node object".into()))
+    );
+    assert_eq!(
+        authz.judge(&nodes("list", "")),
+        Some(Err("node 'n1' cannot read all nodes, only its own Node object".into()))
+    );
+    assert_eq!(authz.judge(&nodes("patch", "n2")), Some(Ok(())), "NodeRestriction's to refuse");
 }
 
 #[test]
@@ -135,4 +171,68 @@ fn only_node_identities_are_judged() {
         authz.judge(&get(&nameless, "secrets", "team", "vol-secret")),
         Some(Err("unknown node".into()))
     );
+}
+
+fn volume(name: &str, terms: Value) -> Arc<CachedObject> {
+    CachedObject::new(json!({"metadata": {"name": name},
+        "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": terms}}}}))
+}
+
+fn hostname_in(values: Value) -> Value {
+    json!([{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": values}]}])
+}
+
+#[test]
+fn nodes_reach_the_volumes_pinned_to_them_and_no_other() {
+    let wide = json!([{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]},
+        {"key": "zone", "operator": "In", "values": ["a"]}]}]);
+    let two_terms = json!([hostname_in(json!(["n1"]))[0], hostname_in(json!(["n2"]))[0]]);
+    let not_in = json!([{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["n2"]}]}]);
+    let volumes = [
+        volume("pinned-n1", hostname_in(json!(["n1"]))),
+        volume("pinned-n2", hostname_in(json!(["n2"]))),
+        volume("either", hostname_in(json!(["n1", "n2"]))),
+        volume("wide", wide),
+        volume("two-terms", two_terms),
+        volume("not-in", not_in),
+    ];
+    assert_eq!(pinned_node(&volumes[0]), Some("n1"));
+    for v in &volumes[2..] {
+        assert_eq!(pinned_node(v), None, "{}", text(v, "/metadata/name"));
+    }
+    let g = Graph::default().with_pinned_volumes(&volumes);
+    let authz = NodeAuthorizer { graph: &g, rules: node_rules() };
+    let n1 = node("n1");
+    let pv = |verb: &str, name: &str| {
+        Attributes::resource(&n1, verb, "", "persistentvolumes").named(name)
+    };
+    for verb in ["get", "list", "watch", "update", "patch"] {
+        assert_eq!(authz.judge(&pv(verb, "pinned-n1")), Some(Ok(())), "{verb}");
+    }
+    for verb in ["delete", "create"] {
+        assert!(authz.judge(&pv(verb, "pinned-n1")).is_some_and(|v| v.is_err()), "{verb}");
+    }
+    let mut status = pv("update", "pinned-n1");
+    status.subresource = "status".into();
+    assert!(authz.judge(&status).is_some_and(|v| v.is_err()), "not its status");
+    for name in ["pinned-n2", "either", "wide", "two-terms", "not-in"] {
+        assert_eq!(
+            authz.judge(&pv("get", name)),
+            Some(Err("no relationship found between node 'n1' and this object".into())),
+            "{name}"
+        );
+        assert!(authz.judge(&pv("update", name)).is_some_and(|v| v.is_err()), "{name}");
+    }
+    // Collections: only through the pinned-node field selector naming itself.
+    let list = |verb: &str, selector: &str| Attributes {
+        field_selector: selector.into(),
+        ..Attributes::resource(&n1, verb, "", "persistentvolumes")
+    };
+    assert_eq!(authz.judge(&list("watch", "skerry.io/pinnedNode=n1")), Some(Ok(())));
+    assert_eq!(authz.judge(&list("list", "skerry.io/pinnedNode==n1")), Some(Ok(())));
+    for selector in ["", "skerry.io/pinnedNode=n2", "skerry.io/pinnedNode!=n1"] {
+        assert!(authz.judge(&list("list", selector)).is_some_and(|v| v.is_err()), "{selector}");
+    }
 }

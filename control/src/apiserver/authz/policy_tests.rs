@@ -56,7 +56,8 @@ async fn components_nodes_and_joining_agents_are_allowed_their_work() {
         (&kcm, Method::POST, "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"),
         (&kcm, Method::POST, "/apis/batch/v1/namespaces/a/jobs"),
         (&node, Method::GET, "/skerry/v1/tunnel"),
-        (&node, Method::GET, "/api/v1/pods?watch=true"),
+        (&node, Method::GET, "/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dpi-1"),
+        (&node, Method::GET, "/api/v1/persistentvolumes?fieldSelector=skerry.io/pinnedNode%3Dpi-1"),
         (&node, Method::GET, "/apis/discovery.k8s.io/v1/endpointslices?watch=true"),
         (&node, Method::PATCH, "/api/v1/nodes/pi-1/status"),
         (
@@ -78,6 +79,9 @@ async fn components_nodes_and_joining_agents_are_allowed_their_work() {
         (&kcm, Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"),
         (&node, Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterroles"),
         (&node, Method::GET, "/api/v1/namespaces/a/pods/p/exec"),
+        // Every pod or volume of the cluster (the DNS answers pod names without pods).
+        (&node, Method::GET, "/api/v1/pods?watch=true"),
+        (&node, Method::GET, "/api/v1/persistentvolumes"),
         // No pod on the node uses them (the Node authorizer).
         (&node, Method::GET, "/api/v1/namespaces/a/secrets/s"),
         (&node, Method::POST, "/api/v1/namespaces/a/serviceaccounts/default/token"),

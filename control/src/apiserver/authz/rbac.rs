@@ -19,6 +19,7 @@ use super::rules::PolicyRule;
 use super::{Attributes, Authorizer, Decision};
 use crate::apiserver::authn::User;
 use crate::apiserver::server::ApiServer;
+use crate::apiserver::watch_cache::CachedObject;
 use crate::store::Revision;
 
 /// The API group of RBAC.
@@ -143,10 +144,10 @@ fn name_of(obj: &Value, field: &str) -> String {
 impl Policy {
     /// A policy from the objects of the four RBAC resources.
     pub fn build(
-        cluster_roles: &[Arc<Value>],
-        roles: &[Arc<Value>],
-        cluster_role_bindings: &[Arc<Value>],
-        role_bindings: &[Arc<Value>],
+        cluster_roles: &[Arc<CachedObject>],
+        roles: &[Arc<CachedObject>],
+        cluster_role_bindings: &[Arc<CachedObject>],
+        role_bindings: &[Arc<CachedObject>],
     ) -> Policy {
         let mut policy = Policy {
             cluster_roles: cluster_roles
@@ -318,8 +319,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn objs(values: Vec<Value>) -> Vec<Arc<Value>> {
-        values.into_iter().map(Arc::new).collect()
+    fn objs(values: Vec<Value>) -> Vec<Arc<CachedObject>> {
+        values.into_iter().map(CachedObject::new).collect()
     }
 
     fn policy() -> Policy {

@@ -92,7 +92,6 @@ mod tests {
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File"}],
                     "dnsPolicy": "ClusterFirst", "enableServiceLinks": true,
-                    "preemptionPolicy": "PreemptLowerPriority", "priority": 0,
                     "restartPolicy": "Always", "schedulerName": "default-scheduler",
                     "securityContext": {}, "serviceAccount": "default",
                     "serviceAccountName": "default", "terminationGracePeriodSeconds": 30,

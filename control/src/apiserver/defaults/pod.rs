@@ -7,11 +7,13 @@ use super::{child, each, existing, set};
 
 /// Defaults of a Pod object (the spec's plus the pod-only ones).
 pub(super) fn pod(obj: &mut Value) {
+    // The reference's ServiceAccount admission leaves mirror pods (a node's static pods) alone.
+    let mirror = obj.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_some();
     if let Some(spec) = child(obj, "spec") {
         pod_spec(spec);
         // SetDefaults_Pod: pods (not templates) get enableServiceLinks.
         set(spec, "enableServiceLinks", json!(true));
-        admission_defaults(spec);
+        admission_defaults(spec, mirror);
         for key in ["containers", "initContainers"] {
             each(spec, key, requests_from_limits);
         }
@@ -62,19 +64,15 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
-/// What the reference's always-on admission plugins add to every pod: `Priority` (priority 0
-/// without a class), `DefaultTolerationSeconds` (tolerate not-ready and unreachable nodes for
-/// 300 s) and `ServiceAccount` (the `default` account).
-fn admission_defaults(spec: &mut Value) {
-    let has_class =
-        spec.get("priorityClassName").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
-    if !has_class {
-        set(spec, "priority", json!(0));
-        set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+/// What the reference's always-on admission plugins add to every pod: `DefaultTolerationSeconds`
+/// (tolerate not-ready and unreachable nodes for 300 s) and `ServiceAccount` (the `default`
+/// account, not for mirror pods). The priority comes from the Priority admission plugin.
+fn admission_defaults(spec: &mut Value, mirror: bool) {
+    if !mirror {
+        set(spec, "serviceAccountName", json!("default"));
+        let account = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
+        set(spec, "serviceAccount", account);
     }
-    set(spec, "serviceAccountName", json!("default"));
-    let account = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
-    set(spec, "serviceAccount", account);
     set(spec, "tolerations", json!([]));
     if let Some(tolerations) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
         for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {

@@ -17,7 +17,6 @@ pub mod authenticator;
 pub mod claims;
 pub mod jwt;
 pub mod oidc;
-pub(crate) mod protobuf;
 pub mod review;
 pub mod token_request;
 

@@ -7,7 +7,8 @@
 //! - `kubernetes.io/kube-apiserver-client`: user certificates, signed once someone approved them
 //!   (`kubectl certificate approve`).
 //!
-//! An approved request is signed with the cluster CA and gets `status.certificate`; one that
+//! An approved request is signed with the cluster CA (its subject kept verbatim, every `O`
+//! included; valid for `spec.expirationSeconds` when set) and gets `status.certificate`; one that
 //! cannot be signed gets the `Failed` condition. Level-triggered: each pass looks at the
 //! request's conditions and certificate only.
 
@@ -95,7 +96,11 @@ async fn reconcile(
     let patch = match signs(&csr) {
         Verdict::Approve(_) => {
             let request = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
-            match ca.sign_client_request(&request) {
+            // `spec.expirationSeconds` shortens the certificate (never below ten minutes nor
+            // beyond the signer's year), as the reference's signer honours it.
+            let ttl = csr.spec.expiration_seconds.and_then(|s| u64::try_from(s).ok());
+            let ttl = ttl.map(std::time::Duration::from_secs);
+            match ca.sign_client_request_for(&request, ttl) {
                 Ok(cert_pem) => {
                     let cert = base64::engine::general_purpose::STANDARD.encode(cert_pem);
                     json!({"status": {"certificate": cert}})

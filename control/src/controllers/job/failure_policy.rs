@@ -1,9 +1,11 @@
 //! `spec.podFailurePolicy`: the first rule matching a failed pod decides what its failure means
 //! — `FailJob` fails the whole Job at once, `Ignore` does not count it against `backoffLimit`,
-//! `Count` counts it as usual (as does a pod no rule matches). A rule matches on the exit code of
-//! a terminated (init) container (`In`/`NotIn`, never exit code 0) or on a pod condition.
+//! `Count` counts it as usual (as does a pod no rule matches), `FailIndex` (only with
+//! `backoffLimitPerIndex`; skipped otherwise, as the reference does) counts it and fails its
+//! index at once. A rule matches on the exit code of a terminated (init) container (`In`/`NotIn`,
+//! never exit code 0) or on a pod condition.
 
-use k8s_openapi::api::batch::v1::{PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement};
+use k8s_openapi::api::batch::v1::{Job, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 /// What the policy makes of one failed pod.
@@ -17,8 +19,20 @@ pub struct Verdict {
     pub action: Option<String>,
 }
 
-/// The reference's `matchPodFailurePolicy` for a failed `pod`.
-pub fn evaluate(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
+/// The action of a rule that fails the pod's index.
+pub const FAIL_INDEX: &str = "FailIndex";
+
+/// [`evaluate`] with `job`'s policy, `FailIndex` rules applying when it has
+/// `backoffLimitPerIndex`.
+pub fn evaluate_for(job: &Job, pod: &Pod) -> Verdict {
+    let spec = job.spec.as_ref();
+    let per_index = spec.is_some_and(|s| s.backoff_limit_per_index.is_some());
+    evaluate(spec.and_then(|s| s.pod_failure_policy.as_ref()), per_index, pod)
+}
+
+/// The reference's `matchPodFailurePolicy` for a failed `pod` (`fail_index`: whether
+/// `FailIndex` rules apply).
+pub fn evaluate(policy: Option<&PodFailurePolicy>, fail_index: bool, pod: &Pod) -> Verdict {
     let unmatched = Verdict { fail_job: None, counts: true, action: None };
     let Some(policy) = policy else { return unmatched };
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
@@ -61,8 +75,11 @@ pub fn evaluate(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
             "Ignore" => return Verdict { fail_job: None, counts: false, action },
             "Count" => return Verdict { fail_job: None, counts: true, action },
             "FailJob" => return Verdict { fail_job: Some(message), counts: true, action },
-            // FailIndex needs backoffLimitPerIndex (not supported here): the rule is skipped,
-            // as the reference skips it with that feature off.
+            FAIL_INDEX if fail_index => {
+                return Verdict { fail_job: None, counts: true, action };
+            }
+            // FailIndex without backoffLimitPerIndex (or an unknown action): the rule is
+            // skipped, as the reference skips it.
             _ => continue,
         }
     }
@@ -171,32 +188,48 @@ mod tests {
                 exit_rule("Count", None, "NotIn", &[1, 2]),
             ],
         };
-        let v = evaluate(Some(&policy), &failed(&[("main", 42)], &[]));
+        let v = evaluate(Some(&policy), false, &failed(&[("main", 42)], &[]));
         assert_eq!(
             v.fail_job.as_deref(),
             Some("Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1")
         );
         // A disrupted pod is ignored whatever its exit code.
-        let v = evaluate(Some(&policy), &failed(&[("main", 42)], &["DisruptionTarget"]));
+        let v = evaluate(Some(&policy), false, &failed(&[("main", 42)], &["DisruptionTarget"]));
         assert_eq!((v.fail_job, v.counts, v.action.as_deref()), (None, false, Some("Ignore")));
         // Exit code 42 in another container: not the FailJob rule; NotIn [1,2] counts it.
-        let v = evaluate(Some(&policy), &failed(&[("side", 42)], &[]));
+        let v = evaluate(Some(&policy), false, &failed(&[("side", 42)], &[]));
         assert_eq!((v.counts, v.action.as_deref()), (true, Some("Count")));
         // Exit code 1: no rule matches, it counts.
-        let v = evaluate(Some(&policy), &failed(&[("main", 1)], &[]));
+        let v = evaluate(Some(&policy), false, &failed(&[("main", 1)], &[]));
         assert_eq!((v.fail_job, v.counts, v.action), (None, true, None));
+    }
+
+    #[test]
+    fn fail_index_applies_only_with_a_per_index_limit() {
+        let policy = PodFailurePolicy {
+            rules: vec![
+                exit_rule("FailIndex", None, "In", &[42]),
+                exit_rule("Ignore", None, "In", &[42, 43]),
+            ],
+        };
+        let pod = failed(&[("main", 42)], &[]);
+        let v = evaluate(Some(&policy), true, &pod);
+        assert_eq!((v.fail_job, v.counts, v.action.as_deref()), (None, true, Some("FailIndex")));
+        // Without backoffLimitPerIndex the rule is skipped: the next one decides.
+        let v = evaluate(Some(&policy), false, &pod);
+        assert_eq!((v.counts, v.action.as_deref()), (false, Some("Ignore")));
     }
 
     #[test]
     fn exit_code_zero_never_matches_and_conditions_name_themselves() {
         let policy = PodFailurePolicy { rules: vec![exit_rule("FailJob", None, "NotIn", &[5])] };
-        assert_eq!(evaluate(Some(&policy), &failed(&[("c", 0)], &[])).fail_job, None);
+        assert_eq!(evaluate(Some(&policy), false, &failed(&[("c", 0)], &[])).fail_job, None);
         let policy = PodFailurePolicy { rules: vec![condition_rule("FailJob", "ConfigIssue")] };
-        let v = evaluate(Some(&policy), &failed(&[], &["ConfigIssue"]));
+        let v = evaluate(Some(&policy), false, &failed(&[], &["ConfigIssue"]));
         assert_eq!(
             v.fail_job.as_deref(),
             Some("Pod ns/p has condition ConfigIssue matching FailJob rule at index 0")
         );
-        assert!(evaluate(None, &failed(&[("c", 3)], &[])).counts);
+        assert!(evaluate(None, false, &failed(&[("c", 3)], &[])).counts);
     }
 }

@@ -69,6 +69,16 @@ impl Intervals {
         self.0.iter().any(|(a, b)| (*a..=*b).contains(&index))
     }
 
+    /// The intervals, first and last index of each, in order.
+    pub fn ranges(&self) -> &[(i32, i32)] {
+        &self.0
+    }
+
+    /// Every index, in order.
+    pub fn iter(&self) -> impl Iterator<Item = i32> + '_ {
+        self.0.iter().flat_map(|(a, b)| *a..=*b)
+    }
+
     /// How many indexes.
     pub fn total(&self) -> i32 {
         self.0.iter().map(|(a, b)| b - a + 1).sum()

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
-use super::indexes;
+use super::indexes::{self, Intervals};
+use super::per_index;
 use super::pods;
 use super::sync::{
     completions, is_indexed, is_suspended, only_replace_failed, parallelism, JobCtx,
@@ -52,7 +53,9 @@ pub(super) async fn manage_job(
     if missing <= 0 {
         return Ok(active);
     }
-    let wait = ctx.backoff.remaining(ctx.now);
+    // With a per-index limit each index waits on its own failures instead (below).
+    let per_index = per_index::limit(&ctx.job).is_some();
+    let wait = if per_index { std::time::Duration::ZERO } else { ctx.backoff.remaining(ctx.now) };
     if !wait.is_zero() {
         ctx.requeue_within(wait);
         return Ok(active);
@@ -68,7 +71,18 @@ pub(super) async fn manage_job(
                 ctx.pods.iter().filter(|p| pod::is_terminating(p) && !pod::is_terminal(p));
             busy.extend(terminating.filter_map(|p| indexes::valid_index(p, total)));
         }
-        slots = ctx.indexes.first_pending(&busy, count, total).into_iter().map(Some).collect();
+        // Failed indexes are not retried.
+        busy.extend(ctx.failed_indexes.iter().flat_map(Intervals::iter));
+        let mut pending = ctx.indexes.first_pending(&busy, count, total);
+        if per_index {
+            let (ready, wait) = per_index::ready_now(pending, &ctx.delayed, ctx.now);
+            if ready.is_empty() && !wait.is_zero() {
+                ctx.requeue_within(wait);
+                return Ok(active);
+            }
+            pending = ready;
+        }
+        slots = pending.into_iter().map(Some).collect();
         count = slots.len();
     }
     if count == 0 {
@@ -76,13 +90,18 @@ pub(super) async fn manage_job(
     }
     controller.expectations.expect_creations(&ctx.key, count);
     let job = ctx.job.clone();
+    let delayed = &ctx.delayed;
     let api: Api<Pod> = Api::namespaced(controller.ctx.client.clone(), &ctx.key.namespace);
     // Batches pop their index from the front.
     slots.reverse();
     let slots = Mutex::new(slots);
     let (created, error) = slow_start_batch(count, || async {
         let index = slots.lock().unwrap_or_else(|p| p.into_inner()).pop().flatten();
-        let pod = pods::pod_for(&job, index);
+        let mut pod = pods::pod_for(&job, index);
+        if let Some(index) = index.filter(|_| per_index) {
+            let replaced = delayed.get(&index).map(|p| p.as_ref());
+            per_index::annotate(&mut pod, per_index::new_failure_counts(&job, replaced));
+        }
         match api.create(&PostParams::default(), &pod).await {
             Ok(created) => {
                 let message = format!("Created pod: {}", created.name_any());

@@ -3,7 +3,8 @@
 //! replacing failed pods after an exponential backoff until `backoffLimit`, `activeDeadlineSeconds`
 //! or a pod failure policy fails the Job; honours `suspend`; and reports counts, completed
 //! indexes and the conditions `SuccessCriteriaMet`/`Complete` or `FailureTarget`/`Failed` in the
-//! status. Finished pods are counted exactly once through the tracking finalizer
+//! status. Indexed Jobs may also limit failures per index ([`per_index`]) and succeed early by
+//! a success policy ([`success_policy`]). Finished pods are counted exactly once through the tracking finalizer
 //! ([`tracking`]). Level-triggered: each sync reads the Job and its pods from the informers.
 
 pub mod conditions;
@@ -12,7 +13,9 @@ mod backoff;
 mod failure_policy;
 mod indexes;
 mod manage;
+mod per_index;
 mod pods;
+mod success_policy;
 mod sync;
 mod tracking;
 

@@ -4,7 +4,7 @@
 //! [`tracking`](super::tracking), which counts finished pods through
 //! `status.uncountedTerminatedPods` before releasing their finalizers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use kube::{Api, ResourceExt};
 use super::backoff::{self, Record};
 use super::conditions::{self, FAILED, FAILURE_TARGET, SUCCESS_CRITERIA_MET, SUSPENDED};
 use super::indexes::{self, Intervals};
-use super::{failure_policy, manage, pods, tracking, Controller};
+use super::{failure_policy, manage, per_index, pods, success_policy, tracking, Controller};
 use crate::controllers::util::pod;
 use crate::machinery::{Action, ControlError, EventType, ObjectKey};
 
@@ -48,6 +48,10 @@ pub(super) struct JobCtx {
     /// Indexed Jobs: the indexes in the status, and those plus newly succeeded pods.
     pub prev_indexes: Intervals,
     pub indexes: Intervals,
+    /// With `backoffLimitPerIndex`: the failed indexes, and per index to retry the failed pod
+    /// whose finalizer stays until its replacement exists.
+    pub failed_indexes: Option<Intervals>,
+    pub delayed: HashMap<i32, Arc<Pod>>,
     pub backoff: Record,
     pub now: Timestamp,
     /// Look again after this long (deadline, backoff).
@@ -136,6 +140,7 @@ impl Controller {
         let all = self.claimed_pods(&cached).await?;
         let mut ctx = self.observe(key, &cached, all);
         self.decide_failure(&mut ctx);
+        decide_indexed(&mut ctx);
         let mut manage_error = None;
         let mut suspend_changed = false;
         let mut active = i32::try_from(ctx.active.len()).unwrap_or(i32::MAX);
@@ -225,9 +230,8 @@ impl Controller {
             .iter()
             .filter(|p| fresh(p, &uncounted_failed) && is_pod_failed(p, cached))
             .collect();
-        let policy = failure_policy(cached);
         let counted_failures =
-            new_failed.iter().filter(|p| failure_policy::evaluate(policy, p).counts).count();
+            new_failed.iter().filter(|p| failure_policy::evaluate_for(cached, p).counts).count();
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let succeeded_total = status.succeeded.unwrap_or(0)
             + count(new_succeeded.len())
@@ -256,6 +260,8 @@ impl Controller {
             finished: None,
             prev_indexes: Intervals::default(),
             indexes: Intervals::default(),
+            failed_indexes: None,
+            delayed: HashMap::new(),
             backoff,
             now,
             requeue: None,
@@ -300,7 +306,9 @@ impl Controller {
         if ctx.finished.is_some() {
             return;
         }
-        let limit = ctx.job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
+        // The API server defaults it (to "unlimited" with a per-index limit).
+        let unset = if per_index::limit(&ctx.job).is_some() { i32::MAX } else { 6 };
+        let limit = ctx.job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(unset);
         if ctx.failed > limit || past_backoff_limit_on_failure(&ctx.job, &ctx.pods, limit) {
             let message = "Job has reached the specified backoff limit";
             ctx.finished = Some(conditions::new(
@@ -335,11 +343,11 @@ impl Controller {
 
     /// The message of the first `FailJob` rule a failed pod matches.
     fn fail_job_message(&self, ctx: &JobCtx) -> Option<String> {
-        let policy = failure_policy(&ctx.job)?;
+        failure_policy(&ctx.job)?;
         ctx.pods
             .iter()
             .filter(|p| is_pod_failed(p, &ctx.job))
-            .find_map(|p| failure_policy::evaluate(Some(policy), p).fail_job)
+            .find_map(|p| failure_policy::evaluate_for(&ctx.job, p).fail_job)
     }
 
     /// Sets the `Suspended` condition from `spec.suspend`; a resumed Job restarts its clock.
@@ -399,6 +407,46 @@ impl Controller {
             }
         }
         Ok(())
+    }
+}
+
+/// The Indexed Job's own verdicts, after the Job-wide ones (the reference's order): failed
+/// indexes may fail the Job, a success policy may complete it.
+fn decide_indexed(ctx: &mut JobCtx) {
+    if !is_indexed(&ctx.job) {
+        return;
+    }
+    let total = completions(&ctx.job).unwrap_or(0);
+    if let Some(limit) = per_index::limit(&ctx.job) {
+        let failed = per_index::failed_indexes(&ctx.job, &ctx.pods, total, limit);
+        let max = ctx.job.spec.as_ref().and_then(|s| s.max_failed_indexes);
+        let verdict = if max.is_some_and(|m| failed.total() > m) {
+            Some((
+                "MaxFailedIndexesExceeded",
+                "Job has exceeded the specified maximal number of failed indexes",
+            ))
+        } else if failed.total() > 0 && failed.total() + ctx.indexes.total() >= total {
+            Some(("FailedIndexes", "Job has failed indexes"))
+        } else {
+            None
+        };
+        if let (None, Some((reason, message))) = (&ctx.finished, verdict) {
+            ctx.finished = Some(conditions::new(FAILURE_TARGET, "True", reason, message, ctx.now));
+        }
+        ctx.delayed = per_index::delayed_deletions(ctx, &failed);
+        ctx.failed_indexes = Some(failed);
+    }
+    if ctx.finished.is_none() {
+        let policy = ctx.job.spec.as_ref().and_then(|s| s.success_policy.as_ref());
+        if let Some(message) = success_policy::matched(policy, total, &ctx.indexes) {
+            ctx.finished = Some(conditions::new(
+                SUCCESS_CRITERIA_MET,
+                "True",
+                success_policy::REASON,
+                &message,
+                ctx.now,
+            ));
+        }
     }
 }
 

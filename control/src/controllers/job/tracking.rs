@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 
 use super::conditions::{self, COMPLETE, FAILED, FAILURE_TARGET, SUCCESS_CRITERIA_MET};
 use super::indexes;
-use super::sync::{completions, failure_policy, is_indexed, is_pod_failed, JobCtx};
+use super::sync::{completions, is_indexed, is_pod_failed, JobCtx};
 use super::{failure_policy, pods, Controller};
 use crate::controllers::util::pod;
 use crate::machinery::{ControlError, EventType, ObjectKey};
@@ -139,6 +139,14 @@ pub(super) async fn track_and_remove_finalizers(
         if !(deleting || ctx.finished.is_some() || done || failed) {
             continue;
         }
+        // The last failed pod of an index to retry stays until its replacement has read its
+        // failure count (the reference's `canRemoveFinalizer`).
+        let delayed = indexes::completion_index(p)
+            .and_then(|ix| ctx.delayed.get(&ix))
+            .is_some_and(|d| d.uid().as_deref() == Some(uid.as_str()));
+        if failed && delayed && !(deleting || ctx.finished.is_some()) {
+            continue;
+        }
         release.push(p.clone());
         if done && !ctx.uncounted_failed.contains(&uid) {
             if indexed {
@@ -157,7 +165,7 @@ pub(super) async fn track_and_remove_finalizers(
             let in_range = !indexed || indexes::valid_index(p, total).is_some();
             if !ctx.uncounted_failed.contains(&uid)
                 && in_range
-                && failure_policy::evaluate(failure_policy(&ctx.job), p).counts
+                && failure_policy::evaluate_for(&ctx.job, p).counts
             {
                 add_failed.push(uid);
                 needs_flush = true;
@@ -184,6 +192,13 @@ pub(super) async fn track_and_remove_finalizers(
         }
         status.succeeded = Some(ctx.indexes.total());
         status.completed_indexes = Some(text);
+        if let Some(failed) = &ctx.failed_indexes {
+            let text = failed.to_string();
+            if status.failed_indexes.as_deref() != Some(text.as_str()) {
+                status.failed_indexes = Some(text);
+                needs_flush = true;
+            }
+        }
     }
     // The interim condition goes in before any finalizer is released, so the decision
     // survives a crash; the terminal one follows once everything is counted.

@@ -6,13 +6,15 @@
 //! each service lives in its own module (`kv`, `watch`, `lease`, `maintenance` — with Cluster —
 //! and `auth`) and shares one [`Front`]: the store, the member identity and the request limit.
 //! `listen` binds etcd-style client URLs (`http://`, `https://`, `unix://`) and runs one tonic
-//! server per listener over the same routes.
+//! server per listener over the same routes; `exposure` insists on client certificates for any
+//! listener other hosts can reach.
 
 mod auth;
 mod authority;
 mod config;
 mod convert;
 mod errors;
+mod exposure;
 mod identity;
 mod kv;
 mod lease;
@@ -31,6 +33,7 @@ pub use config::{
     ListenUrl, ServeConfig, TlsFiles, UrlError, DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_PROGRESS_NOTIFY_INTERVAL,
 };
+pub use exposure::{secure_exposed, ClientFiles, ExposureError};
 pub use identity::{IdentityError, MemberIdentity, IDENTITY_FILE};
 pub use listen::{BoundServer, ServeError};
 

@@ -1,0 +1,162 @@
+//! What the API benchmarks share: the admin's HTTP/2 + TLS client of a `skerry server`, free
+//! ports, namespaces with their service account, percentiles. Included by each bench with
+//! `mod support;`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use serde_json::json;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn pem_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    rustls_pemfile::certs(&mut pem.as_slice()).map(|c| c.expect("PEM certificate")).collect()
+}
+
+/// The admin's client certificate (group system:masters), HTTP/2 only.
+pub fn admin_tls(data_dir: &Path) -> Arc<rustls::ClientConfig> {
+    let tls_dir = data_dir.join("tls");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in pem_certs(&tls_dir.join("ca.crt")) {
+        roots.add(ca).expect("cluster CA");
+    }
+    let key_pem = std::fs::read(tls_dir.join("admin.key")).expect("admin key");
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .expect("admin key PEM")
+        .expect("admin key present");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(pem_certs(&tls_dir.join("admin.crt")), key)
+        .expect("client certificate");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+/// One HTTP/2 connection to the server at `url` (`https://host:port`).
+pub async fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> std::io::Result<Api> {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let (host, port) = rest.rsplit_once(':').ok_or(std::io::ErrorKind::InvalidInput)?;
+    let port: u16 = port.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let name =
+        ServerName::try_from(host.to_string()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let tls = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok(Api { send, base: url.into() })
+}
+
+/// `n` HTTP/2 connections.
+pub async fn connect_many(url: &str, tls: &Arc<rustls::ClientConfig>, n: usize) -> Vec<Api> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(connect(url, tls).await.expect("connecting to the API server"));
+    }
+    v
+}
+
+#[derive(Clone)]
+pub struct Api {
+    send: SendRequest<Full<Bytes>>,
+    base: Arc<str>,
+}
+
+impl Api {
+    pub async fn start(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> http::Response<hyper::body::Incoming> {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(ct) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(Full::new(body.into())).expect("request");
+        let mut send = self.send.clone();
+        send.ready().await.expect("connection ready");
+        send.send_request(req).await.expect("sending a request")
+    }
+
+    /// A whole request: status and body (read to the last byte, not parsed).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, Bytes) {
+        let resp = self.start(method, path, content_type, body).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("response body").to_bytes();
+        (status, body)
+    }
+
+    /// A call that must answer `want`; returns the body.
+    pub async fn expect(
+        &self,
+        want: StatusCode,
+        method: Method,
+        path: &str,
+        body: String,
+    ) -> Bytes {
+        self.expect_with(want, method, path, "application/json", body).await
+    }
+
+    /// [`Api::expect`] with a body of another content type.
+    pub async fn expect_with(
+        &self,
+        want: StatusCode,
+        method: Method,
+        path: &str,
+        ct: &str,
+        body: String,
+    ) -> Bytes {
+        let ct = (!body.is_empty()).then_some(ct);
+        let (status, bytes) = self.call(method.clone(), path, ct, body).await;
+        assert_eq!(status, want, "{method} {path}: {}", String::from_utf8_lossy(&bytes));
+        bytes
+    }
+}
+
+/// Creates namespace `ns` and waits for its `default` service account (pods need it).
+pub async fn namespace(api: &Api, ns: &str) {
+    let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+    api.expect(StatusCode::CREATED, Method::POST, "/api/v1/namespaces", body.to_string()).await;
+    let sa = format!("/api/v1/namespaces/{ns}/serviceaccounts/default");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.call(Method::GET, &sa, None, "").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "no default service account in {ns}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `p` quantile of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}

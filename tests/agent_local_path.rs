@@ -1,0 +1,111 @@
+//! Local-path volumes end to end, as root: one `skerry server` with its embedded agent, a claim
+//! of the default class and a pod using it. Deleting the pod and the claim deletes the volume;
+//! the agent of the node it is pinned to (here the server's own, talking to the API as any
+//! node does) removes the directory and the finalizer, and the volume is gone.
+//!
+//! The agent does not mount pod volumes yet (`volumes::VolumeManager` is not wired into the pod
+//! worker), so the test writes the volume's data itself, where the pod's hostPath
+//! (`DirectoryOrCreate`) would have made it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
+use common::images::{archive_of, busybox_layout};
+use common::server::{ok, SkerryServer};
+
+const IMAGE: &str = "example.com/test/busybox:1";
+const NODE: &str = "lp-node";
+
+fn manifest() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: default
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {{storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: writer
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: data}}
+"#
+    )
+}
+
+#[test]
+fn a_deleted_claims_directory_is_removed_by_its_nodes_agent() {
+    if !skerry_testkit::require_root()
+        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
+        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
+    {
+        return;
+    }
+    let Some(kubectl) = skerry_testkit::kubectl() else { return };
+    enter_test_netns();
+    let images = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_layout(images.path(), IMAGE);
+    let archive = archive_of(&layout, images.path());
+    let args = ["--node-ip", NODE_IP, "--default-local-storage-path", "{dir}/storage"];
+    let server = SkerryServer::start_with_agent(&args, NODE, |data_dir| {
+        import_image(&data_dir.join("agent"), &archive)
+    });
+    let base = server.dir.path().join("storage");
+    let on_failure = || {
+        let state = server.kubectl(&kubectl, &["get", "pv,pvc,pods,events", "-o", "wide"]);
+        format!(
+            "cluster:\n{}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&state.stdout),
+            String::from_utf8_lossy(&state.stderr),
+            server.log_text()
+        )
+    };
+    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
+        let node = server.kubectl_json(&kubectl, &["get", "node", NODE, "-o", "json"])?;
+        node_ready(&node).then_some(()).ok_or_else(|| format!("{node}\n{}", on_failure()))
+    });
+
+    let out = server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest()));
+    ok(out, "kubectl apply");
+    server.wait_running(&kubectl, "writer", Duration::from_secs(60));
+    let pv = server.kubectl_json(&kubectl, &["get", "pvc", "data", "-o", "json"]).unwrap();
+    let volume = pv["spec"]["volumeName"].as_str().unwrap().to_string();
+    let dir = base.join(format!("{volume}_default_data"));
+    let pv = server.kubectl_json(&kubectl, &["get", "pv", &volume, "-o", "json"]).unwrap();
+    assert_eq!(pv["spec"]["hostPath"]["path"], dir.to_string_lossy().as_ref(), "{pv}");
+    // The pod's data, and a directory of some other volume beside it.
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/file"), "kept\n").unwrap();
+    let other = base.join("pvc-other_default_data");
+    std::fs::create_dir_all(&other).unwrap();
+
+    ok(server.kubectl(&kubectl, &["delete", "pod", "writer", "--wait=true"]), "delete pod");
+    ok(server.kubectl(&kubectl, &["delete", "pvc", "data", "--wait=true"]), "delete pvc");
+    eventually("the volume and its directory are gone", Duration::from_secs(90), || {
+        let pvs = server.kubectl_json(&kubectl, &["get", "pv", "-o", "json"])?;
+        let left = pvs["items"].as_array().map_or(0, Vec::len);
+        if left == 0 && !dir.exists() {
+            Ok(())
+        } else {
+            Err(format!("{left} volumes, {dir:?} exists: {}\n{}", dir.exists(), on_failure()))
+        }
+    });
+    assert!(other.exists(), "only the deleted volume's directory is removed");
+}
