@@ -40,7 +40,7 @@ spec:
   containers:
   - name: sh
     image: {IMAGE}
-    command: ["sleep", "3600"]
+    command: ["sh", "-c", "mkdir -p /data/sub && echo kept > /data/sub/file && exec sleep 3600"]
     volumeMounts:
     - {{name: data, mountPath: /data}}
   volumes:
@@ -90,9 +90,12 @@ fn a_deleted_claims_directory_is_removed_by_its_nodes_agent() {
     let dir = base.join(format!("{volume}_default_data"));
     let pv = server.kubectl_json(&kubectl, &["get", "pv", &volume, "-o", "json"]).unwrap();
     assert_eq!(pv["spec"]["hostPath"]["path"], dir.to_string_lossy().as_ref(), "{pv}");
-    // The pod's data, and a directory of some other volume beside it.
-    std::fs::create_dir_all(dir.join("sub")).unwrap();
-    std::fs::write(dir.join("sub/file"), "kept\n").unwrap();
+    // The pod wrote its data into the volume on the node; a directory of some other volume
+    // sits beside it.
+    eventually("the pod's file in the volume directory", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(dir.join("sub/file")).map_err(|e| e.to_string())?;
+        (text == "kept\n").then_some(()).ok_or(text)
+    });
     let other = base.join("pvc-other_default_data");
     std::fs::create_dir_all(&other).unwrap();
 

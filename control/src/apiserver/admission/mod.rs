@@ -36,7 +36,6 @@ pub(crate) enum Operation {
 }
 
 /// One write as admission sees it.
-#[allow(dead_code)] // Fields for the plugins that need them.
 pub(crate) struct Request<'a> {
     pub call: &'a Call,
     pub operation: Operation,
@@ -63,13 +62,11 @@ impl<'a> Request<'a> {
         Request { call, operation, name, old, subresource, dry_run, warnings: Vec::new() }
     }
 
-    #[allow(dead_code)]
     /// Whether the write is to `group`/`kind` itself (not one of its subresources).
     pub fn is_main(&self, group: &str, kind: &str) -> bool {
         self.subresource.is_none() && self.call.info.group == group && self.call.info.kind == kind
     }
 
-    #[allow(dead_code)]
     /// Adds a `Warning` header to the response.
     pub fn warn(&mut self, message: String) {
         self.warnings.push(message);
