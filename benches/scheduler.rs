@@ -24,18 +24,15 @@
 //! (comma-separated, default `1000,5000`) and `SKERRY_BENCH_PODS` change the sizes.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 mod support;
-use support::{admin_tls, free_port, namespace, percentile, Api};
+use support::{list_revision, load_average, namespace, percentile, watch_events, Api, Server};
 
 /// Concurrent clients creating nodes and pods.
 const CLIENTS: usize = 64;
@@ -48,6 +45,11 @@ const NAMESPACE: &str = "sched";
 const DISABLED_CONTROLLERS: &str = "replicaset,replicationcontroller,endpoint,endpointslice,\
 garbagecollector,nodeipam,nodelifecycle,deployment,csrsigning,job,cronjob,ttl-after-finished,\
 disruption,statefulset,daemonset,podgc";
+
+/// The server under test: no agent, the scheduler on, [`DISABLED_CONTROLLERS`] off.
+fn server_args() -> Vec<&'static str> {
+    vec!["--disable-agent", "--disable-controllers", DISABLED_CONTROLLERS]
+}
 
 fn node_status() -> Value {
     let resources = json!({ "cpu": "4", "memory": "32Gi", "pods": "110" });
@@ -92,102 +94,6 @@ fn pod(name: &str) -> String {
         }
     })
     .to_string()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The server under test (as in benches/api.rs)
-
-/// `skerry server`, killed on drop with its temp dir; its URL and the admin's TLS settings.
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    url: String,
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::Builder::new().prefix("skerry-schedbench").tempdir().expect("temp dir");
-        let data: PathBuf = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let port = free_port().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
-            .args(["server", "--disable-agent", "--disable-controllers", DISABLED_CONTROLLERS])
-            .args(["--bind-address", "127.0.0.1", "--https-listen-port", &port])
-            .arg("--data-dir")
-            .arg(&data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting skerry");
-        let mut server = Server {
-            child,
-            dir,
-            url: format!("https://127.0.0.1:{port}"),
-            tls: Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .expect("TLS versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-            ),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("skerry server exited with {status}:\n{}", server.log());
-            }
-            if data.join("tls/admin.key").exists() && data.join("admin.kubeconfig").exists() {
-                server.tls = admin_tls(&data);
-                if let Ok(api) = server.try_connect().await {
-                    if api.call(Method::GET, "/readyz", None, "").await.0 == StatusCode::OK {
-                        return server;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "server not ready in time:\n{}", server.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// User + system CPU time of the server so far, in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        ticks / hz.max(1.0)
-    }
-
-    async fn try_connect(&self) -> std::io::Result<Api> {
-        support::connect(&self.url, &self.tls).await
-    }
-
-    /// `n` HTTP/2 connections.
-    async fn conns(&self, n: usize) -> Vec<Api> {
-        support::connect_many(&self.url, &self.tls, n).await
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,35 +162,20 @@ fn watch_bindings(
     rv: String,
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, String, Instant)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let api = api.clone();
+    let mut events = watch_events(api, &format!("/api/v1/namespaces/{NAMESPACE}/pods"), &rv);
     tokio::spawn(async move {
-        let path = format!(
-            "/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={rv}\
-             &allowWatchBookmarks=false&timeoutSeconds=3600"
-        );
-        let resp = api.start(Method::GET, &path, None, "").await;
-        assert_eq!(resp.status(), StatusCode::OK, "pod watch");
-        let mut body = resp.into_body();
-        let mut buf: Vec<u8> = Vec::new();
         let mut bound = HashSet::new();
-        while let Some(Ok(frame)) = body.frame().await {
-            let Ok(data) = frame.into_data() else { continue };
-            let now = Instant::now();
-            buf.extend_from_slice(&data);
-            while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                let pod = &event["object"];
-                let (Some(name), Some(node)) =
-                    (pod["metadata"]["name"].as_str(), pod["spec"]["nodeName"].as_str())
-                else {
-                    continue;
-                };
-                if bound.insert(name.to_string())
-                    && tx.send((name.to_string(), node.to_string(), now)).is_err()
-                {
-                    return;
-                }
+        while let Some((event, at)) = events.recv().await {
+            let pod = &event["object"];
+            let (Some(name), Some(node)) =
+                (pod["metadata"]["name"].as_str(), pod["spec"]["nodeName"].as_str())
+            else {
+                continue;
+            };
+            if bound.insert(name.to_string())
+                && tx.send((name.to_string(), node.to_string(), at)).is_err()
+            {
+                return;
             }
         }
     });
@@ -306,7 +197,7 @@ struct Result {
 }
 
 async fn run(nodes: usize, pods: usize) -> Result {
-    let server = Server::start().await;
+    let server = Server::start("skerry-schedbench", &server_args()).await;
     let conns = server.conns(CONNS).await;
     let admin = conns[0].clone();
     namespace(&admin, NAMESPACE).await;
@@ -317,17 +208,7 @@ async fn run(nodes: usize, pods: usize) -> Result {
     // to observe it by from outside); the spread of the bindings below checks it did.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let list = admin
-        .expect(
-            StatusCode::OK,
-            Method::GET,
-            &format!("/api/v1/namespaces/{NAMESPACE}/pods"),
-            String::new(),
-        )
-        .await;
-    let list: Value = serde_json::from_slice(&list).expect("list JSON");
-    let rv =
-        list["metadata"]["resourceVersion"].as_str().expect("list resourceVersion").to_string();
+    let rv = list_revision(&admin, &format!("/api/v1/namespaces/{NAMESPACE}/pods")).await;
     let mut bindings = watch_bindings(&admin, rv);
 
     let cpu = server.cpu_seconds();
@@ -380,12 +261,6 @@ async fn run(nodes: usize, pods: usize) -> Result {
         nodes_used: used_nodes.len(),
         zones_used: zones_used.len(),
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {

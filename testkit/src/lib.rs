@@ -4,6 +4,10 @@
 //! skips with a reason, unless `SKERRY_REQUIRE_PRIVILEGED=1` (set by `.ci/run`), in which case a
 //! missing capability fails the test instead.
 
+mod node;
+
+pub use node::{enter_test_netns, remove_cgroup_root, NODE_IP};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,8 @@
 //! Running the real `skerry agent` for end-to-end tests.
 //!
-//! [`enter_test_netns`] moves the calling test thread (and so every process and thread it
-//! starts afterwards: server, agent, kubectl, the test's own HTTP clients) into a new network
-//! namespace with `lo` and a veth uplink, so the agent's bridge, routes, nftables tables and
-//! DNS address never touch the host's. Use it with nextest (one process per test).
+//! [`enter_test_netns`] (from the testkit) moves the calling test thread (and so every process
+//! and thread it starts afterwards: server, agent, kubectl, the test's own HTTP clients) into a
+//! new network namespace. Use it with nextest (one process per test).
 //! [`SkerryAgent`] runs the agent with its own data dir and cgroup root and, on drop, kills it
 //! and runs `skerry agent --cleanup`.
 
@@ -13,28 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::server::SkerryServer;
 
-/// The node address the test namespace's uplink carries.
-pub const NODE_IP: &str = "192.168.231.1";
-
-/// Unshares a network namespace for the calling thread and sets it up: `lo` up, a veth
-/// `uplink` with [`NODE_IP`]/24 and a default route through it.
-pub fn enter_test_netns() {
-    // SAFETY: unshare has no memory-safety preconditions; it affects only this thread.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-    for args in [
-        vec!["link", "set", "lo", "up"],
-        // A veth pair, not a dummy: kernels without the dummy module (this VM's) have veth.
-        vec!["link", "add", "uplink", "type", "veth", "peer", "name", "uplink-peer"],
-        vec!["addr", "add", &format!("{NODE_IP}/24"), "dev", "uplink"],
-        vec!["link", "set", "uplink-peer", "up"],
-        vec!["link", "set", "uplink", "up"],
-        vec!["route", "add", "default", "dev", "uplink"],
-    ] {
-        let out = Command::new("ip").args(&args).output().expect("running ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
+// Re-exported for the agent tests; not every test binary that includes `common` uses them.
+#[allow(unused_imports)]
+pub use skerry_testkit::{enter_test_netns, remove_cgroup_root, NODE_IP};
 
 /// Moves the calling test thread (and every process and thread it starts afterwards) into the
 /// named network namespace `name` (`ip netns add`).
@@ -252,19 +232,6 @@ impl Drop for SkerryAgent {
             .status();
         remove_cgroup_root(&self.cgroup_root);
     }
-}
-
-/// Removes the (emptied) QoS cgroups of an agent's cgroup root in every hierarchy.
-pub fn remove_cgroup_root(cgroup_root: &str) {
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for h in entries.flatten() {
-            let root = h.path().join(cgroup_root);
-            for sub in ["burstable", "besteffort", ""] {
-                let _ = std::fs::remove_dir(root.join(sub));
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(cgroup_root));
 }
 
 /// Polls `f` until it returns `Ok` (every 200 ms, at most `limit`); panics with the last error.
