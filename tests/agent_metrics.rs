@@ -153,6 +153,21 @@ fn kubectl_top_shows_the_busy_pod_above_the_idle_one() {
     assert!(millicores(cols[1]) >= 100, "{line}");
     assert!(cols[3].ends_with("Mi") || cols[3].ends_with("Gi"), "{line}");
 
+    // The agent's Prometheus endpoints through the API server (`nodes/<n>/proxy`, as a
+    // Prometheus scraping kubelets through the apiserver does), over the agent's tunnel.
+    let path = format!("/api/v1/nodes/{NODE}/proxy/metrics/resource");
+    let text = ok(server.kubectl(kubectl, &["get", "--raw", &path]), "nodes proxy");
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "container_cpu_usage_seconds_total{container=\"main\",namespace=\"default\",pod=\"busy\"}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("node_memory_working_set_bytes"), "{text}");
+    let out =
+        server.kubectl(kubectl, &["get", "--raw", "/api/v1/nodes/no-such-node/proxy/metrics"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{out:?}");
+
     // Whoever can view a namespace can see its pods' usage (`view` aggregates the metrics
     // reader role), but not the nodes' without a cluster-wide grant.
     let out = server.kubectl(
@@ -176,4 +191,8 @@ fn kubectl_top_shows_the_busy_pod_above_the_idle_one() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("forbidden") || err.contains("Forbidden"), "{err}");
+    // A namespace viewer may not reach the node's agent.
+    let out = server.kubectl(kubectl, &["get", "--raw", &path, "--as", "alice"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
 }

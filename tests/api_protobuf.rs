@@ -1,8 +1,9 @@
 //! Protobuf bodies against the real `skerry server`: kubectl 1.32's `create` generators (which
 //! send built-in kinds as `application/vnd.kubernetes.protobuf` with no JSON fallback) create
 //! objects that read back with the right fields, and a client that prefers protobuf gets
-//! built-in kinds in protobuf that decode to the same JSON (errors, custom resources and watches
-//! stay JSON).
+//! built-in kinds, error Statuses and watch streams (length-delimited WatchEvent frames) in
+//! protobuf that decode to the same JSON; custom resources answer JSON, or 406 when the client
+//! accepts protobuf only, as the reference's CRD handler does.
 
 mod common;
 
@@ -35,6 +36,14 @@ fn kubectl_create_generators_send_protobuf() {
     // Go's zero values of non-pointer fields read as unset, so defaulting still happens.
     assert_eq!(deploy["spec"]["template"]["spec"]["restartPolicy"], "Always");
     assert_eq!(deploy["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+
+    // The conflict comes back as a protobuf Status that kubectl decodes into its message.
+    let again = server.kubectl(&kubectl, &["create", "deployment", "web", "--image=nginx"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(stderr.contains(r#"deployments.apps "web" already exists"#), "{stderr}");
+    let described = k(&["describe", "deployment", "web"]);
+    assert!(described.contains("Replicas:") && described.contains("nginx"), "{described}");
 
     k(&["create", "cronjob", "tick", "--image=busybox", "--schedule=*/5 * * * *", "--", "date"]);
     let cronjob = get(&["cronjob", "tick"]);
@@ -145,9 +154,163 @@ fn protobuf_responses_decode_to_the_json_form() {
     let resp = resp.unwrap();
     assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
 
-    // The pod is gone, and the 404 is a JSON Status (client-go decodes by content type).
+    // The pod is gone, and the 404 is a protobuf Status (client-go decodes by content type).
     let resp =
         rt.block_on(client.request_with("GET", &format!("{path}/web"), &accept, b"")).unwrap();
     assert_eq!(resp.status, 404);
+    assert_eq!(resp.headers["content-type"], protobuf::CONTENT_TYPE);
+    let status = protobuf::decode(&resp.body).unwrap();
+    assert_eq!((&status["apiVersion"], &status["kind"]), (&json!("v1"), &json!("Status")));
+    assert_eq!((&status["code"], &status["reason"]), (&json!(404), &json!("NotFound")));
+    assert_eq!(status["message"], "pods \"web\" not found");
+    // A JSON client still gets JSON.
+    let resp = rt.block_on(client.request("GET", &format!("{path}/web"), None, b"")).unwrap();
+    assert_eq!(
+        (resp.status, &resp.headers["content-type"]),
+        (404, &"application/json".parse().unwrap())
+    );
     assert_eq!(resp.json()["reason"], "NotFound");
+}
+
+/// A protobuf watch from `query` (it must end by itself: `timeoutSeconds`), as its events.
+fn protobuf_watch(
+    client: &common::server::ApiClient,
+    path: &str,
+    accept: &str,
+) -> Vec<(String, Value)> {
+    let resp = runtime().block_on(client.request_with("GET", path, &[("accept", accept)], b""));
+    let resp = resp.unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.headers["content-type"], protobuf::WATCH_CONTENT_TYPE);
+    protobuf::decode_watch_stream(&resp.body).unwrap()
+}
+
+#[test]
+fn protobuf_watch_streams_length_delimited_events() {
+    let server = SkerryServer::start_with(&["--disable-scheduler"]);
+    let client = server.admin();
+    let rt = runtime();
+    let pods = "/api/v1/namespaces/default/pods";
+    let (_, list) = rt.block_on(client.json("GET", pods, None));
+    let from = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    let (code, _) = rt.block_on(client.json("POST", pods, Some(&pod)));
+    assert_eq!(code, 201);
+    let patch = serde_json::to_vec(&json!({"metadata": {"labels": {"tier": "front"}}})).unwrap();
+    let patched = rt.block_on(client.request(
+        "PATCH",
+        &format!("{pods}/web"),
+        Some("application/merge-patch+json"),
+        &patch,
+    ));
+    assert_eq!(patched.unwrap().status, 200);
+    let (code, _) =
+        rt.block_on(client.json("DELETE", &format!("{pods}/web?gracePeriodSeconds=0"), None));
+    assert_eq!(code, 200);
+
+    // Replayed from `from`: the three changes, in order, as client-go's protobuf Accept asks.
+    let watch = format!("{pods}?watch=true&resourceVersion={from}&timeoutSeconds=1");
+    let events = protobuf_watch(&client, &watch, PROTOBUF_FIRST);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{events:?}");
+    for (_, object) in &events {
+        assert_eq!((&object["kind"], &object["metadata"]["name"]), (&json!("Pod"), &json!("web")));
+        assert_eq!(object["spec"]["containers"][0]["image"], "nginx");
+    }
+    assert!(events[0].1["metadata"]["labels"].is_null());
+    assert_eq!(events[1].1["metadata"]["labels"], json!({"tier": "front"}));
+    let rv = |i: usize| events[i].1["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>();
+    assert!(rv(0).unwrap() < rv(1).unwrap() && rv(1).unwrap() < rv(2).unwrap());
+
+    // A watch-list with `;stream=watch`: the current state, then the initial-events-end bookmark.
+    let keep = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "keep"},
+                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    assert_eq!(rt.block_on(client.json("POST", pods, Some(&keep))).0, 201);
+    let watch = format!(
+        "{pods}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan\
+         &allowWatchBookmarks=true&timeoutSeconds=1"
+    );
+    let events = protobuf_watch(&client, &watch, protobuf::WATCH_CONTENT_TYPE);
+    assert_eq!(events[0].0, "ADDED");
+    assert_eq!(events[0].1["metadata"]["name"], "keep");
+    let (kind, bookmark) = &events[1];
+    assert_eq!((kind.as_str(), &bookmark["kind"]), ("BOOKMARK", &json!("Pod")));
+    assert_eq!(bookmark["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+
+    // A JSON client's watch is unchanged.
+    let watch = format!("{pods}?watch=true&resourceVersion={from}&timeoutSeconds=1");
+    let resp = rt.block_on(client.request("GET", &watch, None, b"")).unwrap();
+    assert_eq!(resp.headers["content-type"], "application/json");
+    let first: Value =
+        serde_json::from_slice(resp.body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        (&first["type"], &first["object"]["metadata"]["name"]),
+        (&json!("ADDED"), &json!("web"))
+    );
+}
+
+#[test]
+fn custom_resources_answer_json_or_406_to_protobuf_clients() {
+    let server = SkerryServer::start_with(&["--disable-scheduler"]);
+    let client = server.admin();
+    let rt = runtime();
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": true}}}]}
+    });
+    let (code, body) = rt.block_on(client.json(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some(&crd),
+    ));
+    assert_eq!(code, 201, "{body}");
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    let served = (0..200).any(|_| {
+        let (code, _) = rt.block_on(client.json("GET", widgets, None));
+        code == 200 || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(served, "the CRD was never served");
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                        "metadata": {"name": "w"}, "spec": {"size": 3}});
+    assert_eq!(rt.block_on(client.json("POST", widgets, Some(&widget))).0, 201);
+
+    // Protobuf first, JSON second: JSON.
+    let get = |accept: &str| {
+        let headers = [("accept", accept)];
+        rt.block_on(client.request_with("GET", &format!("{widgets}/w"), &headers, b"")).unwrap()
+    };
+    let resp = get(PROTOBUF_FIRST);
+    assert_eq!(
+        (resp.status, &resp.headers["content-type"]),
+        (200, &"application/json".parse().unwrap())
+    );
+    assert_eq!(resp.json()["spec"]["size"], 3);
+    // Protobuf only: 406, its Status in protobuf (Status has a protobuf form).
+    let resp = get(protobuf::CONTENT_TYPE);
+    assert_eq!(resp.status, 406);
+    assert_eq!(resp.headers["content-type"], protobuf::CONTENT_TYPE);
+    assert_eq!(protobuf::decode(&resp.body).unwrap()["reason"], "NotAcceptable");
+    // A watch negotiates the same way: JSON lines for a protobuf-first client.
+    let watch = format!("{widgets}?watch=true&timeoutSeconds=1");
+    let resp = rt
+        .block_on(client.request_with("GET", &watch, &[("accept", PROTOBUF_FIRST)], b""))
+        .unwrap();
+    assert_eq!(
+        (resp.status, &resp.headers["content-type"]),
+        (200, &"application/json".parse().unwrap())
+    );
+    // A protobuf body for a custom resource is refused.
+    let body = [b"k8s\0".as_slice(), b"\x0a\x18\x0a\x0eexample.com/v1\x12\x06Widget"].concat();
+    let resp = rt.block_on(client.request("POST", widgets, Some(protobuf::CONTENT_TYPE), &body));
+    assert_eq!(resp.unwrap().status, 415);
 }

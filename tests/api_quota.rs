@@ -299,3 +299,71 @@ fn concurrent_creates_never_exceed_the_quota() {
         }
     });
 }
+
+/// A merge patch; answers status and JSON.
+fn patch(rt: &tokio::runtime::Runtime, api: &ApiClient, path: &str, body: &Value) -> (u16, Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let resp = rt
+        .block_on(api.request("PATCH", path, Some("application/merge-patch+json"), &bytes))
+        .unwrap();
+    (resp.status, resp.json())
+}
+
+#[test]
+fn updates_are_charged_what_they_add() {
+    let server = SkerryServer::start();
+    let (rt, api) = (runtime(), server.admin());
+    namespace(&rt, &api, "grow");
+    quota(&rt, &api, "grow", "ports", json!({"services.nodeports": "1"}));
+    let services = "/api/v1/namespaces/grow/services";
+    for name in ["a", "b"] {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": name}}});
+        let (code, answer) = post(&rt, &api, services, &svc);
+        assert_eq!(code, 201, "{answer}");
+    }
+    // ClusterIP services cost no node port; turning one into a NodePort takes the only one.
+    let to_node_port = json!({"spec": {"type": "NodePort"}});
+    let (code, answer) = patch(&rt, &api, &format!("{services}/a"), &to_node_port);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(used(&rt, &api, "grow", "ports")["status"]["used"]["services.nodeports"], "1");
+    let (code, status) = patch(&rt, &api, &format!("{services}/b"), &to_node_port);
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(
+        status["message"],
+        "services \"b\" is forbidden: exceeded quota: ports, requested: services.nodeports=1, \
+         used: services.nodeports=1, limited: services.nodeports=1"
+    );
+    let (code, svc) = rt.block_on(api.json("GET", &format!("{services}/b"), None));
+    assert_eq!((code, &svc["spec"]["type"]), (200, &json!("ClusterIP")), "{svc}");
+
+    // A claim resized past requests.storage (and its class's share) is refused.
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "grow-fast"}, "provisioner": "example.com/none",
+        "allowVolumeExpansion": true});
+    let (code, answer) = post(&rt, &api, "/apis/storage.k8s.io/v1/storageclasses", &class);
+    assert_eq!(code, 201, "{answer}");
+    let class_key = "grow-fast.storageclass.storage.k8s.io/requests.storage";
+    quota(&rt, &api, "grow", "storage", json!({"requests.storage": "3Gi", class_key: "2Gi"}));
+    let claims = "/api/v1/namespaces/grow/persistentvolumeclaims";
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"}, "spec": {"storageClassName": "grow-fast",
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let (code, answer) = post(&rt, &api, claims, &pvc);
+    assert_eq!(code, 201, "{answer}");
+    let resize = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    let (code, answer) = patch(&rt, &api, &format!("{claims}/data"), &resize("2Gi"));
+    assert_eq!(code, 200, "{answer}");
+    let q = used(&rt, &api, "grow", "storage");
+    assert_eq!(q["status"]["used"]["requests.storage"], "2Gi", "{q}");
+    assert_eq!(q["status"]["used"][class_key], "2Gi", "{q}");
+    let (code, status) = patch(&rt, &api, &format!("{claims}/data"), &resize("3Gi"));
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(
+        status["message"],
+        format!(
+            "persistentvolumeclaims \"data\" is forbidden: exceeded quota: storage, requested: \
+             {class_key}=1Gi, used: {class_key}=2Gi, limited: {class_key}=2Gi"
+        )
+    );
+}

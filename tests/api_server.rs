@@ -45,7 +45,14 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
     let path = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}");
     let (code, mut watch) = api.watch(&path).await;
     assert_eq!(code, 200);
-    let event = watch.next_event(Duration::from_secs(10)).await.expect("the modification");
+    // Other ConfigMaps of the namespace may come first (the controllers publish
+    // `kube-root-ca.crt` whenever they get to it, possibly after `kept` was created).
+    let event = loop {
+        let event = watch.next_event(Duration::from_secs(10)).await.expect("the modification");
+        if event["object"]["metadata"]["name"] == "kept" {
+            break event;
+        }
+    };
     assert_eq!(event["type"], "MODIFIED", "{event}");
     assert_eq!(event["object"]["data"]["after"], "restart");
 }

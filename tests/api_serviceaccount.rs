@@ -2,7 +2,8 @@
 //! adds the `kube-api-access-*` volume, `kubectl create token` issues a pod-bound token, the
 //! token authenticates (`kubectl auth whoami`, TokenReview) until its pod is deleted; expired,
 //! forged and foreign-issuer tokens are 401; the OIDC discovery documents verify the token; and
-//! every namespace gets the `kube-root-ca.crt` ConfigMap.
+//! every namespace gets the `kube-root-ca.crt` ConfigMap. Legacy token Secrets are filled in by
+//! the tokens controller and their tokens authenticate until the Secret is deleted.
 
 mod common;
 
@@ -260,4 +261,115 @@ async fn bound_service_account_tokens() {
     common::server::ok(out, "kubectl delete pod");
     let (code, body) = whoami(&server, &token).await;
     assert_eq!(code, 401, "{body}");
+}
+
+/// `kubectl auth whoami` with `--token` and no kubeconfig credentials: the status and stdout.
+fn kubectl_whoami_with_token(kubectl: &Path, server: &SkerryServer, token: &str) -> (bool, String) {
+    let empty = server.dir.path().join("empty.kubeconfig");
+    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
+    let out = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&empty)
+        .args(["--server", &server.url, "--token", token, "--certificate-authority"])
+        .arg(server.data_dir.join("tls/ca.crt"))
+        .args(["auth", "whoami", "-o", "json"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn legacy_token_secrets_authenticate_until_deleted() {
+    let Some(kubectl) = skerry_testkit::kubectl() else {
+        eprintln!("skipping: kubectl 1.32 is not available");
+        return;
+    };
+    let server = SkerryServer::start();
+    let api = server.admin();
+    let ns = "legacy";
+    let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    assert_eq!(api.json("POST", "/api/v1/namespaces", Some(&body)).await.0, 201);
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+    let (code, sa) =
+        api.json("POST", &format!("/api/v1/namespaces/{ns}/serviceaccounts"), Some(&sa)).await;
+    assert_eq!(code, 201, "{sa}");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "robot-token",
+                     "annotations": {"kubernetes.io/service-account.name": "robot"}}});
+    let secrets = format!("/api/v1/namespaces/{ns}/secrets");
+    let (code, created) = api.json("POST", &secrets, Some(&secret)).await;
+    assert_eq!(code, 201, "{created}");
+
+    // The tokens controller fills in the token, the CA and the namespace.
+    let mut filled = Value::Null;
+    for _ in 0..300 {
+        let (code, got) = api.json("GET", &format!("{secrets}/robot-token"), None).await;
+        assert_eq!(code, 200, "{got}");
+        if got["data"]["token"].is_string() {
+            filled = got;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let typed: k8s_openapi::api::core::v1::Secret = serde_json::from_value(filled.clone()).unwrap();
+    let data = typed.data.unwrap_or_default();
+    let decode = |field: &str| {
+        let bytes = data.get(field).unwrap_or_else(|| panic!("{field}: {filled}"));
+        String::from_utf8(bytes.0.clone()).unwrap()
+    };
+    let token = decode("token");
+    assert_eq!(decode("namespace"), ns);
+    let ca = std::fs::read_to_string(server.data_dir.join("tls/ca.crt")).unwrap();
+    assert_eq!(decode("ca.crt").trim(), ca.trim());
+    assert_eq!(
+        filled["metadata"]["annotations"]["kubernetes.io/service-account.uid"],
+        sa["metadata"]["uid"]
+    );
+    let claims = claims_of(&token);
+    assert_eq!(claims["iss"], "kubernetes/serviceaccount");
+    assert_eq!(claims["sub"], format!("system:serviceaccount:{ns}:robot"));
+    assert_eq!(claims["kubernetes.io/serviceaccount/namespace"], ns);
+    assert_eq!(claims["kubernetes.io/serviceaccount/secret.name"], "robot-token");
+    assert_eq!(claims["kubernetes.io/serviceaccount/service-account.name"], "robot");
+    assert_eq!(claims["kubernetes.io/serviceaccount/service-account.uid"], sa["metadata"]["uid"]);
+    assert!(claims.get("exp").is_none(), "{claims}");
+
+    // The token authenticates as the service account.
+    let (success, text) = kubectl_whoami_with_token(&kubectl, &server, &token);
+    assert!(success, "{text}");
+    let review: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(
+        review["status"]["userInfo"]["username"],
+        format!("system:serviceaccount:{ns}:robot")
+    );
+    assert_eq!(review["status"]["userInfo"]["uid"], sa["metadata"]["uid"]);
+    // A token signed like it but not the Secret's copy is refused.
+    let key = SigningKey::load_or_create(&server.data_dir.join("tls/service-account.key")).unwrap();
+    let mut other = claims.clone();
+    other["extra"] = json!("x");
+    assert_eq!(whoami(&server, &key.sign(&other).unwrap()).await.0, 401);
+
+    // Deleting the Secret revokes the token.
+    let (code, answer) = api.json("DELETE", &format!("{secrets}/robot-token"), None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(whoami(&server, &token).await.0, 401);
+    let (success, text) = kubectl_whoami_with_token(&kubectl, &server, &token);
+    assert!(!success && text.contains("Unauthorized"), "{text}");
+
+    // A token Secret whose service account is gone is deleted by the controller.
+    let orphan = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "ghost-token",
+                     "annotations": {"kubernetes.io/service-account.name": "ghost"}}});
+    assert_eq!(api.json("POST", &secrets, Some(&orphan)).await.0, 201);
+    let mut gone = false;
+    for _ in 0..300 {
+        if api.json("GET", &format!("{secrets}/ghost-token"), None).await.0 == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the orphaned token Secret was not deleted");
 }

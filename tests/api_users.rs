@@ -455,6 +455,24 @@ fn audit_log_records_requests_as_reference_events() {
         .as_str()
         .unwrap()
         .contains(r#"User "alice" cannot list resource "secrets""#));
+    // The authorizer's decision is annotated on the event: forbidden with no RBAC rule, ...
+    assert_eq!(refused["annotations"]["authorization.k8s.io/decision"], "forbid", "{refused}");
+    // ... allowed for the privileged group without a reason, and by RBAC with the binding.
+    assert_eq!(create["annotations"]["authorization.k8s.io/decision"], "allow", "{create}");
+    assert!(received.get("annotations").is_none(), "authorized after RequestReceived");
+    let whoami = kubectl_with(&server, &kubectl, &alice, &["auth", "whoami"]);
+    assert!(whoami.status.success(), "{}", String::from_utf8_lossy(&whoami.stderr));
+    let review = wait_event(&log, |e| {
+        e["user"]["username"] == "alice"
+            && e["objectRef"]["resource"] == "selfsubjectreviews"
+            && e["stage"] == "ResponseComplete"
+    });
+    assert_eq!(review["annotations"]["authorization.k8s.io/decision"], "allow", "{review}");
+    assert_eq!(
+        review["annotations"]["authorization.k8s.io/reason"],
+        "RBAC: allowed by ClusterRoleBinding \"system:basic-user\" of ClusterRole \
+         \"system:basic-user\" to Group \"system:authenticated\""
+    );
 
     // Impersonation is logged with both identities.
     ok(server.kubectl(&kubectl, &["--as", "bob", "auth", "whoami"]), "whoami as bob");

@@ -167,7 +167,11 @@ fn the_default_class_provisions_a_volume_on_the_pods_node() {
     let listed = ok(server.kubectl(&kubectl, &["get", "pvc", "data"]), "kubectl get pvc");
     assert!(listed.contains("Bound") && listed.contains(&name), "{listed}");
 
-    assert_eq!(pv["metadata"]["finalizers"], json!(["skerry.io/local-path-cleanup"]), "{pv}");
+    assert_eq!(
+        pv["metadata"]["finalizers"],
+        json!(["skerry.io/local-path-cleanup", "kubernetes.io/pv-protection"]),
+        "{pv}"
+    );
 
     // Reclaim Delete: the claim goes, and its volume is deleted but waits for n2's agent to
     // remove the directory (there is none here). Once n2 itself is gone, nobody will: the
@@ -281,9 +285,13 @@ fn static_volumes_bind_to_matching_claims_only() {
         "selector": fast, "resources": {"requests": {"storage": "512Mi"}}}),
     );
 
-    // A bound claim whose volume vanishes is Lost.
+    // A bound claim whose volume vanishes is Lost. Deleting a bound volume only marks it
+    // (pv-protection holds it while bound); taking the finalizer off makes it vanish.
     let (status, body) = c.call("DELETE", &volume_path("pv-named"), None);
     assert_eq!(status, 200, "{body}");
+    let held = c.get(&volume_path("pv-named"));
+    assert_eq!(held["metadata"]["finalizers"], json!(["kubernetes.io/pv-protection"]), "{held}");
+    c.merge_patch(&volume_path("pv-named"), &json!({"metadata": {"finalizers": null}}));
     c.eventually("claim lost", || {
         let claim = c.get(&claim_path("by-name"));
         (claim["status"]["phase"] == "Lost").then_some(()).ok_or(claim.to_string())

@@ -304,7 +304,9 @@ fn kill_every_container(agent: &SkerryAgent) {
         }
         let out = agent.ctr(&["inspect", &name]);
         let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let pid = info["container"]["pid"].as_i64().unwrap_or_else(|| panic!("no pid for {name}: {info}"));
+        let pid = info["container"]["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no pid for {name}: {info}"));
         // SAFETY: kill has no memory-safety preconditions.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0, "kill {name} ({pid})");
     }
@@ -363,7 +365,6 @@ fn nodes_keep_serving_restart_and_recover_while_the_server_is_down() {
             .any(|(_, n, s)| n.starts_with(&format!("{node1_replica}_httpd_")) && s == "running");
         back.then_some(()).ok_or_else(|| format!("{:?}\n{}", node1.containers(), node1.log_text()))
     });
-    serves_every_replica(cluster.agent("node-2"), &client, &cluster_ip, &names);
 
     // Stay down past the grace period after which a live server would call the nodes lost.
     std::thread::sleep(Duration::from_secs(50).saturating_sub(outage.elapsed()));
@@ -399,6 +400,9 @@ fn nodes_keep_serving_restart_and_recover_while_the_server_is_down() {
     assert_eq!(restarts(&after["node-2"]), 1, "node-2's container died once");
     let pods = cluster.json(&["get", "pods", "-l", "app=web"]).unwrap();
     assert_eq!(pods["items"].as_array().unwrap().len(), 3, "extra pods: {pods}");
+    // A rebooted node's pod may come back in a new sandbox (a new address, which other nodes
+    // learn from the server): with the server back, the Service reaches every replica again.
+    serves_every_replica(cluster.agent("node-2"), &client, &cluster_ip, &names);
     // One more grace period with the server up: the nodes' fresh heartbeats keep them Ready
     // and untainted (a controller that judged them by the stale leases would taint them).
     std::thread::sleep(Duration::from_secs(45));

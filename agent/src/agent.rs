@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use skerry_dns::{ClusterDnsSettings, ResolvConf};
 use skerry_netproxy::podnet::{NetworkConfig, PodNetwork};
 use skerry_runtime::{LoopbackOnly, MonitorCommand, Runtime, RuntimeConfig, SandboxNetwork};
@@ -78,7 +77,10 @@ impl Agent {
                 .await
                 .map_err(|e| start_err("joining the cluster")(e.to_string()))?;
         }
-        let client = client(&config).await?;
+        // The API client follows the client certificate as it is renewed (`cert_renewal`).
+        crate::cert_renewal::recover(&config);
+        let api = Arc::new(crate::api_client::ApiClient::connect(&config).await?);
+        let client = api.client();
         let cache = LocalCache::open(&data_dir.join("cache.db"))
             .map_err(|e| start_err("local cache")(e.to_string()))?;
         let node_ip = match config.node_ip {
@@ -90,10 +92,12 @@ impl Agent {
             skerry_images::Platform::host(),
         )
         .map_err(|e| start_err("image store")(e.to_string()))?;
+        // The eviction manager decides the pressure conditions; the heartbeat reports them.
+        let (pressure_tx, pressure_rx) = watch::channel(node::facts::Pressure::default());
         let measure = {
             let images = images.clone();
             let dir = data_dir.clone();
-            move || measure(&dir, &images, node_ip)
+            move || measure(&dir, &images, node_ip, *pressure_rx.borrow())
         };
 
         // Registration: the pod CIDR comes from the Node; offline, from the cached Node.
@@ -201,6 +205,7 @@ impl Agent {
             },
             host_resolv,
             probes: Mutex::new(Default::default()),
+            evictions: crate::eviction::Evictions::default(),
         });
         // The tunnel carries kubectl's logs/exec/port-forward to this node; a kubeconfig without
         // a client certificate (a token) only loses those, not the pods.
@@ -225,6 +230,12 @@ impl Agent {
                 tracing::warn!(%err, "no tunnel: kubectl logs, exec and port-forward will not reach this node")
             }
         }
+        let eviction = crate::eviction::EvictionManager::new(
+            ctx.clone(),
+            config.eviction.clone(),
+            pressure_tx,
+        );
+        tasks.push(tokio::spawn(eviction.run(stop_rx.clone())));
         tasks.push(tokio::spawn(PodManager::new(ctx).run(stop_rx.clone())));
         tasks.push(tokio::spawn(crate::local_path::run(
             client.clone(),
@@ -233,6 +244,7 @@ impl Agent {
             cache.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::cert_renewal::run(config.clone(), api, stop_rx.clone())));
         tasks.push(tokio::spawn(node::heartbeat(client, config.clone(), measure, stop_rx.clone())));
         shutdown.await;
         tracing::info!("agent stopping (containers keep running)");
@@ -242,22 +254,6 @@ impl Agent {
         }
         Ok(())
     }
-}
-
-/// The API client from the kubeconfig (its server replaced by `--server` when given).
-async fn client(config: &AgentConfig) -> Result<kube::Client, AgentError> {
-    let path = config.kubeconfig.display().to_string();
-    let bad = |message: String| AgentError::Kubeconfig { path: path.clone(), message };
-    let kubeconfig = Kubeconfig::read_from(&config.kubeconfig).map_err(|e| bad(e.to_string()))?;
-    let mut cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| bad(e.to_string()))?;
-    if let Some(server) = &config.server {
-        cfg.cluster_url = server.parse().map_err(|e| bad(format!("--server {server:?}: {e}")))?;
-    }
-    // A dead server must be noticed quickly; watches still get their long reads.
-    cfg.connect_timeout = Some(Duration::from_secs(5));
-    kube::Client::try_from(cfg).map_err(|e| bad(e.to_string()))
 }
 
 /// The address of the route towards the API server (or the default route); 127.0.0.1 when
@@ -306,8 +302,13 @@ fn registry_config() -> Option<Arc<skerry_images::RegistryConfig>> {
     }
 }
 
-/// The node's measurements now.
-fn measure(data_dir: &Path, images: &skerry_images::ImageStore, node_ip: Ipv4Addr) -> NodeFacts {
+/// The node's measurements now, with the eviction manager's pressure conditions.
+fn measure(
+    data_dir: &Path,
+    images: &skerry_images::ImageStore,
+    node_ip: Ipv4Addr,
+    pressure: node::facts::Pressure,
+) -> NodeFacts {
     let images = images
         .list()
         .unwrap_or_default()
@@ -321,10 +322,5 @@ fn measure(data_dir: &Path, images: &skerry_images::ImageStore, node_ip: Ipv4Add
             (vec![format!("{repo}@{}", i.digest), i.name.clone()], i.size)
         })
         .collect();
-    NodeFacts {
-        capacity: node::facts::capacity(data_dir),
-        pressure: node::facts::pressure(data_dir),
-        images,
-        node_ip,
-    }
+    NodeFacts { capacity: node::facts::capacity(data_dir), pressure, images, node_ip }
 }

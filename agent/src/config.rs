@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Taint;
@@ -94,6 +95,14 @@ pub struct AgentConfig {
     /// Where the local-path provisioner puts this node's volumes: the only place whose
     /// `pvc-…` directories the agent removes when their volume is deleted.
     pub local_storage_path: PathBuf,
+    /// Node-pressure eviction: hard thresholds and the pressure transition period.
+    pub eviction: crate::eviction::EvictionConfig,
+    /// The validity the node asks for its client certificate (`spec.expirationSeconds`);
+    /// `None`: the signer's default.
+    pub client_cert_duration: Option<Duration>,
+    /// Renew the client certificate at this fraction of its lifetime instead of a random
+    /// point in 70–90 % (tests).
+    pub cert_renewal_fraction: Option<f64>,
 }
 
 impl AgentConfig {
@@ -120,6 +129,9 @@ impl AgentConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             networking: true,
             local_storage_path: PathBuf::from("/var/lib/skerry/storage"),
+            eviction: crate::eviction::EvictionConfig::default(),
+            client_cert_duration: None,
+            cert_renewal_fraction: None,
         }
     }
 }
@@ -203,6 +215,44 @@ pub fn parse_reserved(s: &str) -> Result<Reserved, ConfigError> {
     Ok(r)
 }
 
+/// The shortest certificate a signer issues (the reference's `spec.expirationSeconds` minimum).
+pub const MIN_CERT_DURATION: Duration = Duration::from_secs(600);
+
+/// Parses a client certificate validity: seconds, or a number with `s`, `m`, `h` or `d`; at
+/// least ten minutes.
+pub fn parse_cert_duration(s: &str) -> Result<Duration, ConfigError> {
+    let key = "client-cert-duration";
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| invalid(key, format!("{s:?}: expected e.g. 24h")))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(|| invalid(key, format!("{s:?}: expected e.g. 600s, 90m, 24h or 30d")))?;
+    let duration = Duration::from_secs(secs);
+    if duration < MIN_CERT_DURATION {
+        return Err(invalid(key, format!("{s:?}: at least 10m (the signers' minimum)")));
+    }
+    Ok(duration)
+}
+
+/// Parses the renewal fraction override: a number in (0, 1).
+pub fn parse_renewal_fraction(s: &str) -> Result<f64, ConfigError> {
+    let key = "cert-renewal-fraction";
+    let f: f64 = s.trim().parse().map_err(|_| invalid(key, format!("{s:?} is not a number")))?;
+    if !(f > 0.0 && f < 1.0) {
+        return Err(invalid(key, format!("{s:?}: must lie between 0 and 1")));
+    }
+    Ok(f)
+}
+
 /// `/etc/skerry/config.yaml`: the flags' long names as keys (lists for repeatable flags).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -223,6 +273,9 @@ pub struct ConfigFile {
     pub pod_cidr: Option<String>,
     pub cluster_cidr: Option<String>,
     pub default_local_storage_path: Option<PathBuf>,
+    pub eviction_hard: Option<String>,
+    pub eviction_pressure_transition_period: Option<String>,
+    pub client_cert_duration: Option<String>,
 }
 
 impl ConfigFile {
@@ -262,6 +315,20 @@ mod tests {
         assert_eq!((r.cpu_millis, r.memory_bytes), (250, 128 << 20));
         assert!(parse_reserved("gpu=1").is_err());
         assert_eq!(parse_quantity("1.5Gi"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
+    }
+
+    #[test]
+    fn certificate_durations_and_fractions_parse_and_short_ones_are_refused() {
+        assert_eq!(parse_cert_duration("600").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_cert_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_cert_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        for bad in ["599s", "5m", "1y", "h", "-10m"] {
+            assert!(parse_cert_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_renewal_fraction("0.05").unwrap(), 0.05);
+        for bad in ["0", "1", "1.5", "x", "NaN"] {
+            assert!(parse_renewal_fraction(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

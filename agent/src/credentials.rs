@@ -2,6 +2,11 @@
 //! client certificate/key as files, read from the agent's kubeconfig (its current context).
 //! Inline `*-data` entries are written once under `DATA_DIR/tls/` (mode 0600), since the
 //! tunnel re-reads its certificate files on every dial (so a renewed certificate is picked up).
+//!
+//! A renewed certificate and its key are replaced as one change ([`write_pair`]): both are
+//! written beside the old ones as `*.new`, the certificate last (its presence marks the pair
+//! complete), then renamed over the old ones; a crash between the renames is rolled forward at
+//! the next start ([`finish_pair`]), so a mismatched pair never outlives a crash.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -30,21 +35,7 @@ pub fn tunnel_config(
 ) -> Result<TunnelConfig, CredentialsError> {
     let invalid =
         |message: String| CredentialsError::Invalid { path: kubeconfig.to_path_buf(), message };
-    let text = std::fs::read_to_string(kubeconfig)
-        .map_err(|source| CredentialsError::Read { path: kubeconfig.to_path_buf(), source })?;
-    let doc: Value = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    let current = doc["current-context"].as_str().unwrap_or_default();
-    let named = |list: &str, name: &str| -> Option<Value> {
-        let items = doc[list].as_array()?;
-        items.iter().find(|i| i["name"].as_str() == Some(name)).or_else(|| items.first()).cloned()
-    };
-    let context = named("contexts", current).map(|c| c["context"].clone()).unwrap_or(Value::Null);
-    let cluster = named("clusters", context["cluster"].as_str().unwrap_or_default())
-        .map(|c| c["cluster"].clone())
-        .ok_or_else(|| invalid("no cluster".into()))?;
-    let user = named("users", context["user"].as_str().unwrap_or_default())
-        .map(|u| u["user"].clone())
-        .ok_or_else(|| invalid("no user".into()))?;
+    let (cluster, user) = current_sections(kubeconfig)?;
     let base = kubeconfig.parent().unwrap_or(Path::new("."));
     let server = match server {
         Some(s) => s.to_string(),
@@ -70,6 +61,43 @@ pub fn tunnel_config(
     let key_file =
         as_file(material(&user, "client-key", base).map_err(invalid)?, &tls_dir, "node.key")?;
     Ok(TunnelConfig { server, ca_pem, cert_file, key_file })
+}
+
+/// The current context's cluster and user sections of `kubeconfig`.
+fn current_sections(kubeconfig: &Path) -> Result<(Value, Value), CredentialsError> {
+    let invalid =
+        |message: String| CredentialsError::Invalid { path: kubeconfig.to_path_buf(), message };
+    let text = std::fs::read_to_string(kubeconfig)
+        .map_err(|source| CredentialsError::Read { path: kubeconfig.to_path_buf(), source })?;
+    let doc: Value = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let current = doc["current-context"].as_str().unwrap_or_default();
+    let named = |list: &str, name: &str| -> Option<Value> {
+        let items = doc[list].as_array()?;
+        items.iter().find(|i| i["name"].as_str() == Some(name)).or_else(|| items.first()).cloned()
+    };
+    let context = named("contexts", current).map(|c| c["context"].clone()).unwrap_or(Value::Null);
+    let cluster = named("clusters", context["cluster"].as_str().unwrap_or_default())
+        .map(|c| c["cluster"].clone())
+        .ok_or_else(|| invalid("no cluster".into()))?;
+    let user = named("users", context["user"].as_str().unwrap_or_default())
+        .map(|u| u["user"].clone())
+        .ok_or_else(|| invalid("no user".into()))?;
+    Ok((cluster, user))
+}
+
+/// The client certificate and key files `kubeconfig` names: `None` when either is inline data
+/// (nothing the agent could replace in place).
+pub fn client_files(kubeconfig: &Path) -> Result<Option<(PathBuf, PathBuf)>, CredentialsError> {
+    let invalid =
+        |message: String| CredentialsError::Invalid { path: kubeconfig.to_path_buf(), message };
+    let (_, user) = current_sections(kubeconfig)?;
+    let base = kubeconfig.parent().unwrap_or(Path::new("."));
+    let cert = material(&user, "client-certificate", base).map_err(invalid)?;
+    let key = material(&user, "client-key", base).map_err(invalid)?;
+    Ok(match (cert, key) {
+        (Material::File(cert), Material::File(key)) => Some((cert, key)),
+        _ => None,
+    })
 }
 
 /// A kubeconfig entry given as a file path or as base64 data.
@@ -124,6 +152,49 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// `path` with `.new` appended: where the next certificate or key waits for its rename.
+fn pending(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    path.with_file_name(name)
+}
+
+/// Replaces the certificate at `cert` and the key at `key` (mode 0600) as one change (see the
+/// module docs). One file named for both gets the key and the certificate in one write.
+pub(crate) fn write_pair(
+    cert: &Path,
+    key: &Path,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> std::io::Result<()> {
+    if cert == key {
+        return write_private(cert, &[key_pem, cert_pem].concat());
+    }
+    write_private(&pending(key), key_pem)?;
+    write_private(&pending(cert), cert_pem)?;
+    finish_pair(cert, key)
+}
+
+/// Completes a [`write_pair`] a crash interrupted: a complete pending pair (its certificate
+/// written) is renamed into place; a lone pending key (the crash came before the certificate)
+/// is removed.
+pub(crate) fn finish_pair(cert: &Path, key: &Path) -> std::io::Result<()> {
+    let (cert_new, key_new) = (pending(cert), pending(key));
+    if cert_new.exists() {
+        if key_new.exists() {
+            std::fs::rename(&key_new, key)?;
+        }
+        std::fs::rename(&cert_new, cert)?;
+        if let Some(dir) = cert.parent() {
+            // The renames themselves must reach the disk before the old pair is forgotten.
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+    } else if key_new.exists() {
+        std::fs::remove_file(&key_new)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +240,51 @@ mod tests {
         .unwrap();
         let err = tunnel_config(&kubeconfig, None, dir.path()).unwrap_err().to_string();
         assert!(err.contains("no client-certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_pair_is_replaced_whole_and_an_interrupted_replacement_rolls_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("node.crt"), dir.path().join("node.key"));
+        write_pair(&cert, &key, b"cert 1", b"key 1").unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), b"cert 1");
+        assert_eq!(std::fs::read(&key).unwrap(), b"key 1");
+        assert!(!pending(&cert).exists() && !pending(&key).exists());
+
+        // A crash after the key's rename: the certificate still waits; the next start finishes.
+        write_private(&pending(&cert), b"cert 2").unwrap();
+        write_private(&key, b"key 2").unwrap();
+        finish_pair(&cert, &key).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), b"cert 2");
+        assert_eq!(std::fs::read(&key).unwrap(), b"key 2");
+
+        // A crash before the certificate was written: the old pair stays, the lone key goes.
+        write_private(&pending(&key), b"key 3").unwrap();
+        finish_pair(&cert, &key).unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"key 2");
+        assert!(!pending(&key).exists());
+
+        // One file for both: key and certificate in one write.
+        let both = dir.path().join("node.pem");
+        write_pair(&both, &both, b"CERT", b"KEY\n").unwrap();
+        assert_eq!(std::fs::read(&both).unwrap(), b"KEY\nCERT");
+    }
+
+    #[test]
+    fn client_files_are_named_only_when_both_are_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let write = |user: &str| {
+            let text = format!(
+                "clusters:\n- name: c\n  cluster:\n    server: https://h:6443\n\
+                 users:\n- name: u\n  user:\n{user}"
+            );
+            std::fs::write(&kubeconfig, text).unwrap();
+        };
+        write("    client-certificate: tls/node.crt\n    client-key: /abs/node.key\n");
+        let files = client_files(&kubeconfig).unwrap().unwrap();
+        assert_eq!(files, (dir.path().join("tls/node.crt"), PathBuf::from("/abs/node.key")));
+        write(&format!("    client-certificate-data: {}\n    client-key: k\n", b64("C")));
+        assert_eq!(client_files(&kubeconfig).unwrap(), None);
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! Boards without a real-time clock boot in 1970: every certificate looks "not yet valid"
 //! then, so the join waits until the clock reaches the binary's build year.
+//!
+//! `cert_renewal` reuses the request half (a new key and CSR, submitted and awaited) to renew
+//! the certificate with the node's own identity, and [`join`] itself when the certificate has
+//! expired and only the bootstrap token can get a new one.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -86,6 +90,12 @@ pub async fn ensure_joined(config: &AgentConfig, token: &str) -> Result<(), Join
     if config.kubeconfig.exists() {
         return Ok(());
     }
+    join(config, token).await
+}
+
+/// Joins with `token` whether or not a kubeconfig exists (its key, certificate and kubeconfig
+/// are replaced).
+pub async fn join(config: &AgentConfig, token: &str) -> Result<(), JoinError> {
     let token = JoinToken::parse(token)?;
     let server = config.server.clone().ok_or(JoinError::NoServer)?;
     let server = server.trim_end_matches('/').to_string();
@@ -104,14 +114,7 @@ pub async fn ensure_joined(config: &AgentConfig, token: &str) -> Result<(), Join
     let ca_pem = String::from_utf8_lossy(&ca).into_owned();
 
     let tls_dir = config.data_dir.join("tls");
-    let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Key(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("system:node:{}", config.node_name));
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
-    let request = params.serialize_request(&key).map_err(|e| JoinError::Key(e.to_string()))?;
-    let request = request.pem().map_err(|e| JoinError::Key(e.to_string()))?;
+    let (key_pem, request) = node_request(&config.node_name)?;
 
     // The bootstrap kubeconfig: the pinned CA and the token (as the reference kubelet's).
     let bootstrap = tls_dir.join("bootstrap.kubeconfig");
@@ -126,13 +129,16 @@ pub async fn ensure_joined(config: &AgentConfig, token: &str) -> Result<(), Join
     );
     write_private(&bootstrap, text.as_bytes())?;
     let client = client_from(&bootstrap).await?;
-    let cert_pem = request_certificate(client, &config.node_name, &request).await?;
+    let cert_pem =
+        request_certificate(client, &config.node_name, &request, config.client_cert_duration)
+            .await?;
     let _ = std::fs::remove_file(&bootstrap);
 
     let cert_file = tls_dir.join("node.crt");
     let key_file = tls_dir.join("node.key");
-    write_private(&key_file, key.serialize_pem().as_bytes())?;
-    write_private(&cert_file, cert_pem.as_bytes())?;
+    // As one change: a rejoin replaces a pair the running agent may be reading.
+    crate::credentials::write_pair(&cert_file, &key_file, cert_pem.as_bytes(), key_pem.as_bytes())
+        .map_err(|source| JoinError::Write { path: cert_file.clone(), source })?;
     let user = format!("system:node:{}", config.node_name);
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: skerry\n  cluster:\n    server: {server}\n    \
@@ -148,6 +154,18 @@ pub async fn ensure_joined(config: &AgentConfig, token: &str) -> Result<(), Join
     Ok(())
 }
 
+/// A new key (PEM) and a certificate signing request (PEM) for `system:node:<node>` in
+/// `system:nodes`.
+pub(crate) fn node_request(node: &str) -> Result<(String, String), JoinError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Key(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
+    let request = params.serialize_request(&key).map_err(|e| JoinError::Key(e.to_string()))?;
+    let request = request.pem().map_err(|e| JoinError::Key(e.to_string()))?;
+    Ok((key.serialize_pem(), request))
+}
+
 async fn client_from(path: &Path) -> Result<kube::Client, JoinError> {
     let api = |e: String| JoinError::Api(e);
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| api(e.to_string()))?;
@@ -157,11 +175,13 @@ async fn client_from(path: &Path) -> Result<kube::Client, JoinError> {
     kube::Client::try_from(cfg).map_err(|e| api(e.to_string()))
 }
 
-/// Submits the request and waits for its certificate (PEM).
-async fn request_certificate(
+/// Submits the request (asking for `duration` when given, as `spec.expirationSeconds`) and
+/// waits for its certificate (PEM).
+pub(crate) async fn request_certificate(
     client: kube::Client,
     node: &str,
     request: &str,
+    duration: Option<Duration>,
 ) -> Result<String, JoinError> {
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let csr = CertificateSigningRequest {
@@ -177,6 +197,7 @@ async fn request_certificate(
                 "key encipherment".into(),
                 "client auth".into(),
             ]),
+            expiration_seconds: duration.map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
             ..Default::default()
         },
         status: None,
@@ -215,7 +236,7 @@ async fn request_certificate(
 }
 
 /// Waits (logging every minute) while the clock is before the build year.
-async fn wait_for_sane_clock() {
+pub(crate) async fn wait_for_sane_clock() {
     let mut waited = 0u64;
     loop {
         let clock = crate::check::clock::inspect(SystemTime::now());
@@ -226,7 +247,7 @@ async fn wait_for_sane_clock() {
             tracing::warn!(
                 year = clock.year,
                 build_year = clock.build_year,
-                "the clock is not set; waiting before joining"
+                "the clock is not set; waiting before using certificates"
             );
         }
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -4,14 +4,17 @@
 //! `check` is `skerry check`.
 
 pub mod agent;
+pub mod api_client;
 pub mod api_objects;
 pub mod cache;
+pub mod cert_renewal;
 pub mod check;
 pub mod cleanup;
 pub mod config;
 pub mod credentials;
 pub mod env;
 pub mod events;
+pub mod eviction;
 pub mod join;
 pub mod local_path;
 pub mod network;

@@ -59,10 +59,26 @@ pub struct AgentArgs {
     /// The top cgroup of this agent's pods.
     #[arg(long, env = "SKERRY_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
+    /// Hard eviction thresholds, the kubelet's syntax: `memory.available<100Mi,nodefs.available<10%`
+    /// (signals: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
+    /// imagefs.inodesFree, pid.available). Replaces the defaults as a whole.
+    #[arg(long)]
+    pub eviction_hard: Option<String>,
+    /// How long a pressure condition stays True after its threshold is no longer crossed
+    /// (default `5m`).
+    #[arg(long)]
+    pub eviction_pressure_transition_period: Option<String>,
     /// Where the local-path provisioner puts this node's volumes (the server's
     /// `--default-local-storage-path`); the agent removes a deleted volume's directory there.
     #[arg(long)]
     pub default_local_storage_path: Option<PathBuf>,
+    /// The validity this node asks for its client certificate (e.g. `24h`, `30d`; at least
+    /// `10m`); the agent renews it at 70–90 % of its lifetime. Default: the signer's (a year).
+    #[arg(long, env = "SKERRY_CLIENT_CERT_DURATION")]
+    pub client_cert_duration: Option<String>,
+    /// Renew the client certificate at this fraction of its lifetime (tests).
+    #[arg(long, env = "SKERRY_CERT_RENEWAL_FRACTION", hide = true)]
+    pub cert_renewal_fraction: Option<String>,
     /// The config file (default /etc/skerry/config.yaml, if it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -130,9 +146,20 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     if let Some(path) = args.default_local_storage_path.or(file.default_local_storage_path) {
         cfg.local_storage_path = path;
     }
+    if let Some(d) = args.client_cert_duration.or(file.client_cert_duration) {
+        cfg.client_cert_duration = Some(config::parse_cert_duration(&d)?);
+    }
+    if let Some(f) = args.cert_renewal_fraction {
+        cfg.cert_renewal_fraction = Some(config::parse_renewal_fraction(&f)?);
+    }
     if let Some(root) = args.cgroup_root {
         cfg.cgroup_root = root;
     }
+    let transition =
+        args.eviction_pressure_transition_period.or(file.eviction_pressure_transition_period);
+    cfg.eviction
+        .apply_flags(args.eviction_hard.or(file.eviction_hard).as_deref(), transition.as_deref())
+        .map_err(anyhow::Error::msg)?;
     cfg.monitor_exe = std::env::current_exe().context("finding the skerry binary")?;
     Ok((cfg, args.cleanup))
 }

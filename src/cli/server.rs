@@ -46,6 +46,15 @@ pub struct ServerArgs {
     /// The top cgroup of the local agent's pods (one per data dir).
     #[arg(long, env = "SKERRY_CGROUP_ROOT", default_value = "kubepods")]
     pub cgroup_root: String,
+    /// The local agent's hard eviction thresholds, the kubelet's syntax: `memory.available<100Mi,nodefs.available<10%`
+    /// (signals: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
+    /// imagefs.inodesFree, pid.available). Replaces the defaults as a whole.
+    #[arg(long)]
+    pub eviction_hard: Option<String>,
+    /// How long a pressure condition stays True after its threshold is no longer crossed
+    /// (default `5m`).
+    #[arg(long)]
+    pub eviction_pressure_transition_period: Option<String>,
     /// Static bearer tokens: CSV of `token,user,uid[,"group1,group2"]`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
@@ -55,9 +64,15 @@ pub struct ServerArgs {
     /// The audit policy (`audit.k8s.io/v1` Policy); default: every request at Metadata.
     #[arg(long)]
     pub audit_policy_file: Option<PathBuf>,
-    /// Start a new audit log file past this many megabytes (0: never).
+    /// Start a new audit log file past this many megabytes (0: the reference's 100).
     #[arg(long, default_value_t = 0)]
     pub audit_log_maxsize: u64,
+    /// Old audit log files kept, `audit-<time>.log` beside the log (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxbackup: usize,
+    /// Days old audit log files are kept, by the time in their names (0: forever).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
     /// Range of Service ClusterIPs.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
@@ -237,7 +252,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         Some(path) => skerry_control::apiserver::audit::AuditConfig::open(
             path,
             args.audit_policy_file.as_deref(),
-            args.audit_log_maxsize,
+            skerry_control::apiserver::audit::rotation::Rotation::from_flags(
+                args.audit_log_maxsize,
+                args.audit_log_maxbackup,
+                args.audit_log_maxage,
+            ),
         )
         .context("--audit-log-path")?,
         None => Default::default(),
@@ -341,6 +360,12 @@ fn embedded_agent_config(
     cfg.node_ip = args.node_ip;
     cfg.control_plane = true;
     cfg.cgroup_root = args.cgroup_root.clone();
+    cfg.eviction
+        .apply_flags(
+            args.eviction_hard.as_deref(),
+            args.eviction_pressure_transition_period.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
     cfg.cluster_cidr = args
         .cluster_cidr
         .parse()

@@ -155,6 +155,7 @@ impl SkerryAgent {
             .arg(&self.data_dir)
             .arg("--config")
             .arg(self.dir.path().join("no-config.yaml"))
+            .args(["--eviction-hard", super::server::TEST_EVICTION_HARD])
             .env("SKERRY_CGROUP_ROOT", &self.cgroup_root)
             .env("RUST_LOG", "info,skerry_agent=debug")
             .stdin(Stdio::null())

@@ -19,6 +19,9 @@ use tokio::io::AsyncBufReadExt;
 /// How long a server may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The eviction thresholds of test agents: memory only (see `SkerryServer::spawn`).
+pub const TEST_EVICTION_HARD: &str = "memory.available<100Mi";
+
 /// A running `skerry server`.
 pub struct SkerryServer {
     child: Option<Child>,
@@ -101,6 +104,15 @@ impl SkerryServer {
                     .then_some(["--bind-address", "127.0.0.1"])
                     .into_iter()
                     .flatten(),
+            )
+            // Disk thresholds would evict every test pod on a machine with little free disk
+            // (the kubelet's defaults are 10 % / 15 % free): tests keep the memory one only.
+            .args(
+                (self.agent_cgroup_root.is_some()
+                    && !self.args.iter().any(|a| a == "--eviction-hard"))
+                .then_some(["--eviction-hard", TEST_EVICTION_HARD])
+                .into_iter()
+                .flatten(),
             )
             .args(["--https-listen-port", &self.port, "--data-dir"])
             .arg(&self.data_dir)

@@ -1,14 +1,10 @@
-//! What the node measures about itself: capacity (CPUs, memory, disk, pods), system info
-//! (kernel, OS image, architecture) and the pressure signals behind the MemoryPressure,
-//! DiskPressure and PIDPressure conditions. Reads `/proc`, `/etc/os-release` and `statvfs`;
-//! the thresholds are the kubelet's default hard eviction thresholds.
+//! What the node measures about itself: capacity (CPUs, memory, disk, pods) and system info
+//! (kernel, OS image, architecture). Reads `/proc`, `/etc/os-release` and `statvfs`. The
+//! pressure conditions come from the eviction manager (`crate::eviction`), which measures the
+//! eviction signals against the configured thresholds.
 
 use std::path::Path;
 
-/// The kubelet's default `memory.available<100Mi`.
-pub const MEMORY_EVICTION_BYTES: u64 = 100 * 1024 * 1024;
-/// The kubelet's default `nodefs.available<10%`.
-pub const DISK_EVICTION_PERCENT: u64 = 10;
 /// Pods per node (the kubelet's default `--max-pods`).
 pub const MAX_PODS: u64 = 110;
 
@@ -23,36 +19,16 @@ pub struct Capacity {
     pub disk_bytes: u64,
 }
 
-/// Current pressure measurements.
+/// The pressure conditions now (True while an eviction threshold is crossed, and for the
+/// pressure transition period after).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pressure {
-    /// `MemAvailable` in bytes.
-    pub memory_available: u64,
-    /// Free bytes of the data dir's file system (for unprivileged users).
-    pub disk_available: u64,
-    /// Size of the data dir's file system in bytes.
-    pub disk_total: u64,
-    /// Processes and threads running.
-    pub pids_in_use: u64,
-    /// `kernel/pid_max`.
-    pub pid_max: u64,
-}
-
-impl Pressure {
-    /// Below 100Mi of available memory.
-    pub fn memory(&self) -> bool {
-        self.memory_available < MEMORY_EVICTION_BYTES
-    }
-
-    /// Below 10% of free disk.
-    pub fn disk(&self) -> bool {
-        self.disk_total > 0 && self.disk_available * 100 < self.disk_total * DISK_EVICTION_PERCENT
-    }
-
-    /// More than 90% of pid_max in use.
-    pub fn pids(&self) -> bool {
-        self.pid_max > 0 && self.pids_in_use * 10 > self.pid_max * 9
-    }
+    /// MemoryPressure.
+    pub memory: bool,
+    /// DiskPressure.
+    pub disk: bool,
+    /// PIDPressure.
+    pub pids: bool,
 }
 
 /// A `/proc/meminfo` field in bytes.
@@ -79,28 +55,6 @@ pub fn capacity(data_dir: &Path) -> Capacity {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
         memory_bytes: meminfo(&meminfo_text, "MemTotal").unwrap_or(0),
         disk_bytes: disk(data_dir).0,
-    }
-}
-
-/// Measures the pressure signals now.
-pub fn pressure(data_dir: &Path) -> Pressure {
-    let meminfo_text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let (disk_total, disk_available) = disk(data_dir);
-    // /proc/loadavg's fourth field is "running/total" scheduling entities (threads).
-    let pids_in_use = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().nth(3)?.split('/').nth(1)?.parse().ok())
-        .unwrap_or(0);
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    Pressure {
-        memory_available: meminfo(&meminfo_text, "MemAvailable").unwrap_or(u64::MAX),
-        disk_available,
-        disk_total,
-        pids_in_use,
-        pid_max,
     }
 }
 
@@ -155,20 +109,6 @@ mod tests {
         assert_eq!(meminfo(t, "MemTotal"), Some(8_000_000 * 1024));
         assert_eq!(meminfo(t, "MemAvailable"), Some(102_400));
         assert_eq!(meminfo(t, "MemFree"), None);
-    }
-
-    #[test]
-    fn pressure_follows_the_kubelet_default_thresholds() {
-        let ok = Pressure {
-            memory_available: 1 << 30,
-            disk_available: 50,
-            disk_total: 100,
-            pids_in_use: 10,
-            pid_max: 100,
-        };
-        assert!(!ok.memory() && !ok.disk() && !ok.pids());
-        let bad = Pressure { memory_available: 1 << 20, disk_available: 5, pids_in_use: 95, ..ok };
-        assert!(bad.memory() && bad.disk() && bad.pids());
     }
 
     #[test]

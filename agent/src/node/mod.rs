@@ -48,7 +48,7 @@ fn quantity(v: impl ToString) -> Quantity {
 pub struct NodeFacts {
     /// The node's size.
     pub capacity: Capacity,
-    /// Current pressure signals.
+    /// The pressure conditions (from the eviction manager).
     pub pressure: Pressure,
     /// Image names present (with their digests).
     pub images: Vec<(Vec<String>, u64)>,
@@ -83,12 +83,10 @@ pub fn resources(
     capacity
         .insert("ephemeral-storage".to_string(), quantity(format!("{}Ki", c.disk_bytes / 1024)));
     let cpu = (c.cpus * 1000).saturating_sub(r.cpu_millis);
-    let memory =
-        c.memory_bytes.saturating_sub(r.memory_bytes).saturating_sub(facts::MEMORY_EVICTION_BYTES);
-    let disk = c
-        .disk_bytes
-        .saturating_sub(r.ephemeral_storage_bytes)
-        .saturating_sub(c.disk_bytes / 100 * facts::DISK_EVICTION_PERCENT);
+    let (memory_threshold, disk_threshold) = cfg.eviction.reservation(c.memory_bytes, c.disk_bytes);
+    let memory = c.memory_bytes.saturating_sub(r.memory_bytes).saturating_sub(memory_threshold);
+    let disk =
+        c.disk_bytes.saturating_sub(r.ephemeral_storage_bytes).saturating_sub(disk_threshold);
     let mut allocatable = BTreeMap::new();
     allocatable.insert(
         "cpu".to_string(),
@@ -114,21 +112,21 @@ pub fn condition_values(p: &Pressure) -> Vec<(&'static str, bool, &'static str, 
         }
     };
     let mem = flag(
-        p.memory(),
+        p.memory,
         "KubeletHasInsufficientMemory",
         "KubeletHasSufficientMemory",
         "kubelet has insufficient memory available",
         "kubelet has sufficient memory available",
     );
     let disk = flag(
-        p.disk(),
+        p.disk,
         "KubeletHasDiskPressure",
         "KubeletHasNoDiskPressure",
         "kubelet has disk pressure",
         "kubelet has no disk pressure",
     );
     let pid = flag(
-        p.pids(),
+        p.pids,
         "KubeletHasInsufficientPID",
         "KubeletHasSufficientPID",
         "kubelet has insufficient PID available",
@@ -392,13 +390,7 @@ mod tests {
         assert_eq!(labels["zone"], "a");
         let facts = NodeFacts {
             capacity: Capacity { cpus: 1, memory_bytes: 1 << 30, disk_bytes: 1 << 30 },
-            pressure: Pressure {
-                memory_available: 1 << 20,
-                disk_available: 1 << 29,
-                disk_total: 1 << 30,
-                pids_in_use: 1,
-                pid_max: 100,
-            },
+            pressure: Pressure { memory: true, disk: false, pids: false },
             images: vec![(vec!["busybox@sha256:x".into(), "busybox:1".into()], 10)],
             node_ip: Ipv4Addr::new(10, 0, 0, 1),
         };

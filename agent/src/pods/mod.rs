@@ -23,6 +23,7 @@ pub mod spec;
 pub mod static_pods;
 pub mod status;
 pub mod status_writer;
+pub mod volume_refresh;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -77,6 +78,8 @@ pub struct PodContext {
     pub host_resolv: ResolvConf,
     /// Probe results: (pod uid, container) → (ready, liveness failed).
     pub probes: Mutex<HashMap<(String, String), ProbeResults>>,
+    /// Pods the eviction manager chose; their workers kill them and report them Evicted.
+    pub evictions: crate::eviction::Evictions,
 }
 
 /// The latest probe verdicts of one container.
@@ -372,12 +375,15 @@ struct Workers {
     by_uid: HashMap<String, watch::Sender<Desired>>,
     /// The UIDs of the static pods among them.
     statics: HashSet<String>,
+    /// Keeps the running pods' configMap/secret/downwardAPI/projected volumes current.
+    refresh: volume_refresh::RefreshHandle,
 }
 
 impl Workers {
     /// Hands a pod version to its worker (starting one for a new pod).
     fn update(&mut self, pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else { return };
+        self.refresh.pod_changed(&pod);
         if let Some(tx) = self.by_uid.get(&uid) {
             if !tx.is_closed() {
                 let _ = tx.send(Desired::Pod(Box::new(pod)));
@@ -433,8 +439,18 @@ impl PodManager {
 
     /// Runs until `shutdown` flips. Containers keep running after it returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut workers =
-            Workers { ctx: self.ctx.clone(), by_uid: HashMap::new(), statics: HashSet::new() };
+        let refresh = volume_refresh::VolumeRefresher::new(
+            self.ctx.cache.clone(),
+            self.ctx.volumes.clone(),
+            self.ctx.objects.clone(),
+        )
+        .spawn(shutdown.clone());
+        let mut workers = Workers {
+            ctx: self.ctx.clone(),
+            by_uid: HashMap::new(),
+            statics: HashSet::new(),
+            refresh,
+        };
         // Static pods are read before the cache: the files, not the cache, say which run.
         let dir = static_pods::manifest_dir(&self.ctx.data_dir);
         let mut statics =

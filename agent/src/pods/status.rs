@@ -278,6 +278,17 @@ pub fn build(pod: &Pod, o: &Observed, qos: &str) -> PodStatus {
         condition(previous, "ContainersReady", ready, ready_reason, ready_message),
         condition(previous, "PodScheduled", true, None, None),
     ];
+    // An evicted pod says why, as the kubelet does (PodDisruptionConditions).
+    if let Some((_, _, message)) = o.terminal.as_ref().filter(|t| t.1 == "Evicted") {
+        let reason = Some("TerminationByKubelet".to_string());
+        conditions.push(condition(
+            previous,
+            "DisruptionTarget",
+            true,
+            reason,
+            Some(message.clone()),
+        ));
+    }
     // Conditions other writers own (readiness gates, DisruptionTarget…) are kept.
     for c in previous.and_then(|s| s.conditions.clone()).into_iter().flatten() {
         if !conditions.iter().any(|m| m.type_ == c.type_) {
@@ -417,5 +428,21 @@ mod tests {
         p.status = Some(PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
         let o = Observed { app: vec![view("a", running())], ..Default::default() };
         assert_eq!(build(&p, &o, "BestEffort").phase.as_deref(), Some("Succeeded"));
+    }
+
+    #[test]
+    fn an_evicted_pod_fails_with_a_disruption_target() {
+        let message = "The node was low on resource: memory. ".to_string();
+        let terminal = Some(("Failed".into(), "Evicted".into(), message.clone()));
+        let o = Observed { app: vec![view("a", running())], terminal, ..Default::default() };
+        let status = build(&pod("Always"), &o, "BestEffort");
+        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        assert_eq!(status.reason.as_deref(), Some("Evicted"));
+        let conditions = status.conditions.unwrap();
+        let target = conditions.iter().find(|c| c.type_ == "DisruptionTarget").unwrap();
+        assert_eq!(
+            (target.status.as_str(), target.reason.as_deref(), target.message.as_deref()),
+            ("True", Some("TerminationByKubelet"), Some(message.as_str()))
+        );
     }
 }

@@ -92,6 +92,8 @@ pub struct PodWorker {
     started: Instant,
     sent: Option<PodStatus>,
     terminal: Option<(String, String, String)>,
+    /// The grace period an eviction imposes on the pod's containers.
+    grace_override: Option<i64>,
     delete_sent: bool,
     /// The probe task of each running container instance with probes.
     probe_loops: HashMap<String, ProbeLoop>,
@@ -115,6 +117,7 @@ impl PodWorker {
             started: Instant::now(),
             sent: None,
             terminal: None,
+            grace_override: None,
             delete_sent: false,
             probe_loops: HashMap::new(),
         }
@@ -208,7 +211,10 @@ impl PodWorker {
             self.start_time = Some(Time(Timestamp::now()));
         }
         self.check_deadline(&instances).await;
+        self.check_eviction(&instances).await;
         if self.terminal.is_some() {
+            // Read again: the containers were just killed, and this is the last report.
+            let instances = self.instances().await?;
             self.report(Observed {
                 terminal: self.terminal.clone(),
                 ..self.observe_only(&instances, sandbox.as_ref())
@@ -694,17 +700,29 @@ impl PodWorker {
         self.terminate(instances, "Killing").await;
     }
 
+    /// Node-pressure eviction (`crate::eviction`): the pod is killed with the eviction's short
+    /// grace period and fails with reason Evicted.
+    async fn check_eviction(&mut self, instances: &HashMap<String, Vec<(u32, ContainerStatus)>>) {
+        if self.terminal.is_some() {
+            return;
+        }
+        let Some(message) = self.ctx.evictions.take(&self.uid) else { return };
+        self.terminal = Some(("Failed".into(), crate::eviction::REASON.into(), message));
+        self.grace_override = Some(crate::eviction::EVICTION_GRACE_SECONDS);
+        self.terminate(instances, "Killing").await;
+    }
+
     /// Stops every running container: preStop hooks, then the stop signal and SIGKILL after the
-    /// grace period (deletionGracePeriodSeconds, else terminationGracePeriodSeconds, else 30).
+    /// grace period (an eviction's, else deletionGracePeriodSeconds, else
+    /// terminationGracePeriodSeconds, else 30).
     async fn terminate(
         &self,
         instances: &HashMap<String, Vec<(u32, ContainerStatus)>>,
         reason: &str,
     ) {
         let grace = self
-            .pod
-            .metadata
-            .deletion_grace_period_seconds
+            .grace_override
+            .or(self.pod.metadata.deletion_grace_period_seconds)
             .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30)
             .max(0) as u64;

@@ -13,11 +13,14 @@
 //! persistentVolumeClaims are resolved by [`ObjectSource::persistent_volume`] to a hostPath-style
 //! source and checked the same way.
 //!
-//! API boundary: [`VolumeManager`] — `new(root)`, `set_node_facts`, `setup(pod, objects)` →
-//! [`PodVolumes`] (idempotent: call it on every sync), `refresh(pod, objects)` → names of the
-//! volumes whose content changed (configMap/secret/downwardAPI/projected, tokens rotated at 80 %
-//! of their lifetime), `teardown(pod_uid)` (unmounts everything below the pod's dir, then
-//! removes it). [`VolumeError`] displays as kubelet's `FailedMount` event message.
+//! API boundary: [`VolumeManager`] — `new(root)`, `with_clock` (tests), `set_node_facts`,
+//! `setup(pod, objects)` → [`PodVolumes`] (idempotent: call it on every sync),
+//! `refresh(pod, objects)` → names of the volumes whose content changed
+//! (configMap/secret/downwardAPI/projected already set up, tokens rotated at 80 % of their
+//! lifetime; `pods::volume_refresh` calls it), `teardown(pod_uid)` (unmounts everything below
+//! the pod's dir, then removes it). Setup, refresh and teardown of one pod never overlap (a
+//! per-pod lock): two atomic writers on one volume would race on `..data_tmp`.
+//! [`VolumeError`] displays as kubelet's `FailedMount` event message.
 //! Filesystem work runs on the blocking pool.
 //!
 //! fsGroup: emptyDir (when created) and the projected kinds get the pod's
@@ -30,7 +33,7 @@ mod ownership;
 mod payload;
 mod tokens;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -44,6 +47,7 @@ use crate::env::NodeFacts;
 use crate::objects::ObjectSource;
 pub use atomic_writer::{write_payload, FileProjection, WriteError};
 use payload::{Payload, PayloadContext, DEFAULT_MODE};
+pub use tokens::Clock;
 use tokens::TokenCache;
 
 const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
@@ -89,6 +93,8 @@ pub struct VolumeManager {
     root: PathBuf,
     node: Arc<Mutex<NodeFacts>>,
     tokens: Arc<TokenCache>,
+    /// One lock per pod uid, held by setup, refresh and teardown.
+    busy: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Which volumes a pass handles.
@@ -103,7 +109,19 @@ enum Pass {
 impl VolumeManager {
     /// A manager for pods under `root` (`<agent data dir>/pods`).
     pub fn new(root: PathBuf) -> Self {
-        Self { root, node: Arc::default(), tokens: Arc::default() }
+        Self { root, node: Arc::default(), tokens: Arc::default(), busy: Arc::default() }
+    }
+
+    /// The same manager measuring token ages with `clock` (tests of rotation without waiting).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.tokens = Arc::new(TokenCache::with_clock(clock));
+        self
+    }
+
+    /// The lock serialising work on one pod's volumes.
+    fn pod_lock(&self, pod_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.entry(pod_uid.to_owned()).or_default().clone()
     }
 
     /// The node's facts, for `resourceFieldRef` defaults in downwardAPI volumes.
@@ -139,6 +157,8 @@ impl VolumeManager {
         objects: &dyn ObjectSource,
     ) -> Result<PodVolumes, VolumeError> {
         let mut out = PodVolumes::default();
+        let lock = self.pod_lock(pod.metadata.uid.as_deref().unwrap_or_default());
+        let _busy = lock.lock().await;
         self.pass(pod, objects, Pass::All, &mut out, &mut Vec::new()).await?;
         Ok(out)
     }
@@ -151,15 +171,25 @@ impl VolumeManager {
         objects: &dyn ObjectSource,
     ) -> Result<Vec<String>, VolumeError> {
         let mut changed = Vec::new();
+        let lock = self.pod_lock(pod.metadata.uid.as_deref().unwrap_or_default());
+        let _busy = lock.lock().await;
         self.pass(pod, objects, Pass::Content, &mut PodVolumes::default(), &mut changed).await?;
         Ok(changed)
     }
 
     /// Unmounts everything below the pod's directory (tmpfs emptyDirs, anything else mounted
     /// there), then removes it. A failed unmount keeps the directory: removing it could reach
-    /// through the mount.
+    /// through the mount. Waits for a setup or refresh of the pod in progress (it may be called
+    /// from async code, so it polls the lock rather than blocking on it).
     pub fn teardown(&self, pod_uid: &str) -> Result<(), VolumeError> {
         let dir = self.pod_dir(pod_uid)?;
+        let lock = self.pod_lock(pod_uid);
+        let _busy = loop {
+            match lock.try_lock() {
+                Ok(guard) => break guard,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
         let fail = |message: String| VolumeError::TearDown { pod_uid: pod_uid.to_owned(), message };
         let mounted =
             mounts::mounts_under(&dir).map_err(|e| fail(format!("reading mounts: {e}")))?;
@@ -173,6 +203,8 @@ impl VolumeManager {
             Err(e) => return Err(fail(format!("remove {}: {e}", dir.display()))),
         }
         self.tokens.forget_pod(pod_uid);
+        // Still holding the lock: a refresh waiting for it finds the directories gone.
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(pod_uid);
         Ok(())
     }
 
@@ -207,6 +239,11 @@ impl VolumeManager {
             }
             let dir = |plugin: &str| pod_dir.join("volumes").join(plugin).join(&name);
             let content = match content_plugin(volume) {
+                // A refresh only updates what a setup wrote: a pod not set up yet, or torn down
+                // meanwhile, gets no directories from it.
+                Some(plugin) if pass == Pass::Content && !dir(plugin).join("..data").exists() => {
+                    continue
+                }
                 Some(plugin) => match self.content_payload(&ctx, volume).await {
                     Ok(payload) => Some((plugin, Some(payload))),
                     // Content written before (an earlier start of this pod) stays when its

@@ -4,7 +4,7 @@
 //! (the old ones stay valid until they expire).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -40,10 +40,19 @@ struct Issued {
     ttl: Duration,
 }
 
+/// Where token ages are measured from: `Instant::now` unless a test injects another clock.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// Tokens issued to this node's pods, by file.
-#[derive(Default)]
 pub(crate) struct TokenCache {
     issued: Mutex<HashMap<TokenKey, Issued>>,
+    clock: Clock,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(Instant::now))
+    }
 }
 
 /// Whether a token issued at `issued`, valid for `ttl`, is due for rotation at `now`.
@@ -53,6 +62,11 @@ pub(crate) fn needs_refresh(issued: Instant, ttl: Duration, now: Instant) -> boo
 }
 
 impl TokenCache {
+    /// A cache reading the time from `clock`.
+    pub(crate) fn with_clock(clock: Clock) -> Self {
+        Self { issued: Mutex::default(), clock }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, Issued>> {
         self.issued.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -69,7 +83,7 @@ impl TokenCache {
         let seconds = expiration_seconds.unwrap_or(DEFAULT_EXPIRATION_SECONDS).max(1);
         let ttl = Duration::from_secs(seconds.unsigned_abs());
         if let Some(current) = self.lock().get(&key) {
-            if !needs_refresh(current.at, current.ttl, Instant::now()) {
+            if !needs_refresh(current.at, current.ttl, (self.clock)()) {
                 return Ok(current.token.clone());
             }
         }
@@ -84,7 +98,7 @@ impl TokenCache {
             .service_account_token(pod, account, audience, seconds)
             .await
             .map_err(|e| format!("failed to fetch token: {e}"))?;
-        self.lock().insert(key, Issued { token: token.clone(), at: Instant::now(), ttl });
+        self.lock().insert(key, Issued { token: token.clone(), at: (self.clock)(), ttl });
         Ok(token)
     }
 

@@ -82,14 +82,39 @@ pub fn json_response(code: StatusCode, json: Vec<u8>) -> Response<ApiBody> {
     response
 }
 
-/// The `Status` response of an error.
+/// The `Status` of an error response, kept on the response (never sent) so that
+/// [`negotiate_error`] can re-encode it for the client once the request's `Accept` is at hand.
+#[derive(Clone)]
+struct ErrorStatus(Value);
+
+/// The `Status` response of an error (JSON; see [`negotiate_error`]).
 pub fn error_response(err: &ApiError) -> Response<ApiBody> {
     let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = object_response(code, &err.to_status(), Output::Json);
+    let status = err.to_status();
+    let mut response = object_response(code, &status, Output::Json);
+    response.extensions_mut().insert(ErrorStatus(status));
     if let Some(seconds) = err.retry_after {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// Encodes an error response's `Status` in protobuf when the request's `Accept` prefers
+/// protobuf, as the reference negotiates error bodies like any object (client-go decodes them
+/// by content type); every other client keeps the JSON `Status`.
+pub fn negotiate_error(response: &mut Response<ApiBody>, accept: Option<&str>) {
+    let Some(ErrorStatus(status)) = response.extensions_mut().remove::<ErrorStatus>() else {
+        return;
+    };
+    if super::request::output_format(accept).ok() != Some(Output::Protobuf) {
+        return;
+    }
+    if let Some(bytes) = super::protobuf::encode(&status) {
+        *response.body_mut() = full(bytes);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(super::protobuf::CONTENT_TYPE));
+    }
 }
 
 /// A plain-text response (health checks, metrics).

@@ -1,6 +1,8 @@
 //! LIST: from the watch cache when it can (no limit, or `resourceVersion=0`, or
-//! `NotOlderThan`), from the store when the request needs a consistent snapshot across pages
-//! (`limit` + `continue`) or an exact historic revision (`resourceVersionMatch=Exact`).
+//! `NotOlderThan`), from the store when the request needs an exact historic revision
+//! (`resourceVersionMatch=Exact`). Pages (`limit` + `continue`) show one revision across pages:
+//! they come from the cache while it still holds that revision's objects (nothing of the
+//! resource changed since the first page), else from the store at that revision.
 //!
 //! Continue tokens are the reference's: base64 of `{"v":"meta.k8s.io/v1","rv":R,"start":K}`,
 //! where the next page reads the store at revision R from key K on; a compacted R is 410 Expired.
@@ -114,7 +116,7 @@ pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Resp
         ));
     }
 
-    let (revision, items, next, remaining) = if let Some(token) = continue_token {
+    let listed = if let Some(token) = continue_token {
         let token = decode_continue(&token)?;
         let start = format!("{}{}", call.info.storage_prefix, token.start);
         if !start.starts_with(&filter.key_prefix) {
@@ -122,32 +124,51 @@ pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Resp
                 "continue key is not valid: it is for another namespace",
             ));
         }
-        page(server, &call, &filter, token.rv, &start, limit).await.map_err(expired_continue)?
-    } else if rv_match == "Exact" || (limit > 0 && rv != "0" && rv_match != "NotOlderThan") {
-        let at = if rv_match == "Exact" { parsed_rv.unwrap_or(0) } else { 0 };
-        let start = filter.key_prefix.clone();
-        page(server, &call, &filter, at, &start, limit).await?
-    } else {
-        match from_cache(server, &call, &filter, parsed_rv, &rv).await? {
-            Listed::Cached(revision, objects) => {
-                let api_version = call.info.api_version();
-                if call.output == Output::Json
-                    && objects.iter().all(|o| o.is_as(&api_version, &call.info.kind))
-                {
-                    return Ok(encoded_list(&call, revision, &objects));
-                }
-                let items = objects
-                    .iter()
-                    .map(|o| {
-                        let mut o = Value::clone(o);
-                        strategy::present(&call.info, &mut o);
-                        o
-                    })
-                    .collect();
-                (revision, items, None, None)
-            }
-            Listed::Page(page) => page,
+        match cached_page(server, &call, &filter, Some(token.rv), &start, limit).await? {
+            Some(listed) => listed,
+            None => Listed::Page(
+                page(server, &call, &filter, token.rv, &start, limit)
+                    .await
+                    .map_err(expired_continue)?,
+            ),
         }
+    } else if rv_match == "Exact" || (limit > 0 && rv != "0" && rv_match != "NotOlderThan") {
+        let start = filter.key_prefix.clone();
+        let cached = if rv_match == "Exact" {
+            None
+        } else {
+            cached_page(server, &call, &filter, None, &start, limit).await?
+        };
+        match cached {
+            Some(listed) => listed,
+            None => {
+                let at = if rv_match == "Exact" { parsed_rv.unwrap_or(0) } else { 0 };
+                Listed::Page(page(server, &call, &filter, at, &start, limit).await?)
+            }
+        }
+    } else {
+        from_cache(server, &call, &filter, parsed_rv, &rv).await?
+    };
+    let (revision, items, next, remaining) = match listed {
+        Listed::Cached { revision, objects, next, remaining } => {
+            let api_version = call.info.api_version();
+            if call.output == Output::Json
+                && objects.iter().all(|o| o.is_as(&api_version, &call.info.kind))
+            {
+                let more = next.map(|next| (next, remaining));
+                return Ok(encoded_list(&call, revision, &objects, more));
+            }
+            let items = objects
+                .iter()
+                .map(|o| {
+                    let mut o = Value::clone(o);
+                    strategy::present(&call.info, &mut o);
+                    o
+                })
+                .collect();
+            (revision, items, next, remaining)
+        }
+        Listed::Page(page) => page,
     };
 
     let mut metadata = json!({ "resourceVersion": revision.to_string() });
@@ -182,11 +203,16 @@ fn expired_continue(err: ApiError) -> ApiError {
 
 type Page = (Revision, Vec<Value>, Option<String>, Option<i64>);
 
-/// What a list from the cache found.
+/// What a list found.
 enum Listed {
-    /// The matching cached objects, current at the revision.
-    Cached(Revision, Vec<Arc<CachedObject>>),
-    /// The cache lagged: a consistent page read from the store instead.
+    /// The matching cached objects as they were at `revision`, and where the next page starts.
+    Cached {
+        revision: Revision,
+        objects: Vec<Arc<CachedObject>>,
+        next: Option<String>,
+        remaining: Option<i64>,
+    },
+    /// A consistent page read from the store.
     Page(Page),
 }
 
@@ -196,11 +222,19 @@ fn encoded_list(
     call: &Call,
     revision: Revision,
     objects: &[Arc<CachedObject>],
+    more: Option<(String, Option<i64>)>,
 ) -> http::Response<ApiBody> {
+    let mut metadata = json!({ "resourceVersion": revision.to_string() });
+    if let Some((next, remaining)) = more {
+        metadata["continue"] = json!(next);
+        if let Some(remaining) = remaining {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+    }
     let head = json!({
         "kind": call.info.list_kind,
         "apiVersion": call.info.api_version(),
-        "metadata": { "resourceVersion": revision.to_string() },
+        "metadata": metadata,
     });
     let mut out = serde_json::to_vec(&head).unwrap_or_default();
     // Reopen the object to append `items` (the head always ends with its closing brace).
@@ -247,7 +281,41 @@ async fn from_cache(
     }
     let (revision, mut objects) = cache.snapshot(&filter.key_prefix);
     objects.retain(|o| filter.matches(o));
-    Ok(Listed::Cached(revision, objects))
+    Ok(Listed::Cached { revision, objects, next: None, remaining: None })
+}
+
+/// A page of a paginated list from the watch cache, when the cache holds the state the page
+/// must show: the store's at the continue token's revision `at` (nothing of the resource
+/// changed since), or for a first page (`at` = `None`) at least what the store has now, as a
+/// consistent read. The page is then exactly the store's (same objects, revision and continue
+/// token) without reading or encoding anything; `None` sends the request to the store. Unlike
+/// the store, the cache still serves a revision compaction has passed if it has not changed
+/// since.
+async fn cached_page(
+    server: &ApiServer,
+    call: &Call,
+    filter: &Filter,
+    at: Option<Revision>,
+    start: &str,
+    limit: i64,
+) -> ApiResult<Option<Listed>> {
+    let cache = server.inner.caches.get(&server.inner.store, &call.info.storage_prefix);
+    if at.is_none() && !cache.wait_for(store_revision(server).await?, CACHE_WAIT).await {
+        return Ok(None);
+    }
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let keep = |o: &Value| filter.matches(o);
+    let Some(page) = cache.page(at, &filter.key_prefix, start, limit, keep) else {
+        return Ok(None);
+    };
+    let next = page.next.map(|key| {
+        let start = format!("{}\u{0}", key.trim_start_matches(&call.info.storage_prefix));
+        encode_continue(page.revision, &start)
+    });
+    // As from the store: the count is only exact when no selector drops items.
+    let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
+    let remaining = (next.is_some() && unfiltered).then_some(page.remaining as i64);
+    Ok(Some(Listed::Cached { revision: page.revision, objects: page.objects, next, remaining }))
 }
 
 /// One page read from the store at revision `at` (0 = now), from key `start`.

@@ -48,6 +48,8 @@ pub struct ResourcePath {
     pub resource: String,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// The path after `proxy/` in `<resource>/<name>/proxy/<path>` (nodes: to the kubelet).
+    pub proxy_path: Option<String>,
     /// The deprecated `/watch/` path prefix was used.
     pub watch_prefix: bool,
 }
@@ -105,6 +107,12 @@ fn resource_route(group: &str, version: &str, mut rest: &[&str]) -> Route {
             path.resource = resource.to_string();
             path.name = Some(name.to_string());
             path.subresource = Some(sub.to_string());
+        }
+        [resource, name, "proxy", tail @ ..] => {
+            path.resource = resource.to_string();
+            path.name = Some(name.to_string());
+            path.subresource = Some("proxy".to_string());
+            path.proxy_path = Some(tail.join("/"));
         }
         _ => return Route::NotFound,
     }
@@ -235,6 +243,13 @@ pub enum Output {
 
 /// Picks the response format from `Accept` (first acceptable entry wins).
 pub fn output_format(accept: Option<&str>) -> Result<Output, ApiError> {
+    output_format_for(accept, true)
+}
+
+/// [`output_format`] for a resource that has a protobuf form only if `protobuf`: custom
+/// resources skip protobuf entries, so `protobuf, json` answers JSON and protobuf alone 406
+/// (the reference CRD handler's standard serializers leave protobuf out).
+pub fn output_format_for(accept: Option<&str>, protobuf: bool) -> Result<Output, ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok(Output::Json) };
     for entry in accept.split(',') {
         let mut parts = entry.split(';').map(str::trim);
@@ -259,7 +274,7 @@ pub fn output_format(accept: Option<&str>) -> Result<Output, ApiError> {
             }
             "application/yaml" => return Ok(Output::Yaml),
             // `as=` forms (protobuf Tables, PartialObjectMetadata) are not served in protobuf.
-            "application/vnd.kubernetes.protobuf" if !params.contains_key("as") => {
+            "application/vnd.kubernetes.protobuf" if protobuf && !params.contains_key("as") => {
                 return Ok(Output::Protobuf)
             }
             _ => continue,
@@ -282,6 +297,10 @@ mod tests {
         assert_eq!(pods.namespace.as_deref(), Some("default"));
         assert_eq!((pods.resource.as_str(), pods.name.as_deref()), ("pods", Some("web")));
         assert_eq!(pods.subresource.as_deref(), Some("status"));
+        let proxy = r("/api/v1/nodes/pi-1/proxy/metrics/resource");
+        assert_eq!((proxy.resource.as_str(), proxy.name.as_deref()), ("nodes", Some("pi-1")));
+        assert_eq!(proxy.subresource.as_deref(), Some("proxy"));
+        assert_eq!(proxy.proxy_path.as_deref(), Some("metrics/resource"));
         let ns = r("/api/v1/namespaces/kube-system/status");
         assert_eq!(ns.resource, "namespaces");
         assert_eq!(ns.name.as_deref(), Some("kube-system"));
@@ -309,5 +328,10 @@ mod tests {
             Output::Protobuf
         );
         assert_eq!(output_format(Some("text/html")).unwrap_err().code, 406);
+        let protobuf_first = Some("application/vnd.kubernetes.protobuf, application/json");
+        assert_eq!(output_format_for(protobuf_first, false).unwrap(), Output::Json);
+        let protobuf_only = Some("application/vnd.kubernetes.protobuf;stream=watch");
+        assert_eq!(output_format(protobuf_only).unwrap(), Output::Protobuf);
+        assert_eq!(output_format_for(protobuf_only, false).unwrap_err().code, 406);
     }
 }

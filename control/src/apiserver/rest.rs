@@ -519,6 +519,8 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     let sub = call.path.subresource.clone();
     let applying = is_apply(&call);
     let writer = Writer::of(&call, applying)?;
+    // A retry after a conflict must not charge quota again for the same growth.
+    let quota_charged = admission::resource_quota::Charged::default();
     for _ in 0..RETRIES {
         let Some((current, kv)) = read(server, &key).await? else {
             if applying && sub.is_none() {
@@ -580,6 +582,7 @@ async fn update(server: &ApiServer, call: Call) -> ApiResult<Reply> {
             Some(&current),
             dry_run,
         );
+        review.quota_charged = Some(&quota_charged);
         admission::mutate(server, &mut review, &mut merged).await?;
         writer.track(Some(&current), sent_fields, &mut merged, applying)?;
         validation::validate_update(&call.info, &current, &merged)

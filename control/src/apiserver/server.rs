@@ -215,7 +215,8 @@ impl ApiServer {
             Route::Resource(p) => p.resource.clone(),
             _ => String::new(),
         };
-        let response = match &route {
+        let accept = parts.headers.get(header::ACCEPT).cloned();
+        let mut response = match &route {
             Route::Health(_) | Route::Version | Route::CaCerts => {
                 self.unauthenticated(&route, &query).await
             }
@@ -250,7 +251,9 @@ impl ApiServer {
                             if let Some(record) = audit.as_mut() {
                                 record.impersonated(&identity);
                             }
-                            self.serve_as(route, query, parts, body, identity.effective, verb).await
+                            let serve =
+                                self.serve_as(route, query, parts, body, identity.effective, verb);
+                            super::audit::annotated(audit.as_ref(), serve).await
                         }
                     };
                     match audit {
@@ -260,6 +263,7 @@ impl ApiServer {
                 }
             },
         };
+        body::negotiate_error(&mut response, accept.as_ref().and_then(|a| a.to_str().ok()));
         self.inner.metrics.observe(verb, &resource, response.status().as_u16(), started.elapsed());
         response
     }
@@ -352,6 +356,11 @@ impl ApiServer {
                     .await
                     .unwrap_or_else(|err| body::error_response(&err));
             }
+            if path.group.is_empty() && path.resource == "nodes" && path.proxy_path.is_some() {
+                return super::tunnel::proxy::serve_node(self, path, parts)
+                    .await
+                    .unwrap_or_else(|err| body::error_response(&err));
+            }
         }
         // As in the reference's max-in-flight filter, system:masters is never limited (the
         // server's own bootstrap writes run as it).
@@ -370,10 +379,15 @@ impl ApiServer {
         let result = match route {
             // metrics.k8s.io: computed from the nodes' usage on each request, nothing stored.
             Route::Resource(path) if super::resource_metrics::handles(&path) => {
-                let method = &parts.method;
-                super::resource_metrics::serve(self, &path, &query, method, &user)
-                    .await
-                    .map(Reply::from)
+                let (method, accept) = (&parts.method, parts.headers.get(header::ACCEPT));
+                match request::output_format(accept.and_then(|a| a.to_str().ok())) {
+                    Ok(output) => {
+                        super::resource_metrics::serve(self, &path, &query, method, &user, output)
+                            .await
+                            .map(Reply::from)
+                    }
+                    Err(err) => Err(err),
+                }
             }
             Route::Resource(path) => self.resource(path, query, parts, body, user).await,
             Route::OpenApi(path) => {
@@ -427,7 +441,8 @@ impl ApiServer {
             }
         }
         let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        let output = request::output_format(accept)?;
+        let protobuf = super::protobuf::supports(&info.api_version(), &info.kind);
+        let output = request::output_format_for(accept, protobuf)?;
         let body = body::read_body(body).await?;
         let call = Call {
             info,

@@ -6,6 +6,8 @@
 //! `resourceVersionMatch=NotOlderThan` (watch-list) sends the state, then a BOOKMARK annotated
 //! `k8s.io/initial-events-end`. Selectors turn modifications into ADDED/DELETED when an object
 //! enters or leaves the selection. Bookmarks (`allowWatchBookmarks`) go out periodically.
+//! A client that prefers protobuf gets `application/vnd.kubernetes.protobuf;stream=watch`:
+//! the same events as length-delimited `WatchEvent` frames ([`super::protobuf::watch_frame`]).
 
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use super::table::{self, TableOptions};
 use super::watch_cache::{
     prefix_end, CacheEvent, CacheMessage, CachedObject, EventType, Subscription,
 };
-use super::{meta, rest, strategy};
+use super::{meta, protobuf, rest, strategy};
 use crate::store::{EventKind, WatchMessage, WatchRequest};
 
 /// The default watch lifetime (the reference's minimum request timeout).
@@ -41,11 +43,36 @@ struct Encoder {
 }
 
 impl Encoder {
+    /// The response's content type.
+    fn content_type(&self) -> &'static str {
+        match self.output {
+            Output::Protobuf => protobuf::WATCH_CONTENT_TYPE,
+            _ => "application/json",
+        }
+    }
+
     fn line(&self, kind: &str, object: Value) -> Bytes {
+        if self.output == Output::Protobuf {
+            return self.frame(kind, &object);
+        }
         let mut line =
             serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
+    }
+
+    /// A protobuf frame. Objects of kinds with a protobuf form always fit it once validated;
+    /// one that does not becomes an ERROR event (a 500 Status), which makes a client re-list
+    /// rather than miss the event silently.
+    fn frame(&self, kind: &str, object: &Value) -> Bytes {
+        match protobuf::watch_frame(kind, object) {
+            Ok(frame) => Bytes::from(frame),
+            Err(err) => {
+                tracing::warn!(resource = %self.info.plural, "protobuf watch event: {err}");
+                let status = ApiError::internal(format!("encoding a watch event: {err}"));
+                Bytes::from(protobuf::watch_frame("ERROR", &status.to_status()).unwrap_or_default())
+            }
+        }
     }
 
     fn event(&self, kind: EventType, object: &CachedObject) -> Bytes {
@@ -129,10 +156,11 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
     let timeout = call.query.int("timeoutSeconds")?.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
     let encoder = Encoder {
         info: call.info.clone(),
-        // Watch events stay JSON (content type application/json) even for protobuf clients.
-        output: if call.output == Output::Protobuf { Output::Json } else { call.output },
+        // Protobuf only for kinds that have it (the request's negotiation made sure).
+        output: call.output,
         table: rest::table_options(&call),
     };
+    let content_type = encoder.content_type();
     let cache = server.inner.caches.get(&server.inner.store, &call.info.storage_prefix);
 
     // Where the stream starts, and the revision the cache must have reached first.
@@ -162,7 +190,7 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
                 let run = from_store(&server, from, oldest, &filter, &encoder, &tx);
                 let _ = tokio::time::timeout(Duration::from_secs(timeout as u64), run).await;
             });
-            return Ok(body::stream_response(rx, "application/json").into());
+            return Ok(body::stream_response(rx, content_type).into());
         }
     };
     let initial_end = send_initial == Some(true);
@@ -183,7 +211,7 @@ pub(crate) async fn watch(server: &ApiServer, call: Call) -> ApiResult<Reply> {
         // The stream simply ends at the timeout, as the reference's does.
         let _ = tokio::time::timeout(Duration::from_secs(timeout as u64), run).await;
     });
-    Ok(body::stream_response(rx, "application/json").into())
+    Ok(body::stream_response(rx, content_type).into())
 }
 
 #[allow(clippy::too_many_arguments)]

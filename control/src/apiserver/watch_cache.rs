@@ -108,7 +108,22 @@ struct CacheState {
     history: VecDeque<Arc<CacheEvent>>,
     /// Watches may start at any resourceVersion >= this one.
     oldest: Revision,
+    /// The revision of the last change to `objects` (the list's after a re-list): they are the
+    /// store's state at every revision from this one to `revision`.
+    changed_at: Revision,
     ready: bool,
+}
+
+/// One page of a list served from the cache (see [`WatchCache::page`]).
+#[derive(Debug)]
+pub struct CachePage {
+    /// The revision the page shows.
+    pub revision: Revision,
+    pub objects: Vec<Arc<CachedObject>>,
+    /// The key of the page's last object when more keys follow it.
+    pub next: Option<String>,
+    /// How many keys under the prefix follow the page (whatever the filter).
+    pub remaining: usize,
 }
 
 /// A watch's starting point: what it must send first, and the live feed after it.
@@ -212,6 +227,59 @@ impl WatchCache {
         (state.revision, objects)
     }
 
+    /// One page of the objects under `key_prefix`, from key `start` on: the first `limit` (0: all)
+    /// that `keep` accepts, as the store had them at revision `at` (`None`: the cache's
+    /// current revision). `None` when the cache cannot show that revision: not ready yet, not
+    /// there yet, or its objects changed since (the page must then come from the store).
+    pub fn page(
+        &self,
+        at: Option<Revision>,
+        key_prefix: &str,
+        start: &str,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Option<CachePage> {
+        let state = self.lock();
+        let revision = match at {
+            _ if !state.ready => return None,
+            None => state.revision,
+            Some(at) if state.changed_at <= at && at <= state.revision => at,
+            Some(_) => return None,
+        };
+        let mut keys = state
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(key_prefix));
+        let mut objects = Vec::new();
+        let mut last = None;
+        for (key, object) in keys.by_ref() {
+            if keep(object) {
+                objects.push(object.clone());
+                if objects.len() == limit {
+                    last = Some(key.clone());
+                    break;
+                }
+            }
+        }
+        let remaining = keys.count();
+        let next = last.filter(|_| remaining > 0);
+        Some(CachePage { revision, objects, next, remaining })
+    }
+
+    /// The events after revision `after` and the cache revision they bring it to, for an index
+    /// kept up to date from this cache (the Node authorizer's graph). `None` when they are no
+    /// longer all in the window (too old, or the cache re-listed since): the index must be
+    /// rebuilt from a [`snapshot`](Self::snapshot).
+    pub fn events_since(&self, after: Revision) -> Option<(Revision, Vec<Arc<CacheEvent>>)> {
+        let state = self.lock();
+        if !state.ready || after < state.oldest {
+            return None;
+        }
+        // The window is in revision order: skip what the index has without scanning it all.
+        let first = state.history.partition_point(|e| e.revision <= after);
+        Some((state.revision, state.history.range(first..).cloned().collect()))
+    }
+
     /// Subscribes from `from` (events after that revision), or with the current objects as a
     /// synthetic ADDED backlog when `from` is `None`. `Err(oldest)` when `from` is too old.
     pub fn subscribe(&self, from: Option<Revision>) -> Result<Subscription, Revision> {
@@ -301,6 +369,7 @@ async fn feed(
             state.revision = listed.revision;
             state.history.clear();
             state.oldest = listed.revision;
+            state.changed_at = listed.revision;
             state.ready = true;
             let _ = cache.live.send(CacheMessage::Reset);
             drop(state);
@@ -363,6 +432,7 @@ fn apply(cache: &WatchCache, revision: Revision, events: Vec<crate::store::Event
             }
         };
         let cache_event = Arc::new(cache_event);
+        state.changed_at = rev;
         if state.history.len() >= HISTORY {
             if let Some(dropped) = state.history.pop_front() {
                 state.oldest = dropped.revision;
@@ -409,3 +479,7 @@ impl WatchCaches {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+#[path = "watch_cache_tests.rs"]
+mod tests;

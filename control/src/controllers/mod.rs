@@ -18,6 +18,7 @@ mod nodeipam;
 mod nodelifecycle;
 pub(crate) mod persistentvolume;
 mod podgc;
+mod pvprotection;
 mod replicaset;
 mod resourcequota;
 mod rootcacertpublisher;
@@ -53,6 +54,8 @@ pub struct ControllerOptions {
     pub pod_gc_quarantine: Duration,
     /// Where local-path volumes go on their node (`--default-local-storage-path`).
     pub local_storage_path: std::path::PathBuf,
+    /// The service account signing key, for legacy token Secrets (`None`: the API server's).
+    pub service_account_key: Option<Arc<crate::apiserver::serviceaccount::jwt::SigningKey>>,
 }
 
 impl Default for ControllerOptions {
@@ -66,6 +69,7 @@ impl Default for ControllerOptions {
             terminated_pod_gc_threshold: podgc::DEFAULT_TERMINATED_POD_GC_THRESHOLD,
             pod_gc_quarantine: podgc::QUARANTINE,
             local_storage_path: std::path::PathBuf::from("/var/lib/skerry/storage"),
+            service_account_key: None,
         }
     }
 }
@@ -83,6 +87,11 @@ const CONTROLLERS: &[(&str, &str, Start)] = &[
     (namespace::NAME, namespace::COMPONENT, namespace::start),
     (garbagecollector::NAME, garbagecollector::COMPONENT, garbagecollector::start),
     (serviceaccount::NAME, serviceaccount::COMPONENT, serviceaccount::start),
+    (
+        serviceaccount::tokens::NAME,
+        serviceaccount::tokens::COMPONENT,
+        serviceaccount::tokens::start,
+    ),
     (nodeipam::NAME, nodeipam::COMPONENT, nodeipam::start),
     (nodelifecycle::NAME, nodelifecycle::COMPONENT, nodelifecycle::start),
     ("deployment", "deployment-controller", deployment::start),
@@ -98,6 +107,8 @@ const CONTROLLERS: &[(&str, &str, Start)] = &[
     (resourcequota::NAME, resourcequota::COMPONENT, resourcequota::start),
     (persistentvolume::NAME, persistentvolume::COMPONENT, persistentvolume::start),
     (localpath::NAME, localpath::COMPONENT, localpath::start),
+    (pvprotection::CLAIM_NAME, pvprotection::CLAIM_COMPONENT, pvprotection::start_claims),
+    (pvprotection::VOLUME_NAME, pvprotection::VOLUME_COMPONENT, pvprotection::start_volumes),
 ];
 
 /// The names `--disable-controllers` accepts.
@@ -130,7 +141,12 @@ pub fn start(server: &ApiServer, options: ControlPlaneOptions) -> Result<Informe
     }
     let reader = crate::machinery::in_process_client(server, Identity::ControllerManager);
     let informers = Informers::new(reader);
-    let controller_options = Arc::new(options.controllers.clone());
+    let mut controller_options = options.controllers.clone();
+    if controller_options.service_account_key.is_none() {
+        // In-process, the tokens controller signs with the API server's own key.
+        controller_options.service_account_key = server.inner.service_accounts.shared_signing_key();
+    }
+    let controller_options = Arc::new(controller_options);
     for (name, component, start) in CONTROLLERS {
         if options.disabled_controllers.iter().any(|d| d == name) {
             tracing::info!(controller = name, "disabled");

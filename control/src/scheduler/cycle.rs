@@ -3,8 +3,14 @@
 //! node and bind it through `pods/{name}/binding` in the background, so the next pod is
 //! decided while this one is written. A failed binding undoes the assumption and retries the
 //! pod after its backoff. A pod that fits nowhere goes to [`super::failure`].
+//!
+//! A pod placed with an unbound `WaitForFirstConsumer` claim counts on a volume on its node
+//! that the binder only binds once the pod is bound. Until then that volume is promised to the
+//! claim, so the next pod's claim does not count on it too (the reference's assumed bindings).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -17,15 +23,26 @@ use kube::Api;
 
 use super::algorithm::{self, Rotation};
 use super::cache::{is_terminal_phase, Cache};
-use super::filters::volume_binding::claim_names;
+use super::filters::volume_binding::{self, claim_names};
 use super::framework::ClusterObjects;
-use super::node_info::PodInfo;
+use super::node_info::{NodeInfo, PodInfo};
 use super::queue::{Moves, SchedulingQueue};
 use super::SchedulerOptions;
 use crate::machinery::{Action, Context, ControlError, EventType, Informer, ObjectKey};
 
 /// The `schedulerName`s this scheduler serves (absent means the default).
 const SCHEDULER_NAMES: &[&str] = &["", "default-scheduler", "skerry"];
+
+/// How long a volume stays promised to a claim whose binding has not followed (a pod binding
+/// that failed, a binder that chose otherwise).
+const PROMISE_TTL: Duration = Duration::from_secs(60);
+
+/// A volume counted on for a delayed claim (`(namespace, name)`) of a placed pod.
+#[derive(Debug, Clone)]
+struct Promise {
+    claim: (String, String),
+    at: Instant,
+}
 
 /// Whether `pod` is waiting for this scheduler: unassigned, ours, not leaving, not finished.
 pub fn is_ours(pod: &Pod) -> bool {
@@ -56,11 +73,13 @@ pub struct Scheduler {
     pub pods: Informer<Pod>,
     pub nodes: Informer<Node>,
     namespaces: Informer<Namespace>,
-    claims: Informer<PersistentVolumeClaim>,
-    volumes: Informer<PersistentVolume>,
-    storage_classes: Informer<StorageClass>,
+    pub claims: Informer<PersistentVolumeClaim>,
+    pub volumes: Informer<PersistentVolume>,
+    pub storage_classes: Informer<StorageClass>,
     priority_classes: Informer<PriorityClass>,
     cache: Mutex<Cache>,
+    /// Volume name → the claim it is promised to.
+    promises: Mutex<HashMap<String, Promise>>,
     pub queue: SchedulingQueue,
     rotation: Mutex<Rotation>,
 }
@@ -77,6 +96,7 @@ impl Scheduler {
             storage_classes: informers.get(),
             priority_classes: informers.get(),
             cache: Mutex::default(),
+            promises: Mutex::default(),
             queue: SchedulingQueue::default(),
             rotation: Mutex::default(),
             ctx,
@@ -133,6 +153,7 @@ impl Scheduler {
         };
         match decision {
             Ok(node) => {
+                self.promise_volumes(&pod, &objects, &nodes, &node);
                 self.cache().assume(info.clone(), &node);
                 tokio::spawn(self.clone().bind(key, info, node));
                 Ok(Action::Done)
@@ -215,10 +236,69 @@ impl Scheduler {
             objects.claims.insert((namespace.clone(), name), claim);
         }
         for class in self.storage_classes.list() {
-            let mode = class.volume_binding_mode.clone().unwrap_or_else(|| "Immediate".into());
-            objects.binding_modes.insert(class.metadata.name.clone().unwrap_or_default(), mode);
+            objects.classes.insert(class.metadata.name.clone().unwrap_or_default(), class);
+        }
+        let delayed = objects.claims.values().any(|claim| {
+            let spec = claim.spec.as_ref();
+            let unbound = spec.and_then(|s| s.volume_name.as_deref()).is_none_or(str::is_empty);
+            let class = spec.and_then(|s| s.storage_class_name.as_deref()).unwrap_or("");
+            let mode = objects.classes.get(class).and_then(|c| c.volume_binding_mode.as_deref());
+            unbound && mode == Some("WaitForFirstConsumer")
+        });
+        if delayed {
+            let own: HashSet<(String, String)> = objects.claims.keys().cloned().collect();
+            objects.unbound_volumes = self.unpromised_volumes(&own);
         }
         objects
+    }
+
+    /// Every volume except those promised to claims other than `own`; forgets promises that
+    /// are settled (the claim bound or gone, the volume taken or gone) or too old.
+    fn unpromised_volumes(&self, own: &HashSet<(String, String)>) -> Vec<Arc<PersistentVolume>> {
+        let mut promises = self.promises.lock().unwrap_or_else(|p| p.into_inner());
+        promises.retain(|volume, promise| {
+            let (namespace, name) = &promise.claim;
+            let claim_pending = self.claims.get(Some(namespace), name).is_some_and(|c| {
+                c.spec.as_ref().and_then(|s| s.volume_name.as_deref()).is_none_or(str::is_empty)
+            });
+            let volume_free = self
+                .volumes
+                .get(None, volume)
+                .is_some_and(|pv| pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none());
+            claim_pending && volume_free && promise.at.elapsed() < PROMISE_TTL
+        });
+        self.volumes
+            .list()
+            .into_iter()
+            .filter(|pv| {
+                let name = pv.metadata.name.as_deref().unwrap_or("");
+                promises.get(name).is_none_or(|p| own.contains(&p.claim))
+            })
+            .collect()
+    }
+
+    /// Promises the volumes the pod's delayed claims count on at `node` to those claims.
+    fn promise_volumes(
+        &self,
+        pod: &Pod,
+        objects: &ClusterObjects,
+        nodes: &[Arc<NodeInfo>],
+        node: &str,
+    ) {
+        let Ok(state) = volume_binding::pre_filter(pod, objects) else { return };
+        if state.delayed_claims.is_empty() {
+            return;
+        }
+        let Some(info) = nodes.iter().find(|n| n.name == node) else { return };
+        let Some(plan) = volume_binding::delayed_volumes(&state, &info.node) else { return };
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut promises = self.promises.lock().unwrap_or_else(|p| p.into_inner());
+        for (claim, volume) in plan {
+            if let Some(volume) = volume {
+                let promise = Promise { claim: (namespace.clone(), claim), at: Instant::now() };
+                promises.insert(volume, promise);
+            }
+        }
     }
 }
 

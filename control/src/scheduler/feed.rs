@@ -1,8 +1,10 @@
 //! Keeps the cache and the queue in step with the Pod and Node informers: every pod change
 //! updates the cache, pending pods of ours are queued, and changes that may make room (a node
 //! added or changed in a way scheduling reads, a placed pod deleted or finished, a pod placed
-//! for pods with affinity) wake parked pods. A relist or a lag rebuilds the cache from the
-//! informers' stores. A timer moves pods parked too long back to the queue.
+//! for pods with affinity) wake parked pods, and so does any PersistentVolumeClaim,
+//! PersistentVolume or StorageClass added or changed (a missing claim created, a volume made
+//! or bound, a class added: what VolumeBinding waits for). A relist or a lag rebuilds the
+//! cache from the informers' stores. A timer moves pods parked too long back to the queue.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -46,6 +48,9 @@ pub fn node_fingerprint(node: &Node) -> u64 {
 pub async fn run(scheduler: Arc<Scheduler>) {
     let mut pods = scheduler.pods.subscribe();
     let mut nodes = scheduler.nodes.subscribe();
+    let mut claims = scheduler.claims.subscribe();
+    let mut volumes = scheduler.volumes.subscribe();
+    let mut classes = scheduler.storage_classes.subscribe();
     scheduler.pods.ready().await;
     scheduler.nodes.ready().await;
     let mut node_prints: HashMap<String, u64> = HashMap::new();
@@ -69,6 +74,23 @@ pub async fn run(scheduler: Arc<Scheduler>) {
                 }
                 Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => resync(&scheduler, &mut node_prints),
                 Err(RecvError::Closed) => return,
+            },
+            // Storage: an addition or change (or a relist, which may hide one) may be what a
+            // parked pod waits for; a deletion never is.
+            change = claims.recv() => match change {
+                Ok(Change::Deleted(_)) => {}
+                Err(RecvError::Closed) => return,
+                _ => scheduler.queue.wake(Wake::All),
+            },
+            change = volumes.recv() => match change {
+                Ok(Change::Deleted(_)) => {}
+                Err(RecvError::Closed) => return,
+                _ => scheduler.queue.wake(Wake::All),
+            },
+            change = classes.recv() => match change {
+                Ok(Change::Deleted(_)) => {}
+                Err(RecvError::Closed) => return,
+                _ => scheduler.queue.wake(Wake::All),
             },
             _ = flush.tick() => scheduler.queue.flush_parked(MAX_PARKED),
         }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 
 /// Whether preempting pods could make a rejected node fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +47,14 @@ pub struct ClusterObjects {
     pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
     /// `(namespace, name)` → claim.
     pub claims: HashMap<(String, String), Arc<PersistentVolumeClaim>>,
-    /// Volume name → volume.
+    /// Volume name → volume, for the volumes the pod's claims are bound to.
     pub volumes: HashMap<String, Arc<PersistentVolume>>,
-    /// StorageClass name → its `volumeBindingMode`.
-    pub binding_modes: HashMap<String, String>,
+    /// The volumes an unbound `WaitForFirstConsumer` claim may still get (every volume but
+    /// those promised to another claim by an earlier decision); filled only when the pod has
+    /// such a claim.
+    pub unbound_volumes: Vec<Arc<PersistentVolume>>,
+    /// StorageClass name → class.
+    pub classes: HashMap<String, Arc<StorageClass>>,
 }
 
 /// Why a pod fits no node.

@@ -17,7 +17,9 @@ mod pod_security;
 pub(crate) mod priority;
 mod ranges;
 pub(crate) mod resource_quota;
+pub(crate) mod storage_protection;
 mod stored;
+mod validating_policy;
 
 pub use namespace_lifecycle::{check_namespace, SYSTEM_NAMESPACES};
 pub use ranges::{allocation_keys, Reallocation, ServiceRanges};
@@ -47,6 +49,8 @@ pub(crate) struct Request<'a> {
     pub subresource: Option<&'a str>,
     /// A dry run must not charge quota or change anything else.
     pub dry_run: bool,
+    /// What earlier attempts of this update charged to quotas (set by the update's retry loop).
+    pub quota_charged: Option<&'a resource_quota::Charged>,
     warnings: Vec<String>,
 }
 
@@ -59,7 +63,8 @@ impl<'a> Request<'a> {
         dry_run: bool,
     ) -> Request<'a> {
         let subresource = call.path.subresource.as_deref();
-        Request { call, operation, name, old, subresource, dry_run, warnings: Vec::new() }
+        let (quota_charged, warnings) = (None, Vec::new());
+        Request { call, operation, name, old, subresource, dry_run, quota_charged, warnings }
     }
 
     /// Whether the write is to `group`/`kind` itself (not one of its subresources).
@@ -90,6 +95,7 @@ pub(crate) async fn mutate(
     }
     priority::mutate(server, request, obj).await?;
     default_storage_class::mutate(server, request, obj).await?;
+    storage_protection::mutate(server, request, obj).await?;
     Ok(())
 }
 
@@ -102,6 +108,8 @@ pub(crate) async fn validate(
     limit_ranger::validate(server, request, obj).await?;
     pod_security::validate(server, request, obj).await?;
     priority::validate(server, request, obj).await?;
+    // The reference runs ResourceQuota after ValidatingAdmissionPolicy: it charges the quota.
+    validating_policy::validate(server, request, obj).await?;
     resource_quota::validate(server, request, obj).await?;
     Ok(())
 }

@@ -13,14 +13,22 @@
 //!
 //! `requestObject` (level `Request` and up) is the decoded body of a create, update or patch;
 //! `responseObject` (level `RequestResponse`) is a JSON answer that is not a stream.
+//!
+//! `annotations` carry what later steps learnt about the request, as in the reference: the
+//! authorizer's `authorization.k8s.io/decision` (`allow` or `forbid`) and its
+//! `authorization.k8s.io/reason` (e.g. `RBAC: allowed by ClusterRoleBinding "x" of ClusterRole
+//! "y" to User "z"`). Those steps run deep inside the handler, so they reach the record through
+//! a task-local slot that [`annotated`] opens around the handler ([`authorization_decided`]).
 
 pub mod policy;
+pub mod rotation;
 pub mod sink;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -29,6 +37,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 
 use self::policy::{Level, Policy, RequestFacts};
+use self::rotation::Rotation;
 use self::sink::Sink;
 use super::authn::User;
 use super::body::ApiBody;
@@ -66,17 +75,17 @@ pub enum AuditError {
 
 impl AuditConfig {
     /// Logs to `path` by `policy_file` (default: everything at `Metadata`), rotating the file
-    /// past `max_size_mb` megabytes (0: never).
+    /// and keeping its backups by `rotation`.
     pub fn open(
         path: &Path,
         policy_file: Option<&Path>,
-        max_size_mb: u64,
+        rotation: Rotation,
     ) -> Result<AuditConfig, AuditError> {
         let policy = match policy_file {
             Some(file) => Policy::from_file(file)?,
             None => Policy::default(),
         };
-        let sink = Sink::open(path, max_size_mb.saturating_mul(1024 * 1024))
+        let sink = Sink::open(path, rotation)
             .map_err(|source| AuditError::Open { path: path.display().to_string(), source })?;
         Ok(AuditConfig { backend: Some(Arc::new(Backend { policy, sink })) })
     }
@@ -85,6 +94,41 @@ impl AuditConfig {
     pub fn enabled(&self) -> bool {
         self.backend.is_some()
     }
+}
+
+/// The annotations key of the authorization decision.
+pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
+/// The annotations key of the authorizer's reason.
+pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
+
+/// Annotations a request's handler adds to its audit event.
+type Annotations = Arc<Mutex<Map<String, Value>>>;
+
+tokio::task_local! {
+    /// The annotations of the audited request this task is serving.
+    static ANNOTATIONS: Annotations;
+}
+
+/// Runs a request's handler so that what it learns is annotated on `record`'s event.
+pub(crate) async fn annotated<F: Future>(record: Option<&Record>, handler: F) -> F::Output {
+    match record {
+        Some(record) => ANNOTATIONS.scope(record.annotations.clone(), handler).await,
+        None => handler.await,
+    }
+}
+
+/// Records the authorization decision on the audit event of the request being served (nothing
+/// when it is not audited): `allow` or `forbid`, and the authorizer's reason if it gave one.
+pub(crate) fn authorization_decided(allowed: bool, reason: &str) {
+    let _ = ANNOTATIONS.try_with(|annotations| {
+        let mut map = annotations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert(DECISION_ANNOTATION.into(), json!(if allowed { "allow" } else { "forbid" }));
+        if reason.is_empty() {
+            map.remove(REASON_ANNOTATION);
+        } else {
+            map.insert(REASON_ANNOTATION.into(), json!(reason));
+        }
+    });
 }
 
 /// RFC 3339 with microseconds, as the reference's `MicroTime`.
@@ -151,6 +195,7 @@ pub(crate) struct Record {
     verb: String,
     long_running: bool,
     content_type: Option<String>,
+    annotations: Annotations,
 }
 
 impl Record {
@@ -237,6 +282,7 @@ impl Record {
             verb: attrs.verb,
             long_running,
             content_type,
+            annotations: Annotations::default(),
         };
         record.emit_now("RequestReceived");
         Some(record)
@@ -350,6 +396,10 @@ impl Record {
         if stage == "RequestReceived" {
             event.remove("responseStatus");
         }
+        let annotations = self.annotations.lock().map(|a| a.clone()).unwrap_or_default();
+        if !annotations.is_empty() {
+            event.insert("annotations".into(), Value::Object(annotations));
+        }
         Some(Value::Object(event).to_string())
     }
 
@@ -416,5 +466,25 @@ mod tests {
         headers.insert("x-forwarded-for", "10.0.0.1, 10.0.0.2".parse().unwrap());
         let peer = PeerAddr("10.0.0.2:5000".parse().unwrap());
         assert_eq!(source_ips(&headers, Some(peer)), vec!["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[tokio::test]
+    async fn authorization_is_annotated_only_inside_an_audited_handler() {
+        let annotations = Annotations::default();
+        // Outside any audited request: nothing to annotate, and no panic.
+        authorization_decided(true, "ignored");
+        ANNOTATIONS
+            .scope(annotations.clone(), async {
+                authorization_decided(true, "RBAC: allowed by ClusterRoleBinding \"x\"");
+            })
+            .await;
+        let seen = annotations.lock().unwrap().clone();
+        assert_eq!(seen[DECISION_ANNOTATION], "allow");
+        assert_eq!(seen[REASON_ANNOTATION], "RBAC: allowed by ClusterRoleBinding \"x\"");
+        // A later refusal without a reason replaces both.
+        ANNOTATIONS.scope(annotations.clone(), async { authorization_decided(false, "") }).await;
+        let seen = annotations.lock().unwrap().clone();
+        assert_eq!(seen[DECISION_ANNOTATION], "forbid");
+        assert!(seen.get(REASON_ANNOTATION).is_none());
     }
 }

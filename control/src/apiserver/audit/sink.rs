@@ -1,9 +1,8 @@
 //! The audit log file: events go through a bounded channel to one writer thread, so a slow disk
 //! delays request handling by at most [`SEND_WAIT`] (then the event is dropped and counted,
 //! with a warning) rather than without bound. The writer flushes whenever the channel runs dry,
-//! so the file is current as soon as the server is idle. With a maximum size, a full file is
-//! renamed to `<path>.<unix-seconds>` and a new one started, as the reference's
-//! `--audit-log-maxsize` does.
+//! so the file is current as soon as the server is idle. A full file is moved aside and a new
+//! one started, and old backups are pruned, by the reference's rules ([`super::rotation`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+use super::rotation::{self, Rotation};
 
 /// Events waiting for the writer before senders have to wait.
 const CAPACITY: usize = 8192;
@@ -32,17 +33,19 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Opens (appends to) `path` and starts the writer thread. `max_bytes` 0: never rotate.
-    pub fn open(path: &Path, max_bytes: u64) -> std::io::Result<Sink> {
+    /// Opens (appends to) `path`, prunes old backups, and starts the writer thread.
+    pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<Sink> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let file = open_append(path)?;
+        // As lumberjack does on open: backups left by an earlier run obey today's limits.
+        rotation::prune(path, &rotation, jiff::Timestamp::now());
         let (sender, receiver) = mpsc::channel(CAPACITY);
         let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || write_loop(receiver, path, file, max_bytes))?;
+            .spawn(move || write_loop(receiver, path, file, rotation))?;
         Ok(Sink { sender, dropped: Arc::default() })
     }
 
@@ -84,13 +87,14 @@ fn write_loop(
     mut receiver: mpsc::Receiver<String>,
     path: PathBuf,
     file: std::fs::File,
-    max_bytes: u64,
+    rotation: Rotation,
 ) {
     let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut out = std::io::BufWriter::new(file);
     while let Some(line) = receiver.blocking_recv() {
-        if max_bytes > 0 && size > 0 && size + line.len() as u64 + 1 > max_bytes {
-            match rotate(&path, &mut out) {
+        // A line longer than the maximum still goes into a file of its own.
+        if size > 0 && size + line.len() as u64 + 1 > rotation.max_bytes {
+            match rotate(&path, &mut out, &rotation) {
                 Ok(()) => size = 0,
                 Err(err) => tracing::warn!(%err, path = %path.display(), "rotating the audit log"),
             }
@@ -108,24 +112,17 @@ fn write_loop(
     let _ = out.flush();
 }
 
-/// Moves the full file aside and continues in a new one.
-fn rotate(path: &Path, out: &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
+/// Moves the full file aside, continues in a new one, and prunes the backups.
+fn rotate(
+    path: &Path,
+    out: &mut std::io::BufWriter<std::fs::File>,
+    rotation: &Rotation,
+) -> std::io::Result<()> {
     out.flush()?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // Two rotations within a second must not overwrite each other's file.
-    let backup = (0..)
-        .map(|n| {
-            let mut name = path.as_os_str().to_owned();
-            name.push(if n == 0 { format!(".{stamp}") } else { format!(".{stamp}-{n}") });
-            PathBuf::from(name)
-        })
-        .find(|candidate| !candidate.exists())
-        .unwrap_or_else(|| path.with_extension("old"));
-    std::fs::rename(path, &backup)?;
+    let now = jiff::Timestamp::now();
+    std::fs::rename(path, rotation::backup_path(path, now))?;
     *out = std::io::BufWriter::new(open_append(path)?);
+    rotation::prune(path, rotation, now);
     Ok(())
 }
 
@@ -137,7 +134,8 @@ mod tests {
     async fn lines_reach_the_file_and_rotate_when_full() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/audit.log");
-        let sink = Sink::open(&path, 64).unwrap();
+        let rotation = Rotation { max_bytes: 64, max_backups: 0, max_age: None };
+        let sink = Sink::open(&path, rotation).unwrap();
         for i in 0..3 {
             sink.send(format!("{{\"n\":{i},\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}}")).await;
         }
@@ -154,5 +152,37 @@ mod tests {
         }
         assert_eq!(files, 3, "two rotated files and the current one");
         assert!(std::fs::read_to_string(&path).unwrap().contains("\"n\":2"));
+        let backups = rotation::backups(&path);
+        assert_eq!(backups.len(), 2);
+        // Newest first: the second line's file, then the first's.
+        assert!(std::fs::read_to_string(&backups[0].1).unwrap().contains("\"n\":1"));
+        assert!(std::fs::read_to_string(&backups[1].1).unwrap().contains("\"n\":0"));
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_only_max_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let rotation = Rotation { max_bytes: 40, max_backups: 2, max_age: None };
+        let sink = Sink::open(&path, rotation).unwrap();
+        for i in 0..6 {
+            sink.send(format!("{{\"n\":{i},\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}}")).await;
+        }
+        drop(sink);
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("\"n\":5") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(text.contains("\"n\":5"), "{text}");
+        let kept: Vec<String> = rotation::backups(&path)
+            .iter()
+            .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept[0].contains("\"n\":4") && kept[1].contains("\"n\":3"), "{kept:?}");
     }
 }

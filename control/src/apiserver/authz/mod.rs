@@ -16,6 +16,7 @@ pub mod aggregation;
 pub mod bootstrap;
 pub mod escalation;
 pub mod node;
+pub mod node_graph;
 pub mod node_restriction;
 pub mod rbac;
 pub mod review;
@@ -153,8 +154,8 @@ pub fn decide(chain: &[&dyn Authorizer], attrs: &Attributes) -> Decision {
 /// The server's chain: the privileged group, the Node authorizer over the current node graph,
 /// then RBAC. A node's request nothing allowed is refused with the Node authorizer's reason.
 fn decide_now(server: &ApiServer, attrs: &Attributes) -> Decision {
-    // The privileged group needs no index; and only nodes need the node graph (rebuilt after
-    // every pod change, so never for anyone else's request).
+    // The privileged group needs no index; and only nodes need the node graph (brought up to
+    // date with the pods written since under its lock, so never for anyone else's request).
     if let decided @ Decision::Allow(_) = PrivilegedGroup.authorize(attrs) {
         return decided;
     }
@@ -162,15 +163,16 @@ fn decide_now(server: &ApiServer, attrs: &Attributes) -> Decision {
     if node::node_identity(&attrs.user).is_none() {
         return index.authorize(attrs);
     }
-    let graph = server.inner.authz.node.current(server);
-    let node = node::NodeAuthorizer { graph: &graph, rules: node::node_rules() };
-    match decide(&[&PrivilegedGroup, &node, index.as_ref()], attrs) {
-        Decision::NoOpinion => match node.judge(attrs) {
-            Some(Err(reason)) if !reason.is_empty() => Decision::Deny(reason),
-            _ => Decision::NoOpinion,
-        },
-        decided => decided,
-    }
+    server.inner.authz.node.with_current(server, |graph| {
+        let node = node::NodeAuthorizer { graph, rules: node::node_rules() };
+        match decide(&[&PrivilegedGroup, &node, index.as_ref()], attrs) {
+            Decision::NoOpinion => match node.judge(attrs) {
+                Some(Err(reason)) if !reason.is_empty() => Decision::Deny(reason),
+                _ => Decision::NoOpinion,
+            },
+            decided => decided,
+        }
+    })
 }
 
 /// Decides `attrs` with the server's chain. A refusal is confirmed once the RBAC caches have
@@ -197,10 +199,14 @@ pub async fn check_request(
 ) -> Result<(), ApiError> {
     for attrs in request_attributes(user, method, path, route, query) {
         let reason = match authorize(server, &attrs).await {
-            Decision::Allow(_) => continue,
+            Decision::Allow(reason) => {
+                super::audit::authorization_decided(true, &reason);
+                continue;
+            }
             Decision::Deny(reason) => reason,
             Decision::NoOpinion => String::new(),
         };
+        super::audit::authorization_decided(false, &reason);
         let err = forbidden(&attrs, &reason);
         // A refused component is a policy gap worth seeing; a refused user is routine.
         if user.name.starts_with("system:") {
@@ -356,7 +362,7 @@ pub async fn start(server: &ApiServer) -> Result<(), ApiError> {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     rbac: rbac::RbacIndex,
-    pub node: node::NodeIndex,
+    pub node: node_graph::NodeIndex,
 }
 
 impl std::ops::Deref for State {

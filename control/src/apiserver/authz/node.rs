@@ -24,21 +24,18 @@
 //! write to Nodes and Pods is narrowed further by [`super::node_restriction`].
 //!
 //! Like RBAC, the authorizer never reads the store: [`NodeIndex`] keeps a [`Graph`] (node →
-//! pods → the objects they use) built from the pods and claims watch caches and rebuilt only when
-//! one of them moved on. Refusals are `NoOpinion` with the reference's reason, so RBAC may still
+//! pods → the objects they use) up to date from the pods, claims and volumes watch caches'
+//! events ([`super::node_graph`]). Refusals are `NoOpinion` with the reference's reason, so RBAC may still
 //! grant a node more; the reason is what the 403 says when nothing does.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
+pub use super::node_graph::{Graph, NodeIndex};
 use super::rules::PolicyRule;
 use super::{Attributes, Authorizer, Decision};
 use crate::apiserver::authn::User;
-use crate::apiserver::server::ApiServer;
-use crate::apiserver::watch_cache::CachedObject;
-use crate::store::Revision;
 
 /// The group every node belongs to.
 pub const NODES_GROUP: &str = "system:nodes";
@@ -92,19 +89,7 @@ pub enum Kind {
     Pod,
 }
 
-/// What the pods bound to one node refer to, by (kind, namespace, name); PersistentVolumes
-/// have an empty namespace.
-#[derive(Debug, Default)]
-struct Reach(HashSet<(Kind, String, String)>);
-
-/// Node → pods → referenced objects, and node → the volumes pinned to it, at one moment.
-#[derive(Debug, Default)]
-pub struct Graph {
-    nodes: HashMap<String, Reach>,
-    pinned: HashSet<(String, String)>,
-}
-
-fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+pub(super) fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
@@ -160,66 +145,6 @@ pub fn pod_references(pod: &Value) -> Vec<(Kind, String)> {
         }
     }
     out
-}
-
-impl Graph {
-    /// The graph of the bound pods in `pods`; `claims` give the PersistentVolume each
-    /// PersistentVolumeClaim is bound to.
-    pub fn build(pods: &[Arc<CachedObject>], claims: &[Arc<CachedObject>]) -> Graph {
-        let volumes: HashMap<(&str, &str), &str> = claims
-            .iter()
-            .map(|c| {
-                (
-                    (text(c, "/metadata/namespace"), text(c, "/metadata/name")),
-                    text(c, "/spec/volumeName"),
-                )
-            })
-            .filter(|(_, volume)| !volume.is_empty())
-            .collect();
-        let mut graph = Graph::default();
-        for pod in pods {
-            let node = text(pod, "/spec/nodeName");
-            if node.is_empty() {
-                continue;
-            }
-            let ns = text(pod, "/metadata/namespace");
-            let reach = &mut graph.nodes.entry(node.to_string()).or_default().0;
-            reach.insert((Kind::Pod, ns.to_string(), text(pod, "/metadata/name").to_string()));
-            for (kind, name) in pod_references(pod) {
-                if kind == Kind::Claim {
-                    if let Some(volume) = volumes.get(&(ns, name.as_str())) {
-                        reach.insert((Kind::Volume, String::new(), volume.to_string()));
-                    }
-                }
-                reach.insert((kind, ns.to_string(), name));
-            }
-        }
-        graph
-    }
-
-    /// The same graph knowing which of `volumes` are pinned to which node.
-    pub fn with_pinned_volumes(mut self, volumes: &[Arc<CachedObject>]) -> Graph {
-        self.pinned = volumes
-            .iter()
-            .filter_map(|pv| {
-                let node = pinned_node(pv)?;
-                Some((node.to_string(), text(pv, "/metadata/name").to_string()))
-            })
-            .collect();
-        self
-    }
-
-    /// Whether the PersistentVolume `name` is pinned to `node`.
-    pub fn is_pinned(&self, node: &str, name: &str) -> bool {
-        self.pinned.contains(&(node.to_string(), name.to_string()))
-    }
-
-    /// Whether a pod bound to `node` refers to the object.
-    pub fn has_path(&self, node: &str, kind: Kind, namespace: &str, name: &str) -> bool {
-        self.nodes
-            .get(node)
-            .is_some_and(|r| r.0.contains(&(kind, namespace.to_string(), name.to_string())))
-    }
 }
 
 /// The reference's node rules: the `system:node` bootstrap ClusterRole's.
@@ -404,52 +329,6 @@ impl Authorizer for NodeAuthorizer<'_> {
             Some(Ok(())) => Decision::Allow(ALLOWED.into()),
             _ => Decision::NoOpinion,
         }
-    }
-}
-
-/// The current [`Graph`], rebuilt from the pods, claims and volumes caches when they have
-/// moved on.
-#[derive(Debug, Default)]
-pub struct NodeIndex {
-    built: Mutex<Option<([Revision; 3], Arc<Graph>)>>,
-}
-
-impl NodeIndex {
-    fn prefixes(server: &ApiServer) -> [String; 3] {
-        let prefix = |plural: &str| {
-            server
-                .inner
-                .registry
-                .resolve("", "v1", plural)
-                .map(|info| info.storage_prefix.clone())
-                .unwrap_or_else(|| format!("/registry/{plural}/"))
-        };
-        [prefix("pods"), prefix("persistentvolumeclaims"), prefix("persistentvolumes")]
-    }
-
-    /// The graph as the caches have it now.
-    pub fn current(&self, server: &ApiServer) -> Arc<Graph> {
-        let caches =
-            Self::prefixes(server).map(|p| server.inner.caches.get(&server.inner.store, &p));
-        let revisions = caches.each_ref().map(|c| c.revision());
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, graph)) = built.as_ref() {
-            if *at == revisions {
-                return graph.clone();
-            }
-        }
-        let (pods_rev, pods) = caches[0].snapshot(caches[0].prefix());
-        let (claims_rev, claims) = caches[1].snapshot(caches[1].prefix());
-        let (volumes_rev, volumes) = caches[2].snapshot(caches[2].prefix());
-        let graph = Arc::new(Graph::build(&pods, &claims).with_pinned_volumes(&volumes));
-        *built = Some(([pods_rev, claims_rev, volumes_rev], graph.clone()));
-        graph
-    }
-
-    /// Waits (briefly) until the pods, claims and volumes caches have seen what the store had when
-    /// called, so a pod bound a moment ago lets its node read its secrets.
-    pub async fn catch_up(&self, server: &ApiServer) {
-        super::catch_up(server, &Self::prefixes(server), "the node graph").await;
     }
 }
 

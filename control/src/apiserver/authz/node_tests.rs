@@ -1,6 +1,9 @@
 //! Tests of the node graph and the Node authorizer's decisions.
 
+use std::sync::Arc;
+
 use super::*;
+use crate::apiserver::watch_cache::CachedObject;
 use serde_json::json;
 
 fn pod(name: &str, node: &str, spec: Value) -> Arc<CachedObject> {

@@ -140,6 +140,7 @@ fn package_of_group(group: &str) -> Option<&'static str> {
         "apiextensions.k8s.io" => "apiextensions_apiserver.pkg.apis.apiextensions",
         "apiregistration.k8s.io" => "kube_aggregator.pkg.apis.apiregistration",
         "meta.k8s.io" => "apimachinery.pkg.apis.meta",
+        "metrics.k8s.io" => "metrics.pkg.apis.metrics",
         _ => return None,
     })
 }
@@ -152,9 +153,10 @@ pub(super) fn message_candidates(api_version: &str, kind: &str) -> Vec<String> {
     if kind.is_empty() || version.is_empty() {
         return out;
     }
-    if let Some(package) = package_of_group(group) {
-        out.push(format!("{package}.{version}.{kind}"));
-    }
+    // A group Kubernetes does not define (custom resources) has no protobuf form at all, not
+    // even for a kind it happens to call `Status`.
+    let Some(package) = package_of_group(group) else { return out };
+    out.push(format!("{package}.{version}.{kind}"));
     if matches!(
         kind,
         "Status"
@@ -284,6 +286,11 @@ mod tests {
             ["api.core.v1.Status", "apimachinery.pkg.apis.meta.v1.Status"]
         );
         assert!(message_candidates("apps.example.com/v1", "Deployment").is_empty());
+        assert!(message_candidates("example.com/v1", "Status").is_empty());
+        assert_eq!(
+            message_candidates("metrics.k8s.io/v1beta1", "PodMetrics"),
+            ["metrics.pkg.apis.metrics.v1beta1.PodMetrics"]
+        );
     }
 
     #[test]

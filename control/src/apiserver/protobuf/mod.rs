@@ -5,16 +5,21 @@
 //! and the object's own protobuf bytes. The message of an apiVersion/kind, its field numbers and
 //! types come from the vendored v1.33 `generated.proto` descriptors ([`descriptors`]); the JSON
 //! names, inlined structs and non-object JSON forms (times, quantities, int-or-strings, ...) from
-//! [`mapping`]. Custom resources have no protobuf form: requests get 415, responses fall back
-//! to JSON (kubectl always offers JSON as its second choice).
+//! [`mapping`]. Watches are length-delimited frames of raw `WatchEvent`s ([`stream`]), and
+//! error `Status`es are protobuf too when the client prefers it. Custom resources have no
+//! protobuf form: requests get 415, responses answer the client's next choice (JSON, which
+//! kubectl always offers second) or 406, as the reference's CRD handler does.
 
 mod decode;
 mod descriptors;
 mod encode;
 mod mapping;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod wire;
+
+pub use stream::{decode_watch_stream, is_watch_stream, watch_frame, WATCH_CONTENT_TYPE};
 
 use serde_json::Value;
 
@@ -26,6 +31,12 @@ pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 /// The prefix of every protobuf body.
 pub(crate) const MAGIC: &[u8] = b"k8s\0";
+
+/// Whether objects of `apiVersion`/`kind` have a protobuf form (built-in kinds do; custom
+/// resources do not).
+pub fn supports(api_version: &str, kind: &str) -> bool {
+    descriptors::registry().for_kind(api_version, kind).is_some()
+}
 
 /// Decodes a protobuf request body into the JSON form of the object (with `apiVersion` and
 /// `kind` from the envelope). Malformed bodies are 400; kinds without a message are 415.

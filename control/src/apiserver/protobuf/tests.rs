@@ -303,3 +303,35 @@ fn malformed_and_unknown_bodies() {
                      "spec": {"versions": [{"schema": {"openAPIV3Schema": schema}}]}});
     assert!(encode(&crd).is_none());
 }
+
+#[test]
+fn beta_kinds_skerry_serves() {
+    // metrics.k8s.io/v1beta1 (kubectl top, autoscalers) as metrics-server answers it.
+    let pod_metrics = json!({
+        "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+        "metadata": {"name": "web", "namespace": "default",
+                     "creationTimestamp": "2024-01-02T03:04:05Z"},
+        "timestamp": "2024-01-02T03:04:00Z", "window": "10.5s",
+        "containers": [{"name": "c", "usage": {"cpu": "1234n", "memory": "2048Ki"}}]
+    });
+    round_trip(pod_metrics.clone());
+    round_trip(json!({
+        "apiVersion": "metrics.k8s.io/v1beta1", "kind": "NodeMetricsList",
+        "metadata": {"resourceVersion": "42"},
+        "items": [{"metadata": {"name": "node-a"}, "timestamp": "2024-01-02T03:04:00Z",
+                   "window": "20s", "usage": {"cpu": "250m", "memory": "1Gi"}}]
+    }));
+    // The independent k8s-pb structs read what we write.
+    use k8s_pb::metrics::pkg::apis::metrics::v1beta1 as metrics;
+    let back =
+        metrics::PodMetrics::decode(raw_of(&encode(&pod_metrics).unwrap()).as_slice()).unwrap();
+    assert_eq!(back.window.and_then(|w| w.duration), Some(10_500_000_000));
+    let usage = &back.containers[0].usage;
+    assert_eq!(usage["memory"].string.as_deref(), Some("2048Ki"));
+    // policy/v1beta1 Evictions are still accepted by the eviction subresource.
+    round_trip(json!({
+        "apiVersion": "policy/v1beta1", "kind": "Eviction",
+        "metadata": {"name": "web", "namespace": "default"},
+        "deleteOptions": {"gracePeriodSeconds": 0}
+    }));
+}

@@ -71,6 +71,7 @@ pub(crate) async fn serve(
     query: &Query,
     method: &Method,
     user: &User,
+    output: Output,
 ) -> ApiResult<Response<ApiBody>> {
     let found = infos()
         .into_iter()
@@ -94,7 +95,7 @@ pub(crate) async fn serve(
         (true, None) => list_pods(server, path.namespace.as_deref(), query, user).await?,
     };
     tracing::trace!(verb, resource = %info.plural, "metrics served");
-    Ok(body::object_response(StatusCode::OK, &value, Output::Json))
+    Ok(body::object_response(StatusCode::OK, &value, output))
 }
 
 /// A list call on a core resource, to read Nodes or Pods with the request's selectors.

@@ -5,6 +5,7 @@
 //! or node for node-bound tokens) too — an object deleted (deletionTimestamp) more than the leeway
 //! ago no longer validates tokens. The user is `system:serviceaccount:<ns>:<name>` in
 //! `system:serviceaccounts` and `system:serviceaccounts:<ns>`, with the pod and node in `extra`.
+//! Tokens of the legacy issuer go to [`super::legacy`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,8 +52,13 @@ pub async fn authenticate(
 ) -> Result<Option<Authenticated>, String> {
     let issuer = &server.inner.service_accounts;
     let Ok(unverified) = jwt::unverified_claims(token) else { return Ok(None) };
-    if unverified["iss"].as_str() != Some(issuer.issuer.as_str()) {
-        return Ok(None);
+    match unverified["iss"].as_str() {
+        Some(iss) if iss == issuer.issuer => {}
+        // A token from a Secret of type `kubernetes.io/service-account-token`.
+        Some(super::legacy::ISSUER) => {
+            return super::legacy::authenticate(server, token, wanted).await.map(Some)
+        }
+        _ => return Ok(None),
     }
     let verified =
         jwt::verify(token, issuer.verifying_keys()).map_err(|e| format!("invalid token: {e}"))?;

@@ -2,6 +2,8 @@
 //!
 //! - `jwt` and `claims`: ES256 compact JWS and the token's claims (pure, unit-tested);
 //! - `token_request`: the `serviceaccounts/<name>/token` subresource (TokenRequest);
+//! - `legacy`: the non-expiring tokens of `kubernetes.io/service-account-token` Secrets (made
+//!   by the tokens controller, checked against the live Secret);
 //! - `authenticator`: bearer JWTs of this issuer → `system:serviceaccount:<ns>:<name>`, checked
 //!   against the live service account and the object the token is bound to;
 //! - `review`: TokenReview and SelfSubjectReview (`kubectl auth whoami`);
@@ -16,6 +18,7 @@ pub mod admission;
 pub mod authenticator;
 pub mod claims;
 pub mod jwt;
+pub mod legacy;
 pub mod oidc;
 pub mod review;
 pub mod token_request;
@@ -121,5 +124,10 @@ impl TokenIssuer {
 
     pub(crate) fn signing_key(&self) -> Option<&SigningKey> {
         self.key.as_deref()
+    }
+
+    /// The signing key, shared (the tokens controller signs legacy tokens with it).
+    pub(crate) fn shared_signing_key(&self) -> Option<Arc<SigningKey>> {
+        self.key.clone()
     }
 }

@@ -3,6 +3,7 @@
 //! the node's tunnel to its streaming server at the kubelet's path, and the answer relayed:
 //! a `101 Switching Protocols` (WebSocket or SPDY/3.1) becomes a byte-for-byte copy both ways,
 //! anything else (a log stream, an error `Status`) is streamed back as the response.
+//! `nodes/<name>/proxy/<path>` (GET) reaches the node's agent at `/<path>` the same way.
 
 use std::convert::Infallible;
 
@@ -59,7 +60,7 @@ pub(crate) async fn serve(
     server: &ApiServer,
     kind: PodStream,
     path: &ResourcePath,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
 ) -> ApiResult<Response<ApiBody>> {
     let info =
         server.inner.registry.resolve("", "v1", "pods").ok_or_else(ApiError::path_not_found)?;
@@ -80,9 +81,42 @@ pub(crate) async fn serve(
         .ok_or_else(|| {
             ApiError::bad_request(format!("pod {name} does not have a host assigned"))
         })?;
+    forward(server, node, &target, parts).await
+}
+
+/// `nodes/<name>/proxy/<path>`: the request forwarded to the node's agent at `/<path>` (the
+/// kubelet's API: `/metrics`, `/metrics/resource`, `/stats/resource`, …). Authorized as
+/// `nodes/proxy`, which only cluster admins hold by default.
+pub(crate) async fn serve_node(
+    server: &ApiServer,
+    path: &ResourcePath,
+    parts: http::request::Parts,
+) -> ApiResult<Response<ApiBody>> {
+    let info =
+        server.inner.registry.resolve("", "v1", "nodes").ok_or_else(ApiError::path_not_found)?;
+    // Request bodies are not relayed: the kubelet paths worth reading are all GETs.
+    if parts.method != Method::GET {
+        return Err(ApiError::method_not_supported(Some(&info), parts.method.as_str()));
+    }
+    let name = path.name.clone().unwrap_or_default();
+    if rest::read(server, &info.storage_key(None, &name)).await?.is_none() {
+        return Err(ApiError::not_found(&info, &name));
+    }
+    let target = format!("/{}", path.proxy_path.as_deref().unwrap_or(""));
+    forward(server, &name, &target, parts).await
+}
+
+/// Sends the request to `target` on `node`'s agent over its tunnel (with the client's query)
+/// and relays the answer.
+async fn forward(
+    server: &ApiServer,
+    node: &str,
+    target: &str,
+    mut parts: http::request::Parts,
+) -> ApiResult<Response<ApiBody>> {
     let target = match parts.uri.query() {
         Some(q) if !q.is_empty() => format!("{target}?{q}"),
-        _ => target,
+        _ => target.to_string(),
     };
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let wants_upgrade = parts.headers.contains_key(header::UPGRADE);

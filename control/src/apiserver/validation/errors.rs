@@ -42,6 +42,11 @@ impl Errors {
         self.push("FieldValueInvalid", field, message);
     }
 
+    /// `Invalid value: detail`, for a bad value the reference leaves out (`field.OmitValueType`).
+    pub fn invalid_omitted(&mut self, field: &str, detail: &str) {
+        self.push("FieldValueInvalid", field, with_detail("Invalid value".to_string(), detail));
+    }
+
     /// [`Errors::invalid`] for a string value.
     pub fn invalid_str(&mut self, field: &str, value: &str, detail: &str) {
         self.invalid(field, &Value::String(value.to_string()), detail);

@@ -9,6 +9,7 @@
 //! structural schema. Objects are plain JSON from users, so every check copes with any shape.
 
 mod errors;
+mod job;
 mod kinds;
 mod meta;
 mod names;

@@ -288,6 +288,7 @@ pub fn validate_job(obj: &Value, errs: &mut Errors) {
             );
         }
     }
+    super::job::validate_job_spec(spec, "spec", errs);
     validate_template(spec.get("template"), &["OnFailure", "Never"], errs);
 }
 
@@ -319,6 +320,9 @@ pub fn validate_cronjob(obj: &Value, errs: &mut Errors) {
     );
     for key in ["successfulJobsHistoryLimit", "failedJobsHistoryLimit", "startingDeadlineSeconds"] {
         non_negative(spec, key, "spec", errs);
+    }
+    if let Some(job_spec) = spec.pointer("/jobTemplate/spec").filter(|s| s.is_object()) {
+        super::job::validate_job_spec(job_spec, "spec.jobTemplate.spec", errs);
     }
     let Some(template) = spec.pointer("/jobTemplate/spec/template").filter(|t| t.is_object())
     else {

@@ -3,7 +3,11 @@
 //!
 //! - `kubernetes.io/kube-apiserver-client-kubelet`: node client certificates. A request for
 //!   `CN=system:node:<name>, O=system:nodes` with client usages is approved automatically when
-//!   a bootstrap token (an agent joining) or that same node (renewing) asked for it.
+//!   a bootstrap token (an agent joining) or that same node (renewing) asked for it, and the
+//!   requester may `create` `certificatesigningrequests/nodeclient` (joining) or
+//!   `…/selfnodeclient` (renewing) — asked with a SubjectAccessReview as the reference's
+//!   approver does, so the bootstrap RBAC bindings (groups `system:bootstrappers` and
+//!   `system:nodes`) are what turns automatic approval on and off.
 //! - `kubernetes.io/kube-apiserver-client`: user certificates, signed once someone approved them
 //!   (`kubectl certificate approve`).
 //!
@@ -17,16 +21,19 @@ mod policy;
 use std::sync::Arc;
 
 use base64::Engine;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
-use self::policy::{auto_approves, has_condition, signs, Verdict};
+use self::policy::{approval_permission, auto_approves, has_condition, signs, Verdict};
 use super::ControllerOptions;
 use crate::machinery::{run_workers, Action, Context, ControlError, ObjectKey, WorkQueue};
 use crate::pki::ClusterCa;
@@ -81,6 +88,10 @@ async fn reconcile(
     }
     if !has_condition(&csr, "Approved") {
         if let Verdict::Approve(message) = auto_approves(&csr) {
+            if !may_request(ctx, &csr, approval_permission(&csr)).await? {
+                // Left pending for a person, as the reference leaves it.
+                return Ok(Action::Done);
+            }
             let mut approved = (*csr).clone();
             let status = approved.status.get_or_insert_with(Default::default);
             status.conditions.get_or_insert_with(Vec::new).push(condition(
@@ -113,6 +124,34 @@ async fn reconcile(
     };
     api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(Action::Done)
+}
+
+/// Whether the requester of `csr` may `create` `certificatesigningrequests/<subresource>`.
+async fn may_request(
+    ctx: &Context<ControllerOptions>,
+    csr: &CertificateSigningRequest,
+    subresource: &str,
+) -> Result<bool, ControlError> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: csr.spec.username.clone(),
+            groups: csr.spec.groups.clone(),
+            uid: csr.spec.uid.clone(),
+            extra: csr.spec.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("certificates.k8s.io".into()),
+                resource: Some("certificatesigningrequests".into()),
+                verb: Some("create".into()),
+                subresource: Some(subresource.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(ctx.client.clone());
+    let answer = api.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
 /// The status patch adding the `Failed` condition (a merge patch replaces the list whole).

@@ -76,6 +76,17 @@ pub fn auto_approves(csr: &CertificateSigningRequest) -> Verdict {
     Verdict::NotOurs
 }
 
+/// The `certificatesigningrequests` subresource the requester must be allowed to `create` for
+/// an automatic approval (the reference's approver asks with a SubjectAccessReview): a node
+/// renewing its own certificate needs `selfnodeclient`, a bootstrap token `nodeclient`.
+pub fn approval_permission(csr: &CertificateSigningRequest) -> &'static str {
+    let username = csr.spec.username.as_deref().unwrap_or_default();
+    match node_subject(csr) {
+        Ok(node) if username == format!("system:node:{node}") => "selfnodeclient",
+        _ => "nodeclient",
+    }
+}
+
 /// Whether the cluster CA signs an approved `csr`.
 pub fn signs(csr: &CertificateSigningRequest) -> Verdict {
     match csr.spec.signer_name.as_str() {
@@ -141,6 +152,8 @@ mod tests {
         assert!(matches!(auto_approves(&joining), Verdict::Approve(_)));
         let renewing = csr(KUBELET_CLIENT, &node, "system:node:pi-1", &["system:nodes"], USAGES);
         assert!(matches!(auto_approves(&renewing), Verdict::Approve(_)));
+        assert_eq!(approval_permission(&joining), "nodeclient");
+        assert_eq!(approval_permission(&renewing), "selfnodeclient");
 
         // Another node's name, a user, a server usage, another signer: not approved.
         let other = csr(KUBELET_CLIENT, &node, "system:node:pi-2", &["system:nodes"], USAGES);

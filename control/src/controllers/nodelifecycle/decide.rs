@@ -16,6 +16,13 @@ pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// The conditions the agent owns, set to Unknown when it stops reporting.
 pub const AGENT_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
+/// The NoSchedule taints that follow the agent's pressure conditions (the reference's
+/// TaintNodeByCondition): present while the condition is True.
+pub const PRESSURE_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
 /// Reason and message of a condition the controller set to Unknown (the reference's words).
 pub const UNKNOWN_REASON: &str = "NodeStatusUnknown";
 pub const UNKNOWN_MESSAGE: &str = "Kubelet stopped posting node status.";
@@ -123,6 +130,29 @@ pub fn desired_taints(
         }
         if may_add_no_execute && !taints.iter().any(|t| is_unreachable_taint(t, "NoExecute")) {
             taints.push(new("NoExecute"));
+        }
+    }
+    (taints != current).then_some(taints)
+}
+
+/// `current` with the pressure taints matching the node's conditions: a NoSchedule taint for
+/// each pressure condition that is True, none for one that is False, Unknown or missing.
+/// Other taints are kept as they are. `None`: unchanged.
+pub fn pressure_taints(node: &Node, current: &[Taint]) -> Option<Vec<Taint>> {
+    let mut taints: Vec<Taint> = current.to_vec();
+    for (condition_type, key) in PRESSURE_TAINTS {
+        let wanted = condition(node, condition_type).is_some_and(|c| c.status == "True");
+        let is_it = |t: &Taint| t.key == key && t.effect == "NoSchedule";
+        let has = taints.iter().any(is_it);
+        if wanted && !has {
+            taints.push(Taint {
+                key: key.into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: None,
+            });
+        } else if !wanted && has {
+            taints.retain(|t| !is_it(t));
         }
     }
     (taints != current).then_some(taints)
@@ -314,6 +344,31 @@ mod tests {
         // Reachable again: the unreachable taints go, others stay.
         assert_eq!(desired_taints(&full, false, true, ts(10)), Some(vec![other.clone()]));
         assert_eq!(desired_taints(&current, false, true, ts(10)), None);
+    }
+
+    #[test]
+    fn pressure_taints_follow_the_conditions() {
+        let mut node = Node {
+            status: Some(NodeStatus {
+                conditions: Some(vec![
+                    cond("Ready", "True"),
+                    cond("MemoryPressure", "True"),
+                    cond("DiskPressure", "False"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let other =
+            Taint { key: "dedicated".into(), effect: "NoSchedule".into(), ..Default::default() };
+        let tainted = pressure_taints(&node, std::slice::from_ref(&other)).expect("changed");
+        let keys: Vec<&str> = tainted.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["dedicated", "node.kubernetes.io/memory-pressure"]);
+        assert_eq!(tainted[1].effect, "NoSchedule");
+        assert_eq!(pressure_taints(&node, &tainted), None);
+        // Relieved (or Unknown): the taint goes, the others stay.
+        node.status.as_mut().unwrap().conditions.as_mut().unwrap()[1].status = "Unknown".into();
+        assert_eq!(pressure_taints(&node, &tainted), Some(vec![other]));
     }
 
     #[test]

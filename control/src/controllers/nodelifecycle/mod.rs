@@ -7,7 +7,9 @@
 //! change (as the reference does), so agents' clock skew does not matter, and a restarted
 //! controller gives every node a fresh grace period. Evictions are held back in a zone where
 //! most nodes dropped off at once (a site losing its link), and new NoExecute taints are
-//! rate-limited per zone, so a mass disconnection never evicts everything at once.
+//! rate-limited per zone, so a mass disconnection never evicts everything at once. The
+//! `node.kubernetes.io/{memory,disk,pid}-pressure` NoSchedule taints follow the agent's
+//! pressure conditions (the reference's TaintNodeByCondition).
 
 mod decide;
 
@@ -130,6 +132,11 @@ async fn reconcile(
     let api: Api<Node> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
     let mut node = (*cached).clone();
+    let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    if let Some(taints) = decide::pressure_taints(&node, &current) {
+        node = patch_taints(&api, &node, &taints).await?;
+        tracing::info!(node = name, "pressure taints follow the node's conditions");
+    }
 
     if stale {
         let current = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();

@@ -25,8 +25,9 @@ mod matching;
 mod volume;
 
 pub use matching::{
-    annotation, claim_class, claim_volume, is_delayed, volume_phase, BETA_STORAGE_PROVISIONER,
-    BIND_COMPLETED, DEFAULT_CLASS, PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER,
+    annotation, best_volume, claim_class, claim_volume, is_delayed, volume_phase,
+    BETA_STORAGE_PROVISIONER, BIND_COMPLETED, DEFAULT_CLASS, PROVISIONED_BY, SELECTED_NODE,
+    STORAGE_PROVISIONER,
 };
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -84,11 +85,14 @@ pub fn start(ctx: Context<ControllerOptions>) {
         }
     });
     binder.volumes.feed(volume_queue.clone(), |pv: &PersistentVolume| vec![ObjectKey::of(pv)]);
-    binder.volumes.feed(claim_queue.clone(), |pv: &PersistentVolume| {
+    // A volume wakes its claim; a volume free for the taking wakes every claim still looking
+    // (it may have been created after the claim's last look).
+    let volumes_to_claims = binder.claims.clone();
+    binder.volumes.feed(claim_queue.clone(), move |pv: &PersistentVolume| {
         let reference = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         match reference.and_then(|r| Some((r.namespace.clone()?, r.name.clone()?))) {
             Some((namespace, name)) => vec![ObjectKey::new(namespace, name)],
-            None => Vec::new(),
+            None => unbound_claims(&volumes_to_claims),
         }
     });
     // A pod placed on a node settles its delayed claims' node.
@@ -103,14 +107,9 @@ pub fn start(ctx: Context<ControllerOptions>) {
     });
     // A new class may be the default unclassed claims wait for, or a new mode.
     let classes_to_claims = binder.claims.clone();
-    binder.classes.feed(claim_queue.clone(), move |_: &StorageClass| {
-        classes_to_claims
-            .list()
-            .iter()
-            .filter(|c| claim_volume(c).is_empty())
-            .map(|c| ObjectKey::of(c.as_ref()))
-            .collect()
-    });
+    binder
+        .classes
+        .feed(claim_queue.clone(), move |_: &StorageClass| unbound_claims(&classes_to_claims));
 
     let workers = ctx.options.workers;
     let claim_binder = binder.clone();
@@ -122,4 +121,14 @@ pub fn start(ctx: Context<ControllerOptions>) {
         let binder = binder.clone();
         async move { binder.sync_volume(&key.name).await }
     });
+}
+
+/// The keys of the claims not bound to a volume yet.
+fn unbound_claims(claims: &Informer<PersistentVolumeClaim>) -> Vec<ObjectKey> {
+    claims
+        .list()
+        .iter()
+        .filter(|c| claim_volume(c).is_empty())
+        .map(|c| ObjectKey::of(c.as_ref()))
+        .collect()
 }

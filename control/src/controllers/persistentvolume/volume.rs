@@ -18,9 +18,9 @@ impl Binder {
         self.claims.ready().await;
         self.volumes.ready().await;
         let Some(pv) = self.volumes.get(None, name) else { return Ok(Action::Done) };
-        if pv.metadata.deletion_timestamp.is_some() {
-            return Ok(Action::Done);
-        }
+        // A terminating volume still follows its claim (`Released` once the claim is gone is
+        // what lets pv-protection take its finalizer off), but is not reclaimed again.
+        let terminating = pv.metadata.deletion_timestamp.is_some();
         let reference = pv.spec.as_ref().and_then(|s| s.claim_ref.clone());
         let Some(reference) = reference else {
             return self.set_volume_phase(&pv, "Available", None).await;
@@ -48,6 +48,9 @@ impl Binder {
             {
                 self.set_volume_phase(&pv, "Released", None).await?;
                 // The change brings the volume back for its reclaim.
+                return Ok(Action::Done);
+            }
+            if terminating {
                 return Ok(Action::Done);
             }
             return self.reclaim(&pv).await;

@@ -1,6 +1,9 @@
 //! The ServiceAccount controller: every active namespace has a `default` ServiceAccount (the
 //! one pods run as when they name none). Recreated when deleted; namespaces being deleted are
-//! left alone, as their content is going away.
+//! left alone, as their content is going away. The tokens controller (legacy token Secrets)
+//! is in [`tokens`].
+
+pub mod tokens;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;

@@ -1,13 +1,18 @@
 //! ResourceQuota admission: a new object in a namespace with quotas is measured by its
 //! evaluator ([`usage`]), checked against every quota whose resources and scopes it concerns,
 //! and charged into those quotas' `status.used` before it is stored, as the reference does.
+//! An update of a service or a claim is charged what it adds: the new object's usage less the
+//! stored one's, each resource floored at zero (a claim grown by a resize, a service turned
+//! into a NodePort or LoadBalancer); shrinking gives nothing back until the controller
+//! recounts, as in the reference.
 //!
 //! The charge is a compare-and-swap on the quotas' mod revisions: two concurrent creates read
 //! the same `used`, one wins the transaction, the other re-reads the new `used` and is checked
 //! again, so the quota can never be exceeded. If the object's own write then fails, the quota
 //! over-counts until the resourcequota controller recounts (the reference has the same gap).
-//! Only creates are charged (pod resources are immutable; the reference's in-place resize and
-//! service/claim updates are not evaluated here). A dry run is checked but not charged.
+//! Other objects are charged on create only: an object count never changes on update, and pod
+//! updates (the reference's in-place resize, which goes through `pods/resize`) are not
+//! evaluated. A dry run is checked but not charged.
 
 pub mod quantity;
 pub mod usage;
@@ -39,20 +44,27 @@ fn quota_prefix(server: &ApiServer, namespace: &str) -> String {
     format!("{base}{namespace}/")
 }
 
-/// Checks a create against the namespace's quotas and charges it.
+/// Checks a create, or an update of a service or claim, against the namespace's quotas and
+/// charges it.
 pub(crate) async fn validate(
     server: &ApiServer,
     request: &mut Request<'_>,
     obj: &Value,
 ) -> ApiResult<()> {
     let call = request.call;
-    if request.operation != Operation::Create || request.subresource.is_some() {
+    // As in the reference, writes to subresources (status, …) are never charged.
+    if request.subresource.is_some() {
         return Ok(());
     }
     let Some(namespace) = call.namespace().filter(|_| call.info.namespaced) else {
         return Ok(());
     };
     let evaluator = Evaluator::of(&call.info.group, &call.info.plural);
+    let old = match request.operation {
+        Operation::Create => None,
+        Operation::Update if evaluator.charges_updates() => request.old,
+        Operation::Update => return Ok(()),
+    };
     let prefix = quota_prefix(server, namespace);
     for attempt in 0..ATTEMPTS {
         let quotas = read_quotas(server, &prefix).await?;
@@ -60,7 +72,8 @@ pub(crate) async fn validate(
             return Ok(());
         }
         let values: Vec<Value> = quotas.iter().map(|(v, _)| v.clone()).collect();
-        let charges = evaluate(&evaluator, &values, obj)
+        let already = request.quota_charged.map(Charged::get).unwrap_or_default();
+        let (charges, delta) = evaluate_charging(&evaluator, &values, obj, old, &already)
             .map_err(|why| ApiError::forbidden(&call.info, request.name, &why))?;
         if charges.is_empty() || request.dry_run {
             return Ok(());
@@ -77,6 +90,9 @@ pub(crate) async fn validate(
         }
         let resp = server.inner.store.txn(TxnRequest { compare, success, failure: vec![] }).await?;
         if resp.succeeded {
+            if let Some(charged) = request.quota_charged {
+                charged.add(&delta);
+            }
             return Ok(());
         }
         // Another write charged the quota first: back off a little (more after each loss)
@@ -109,14 +125,38 @@ fn mask(list: &ResourceList, names: &[String]) -> ResourceList {
     list.iter().filter(|(k, _)| names.contains(k)).map(|(k, v)| (k.clone(), *v)).collect()
 }
 
-/// The reference's quota check of one new object against the namespace's `quotas` (read from
-/// `status.hard` and `status.used`): the new `used` of each quota it is charged to (by index),
-/// or the reason (after `is forbidden: `) it is refused.
-pub fn evaluate(
+/// What earlier attempts of one update already charged: an update is tried again after a
+/// conflicting write to its object, and the retry must not charge the same growth twice.
+#[derive(Debug, Default)]
+pub(crate) struct Charged(std::sync::Mutex<ResourceList>);
+
+impl Charged {
+    fn get(&self) -> ResourceList {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn add(&self, delta: &ResourceList) {
+        if let Ok(mut charged) = self.0.lock() {
+            for (name, amount) in delta {
+                let sum = charged.get(name).map_or(*amount, |c| c.add(*amount));
+                charged.insert(name.clone(), sum);
+            }
+        }
+    }
+}
+
+/// The reference's quota check of one new object (or, with `old`, the stored object's update)
+/// against the namespace's `quotas` (read from `status.hard` and `status.used`): the new `used`
+/// of each quota it is charged to (by index), or the reason (after `is forbidden: `) it is
+/// refused — less what earlier attempts of the same write charged (`already`). Also answers
+/// the amounts charged now.
+pub fn evaluate_charging(
     evaluator: &Evaluator,
     quotas: &[Value],
     obj: &Value,
-) -> Result<Vec<(usize, ResourceList)>, String> {
+    old: Option<&Value>,
+    already: &ResourceList,
+) -> Result<(Vec<(usize, ResourceList)>, ResourceList), String> {
     let mut interesting = Vec::new();
     for (index, quota) in quotas.iter().enumerate() {
         let hard = usage::from_json_map(quota.pointer("/status/hard"));
@@ -141,16 +181,22 @@ pub fn evaluate(
         interesting.push(index);
     }
     if interesting.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), ResourceList::new()));
     }
-    let delta = evaluator.usage(obj);
+    let mut delta = evaluator.usage(obj);
     let negative: Vec<&str> =
         delta.iter().filter(|(_, v)| v.milli < 0).map(|(k, _)| k.as_str()).collect();
     if !negative.is_empty() {
         return Err(format!("quota usage is negative for resource(s): {}", negative.join(",")));
     }
-    if delta.values().all(|v| v.is_zero()) {
-        return Ok(Vec::new());
+    if let Some(old) = old {
+        delta = usage::subtract_non_negative(&delta, &evaluator.usage(old));
+    }
+    delta = usage::subtract_non_negative(&delta, already);
+    // Resources the write does not add to are not charged (nor checked) at all.
+    delta.retain(|_, v| !v.is_zero());
+    if delta.is_empty() {
+        return Ok((Vec::new(), delta));
     }
     let mut charges = Vec::new();
     for index in interesting {
@@ -183,7 +229,7 @@ pub fn evaluate(
         }
         charges.push((index, new_used));
     }
-    Ok(charges)
+    Ok((charges, delta))
 }
 
 #[cfg(test)]

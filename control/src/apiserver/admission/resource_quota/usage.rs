@@ -128,6 +128,13 @@ impl Evaluator {
         }
     }
 
+    /// Whether an update can change what an object costs, so admission charges updates too:
+    /// a service's type (node ports, load balancers) and a claim's requested storage. The
+    /// reference's pod evaluator only charges in-place resizes, which are not evaluated here.
+    pub fn charges_updates(&self) -> bool {
+        matches!(self, Evaluator::Services | Evaluator::PersistentVolumeClaims)
+    }
+
     /// The names of `hard` this evaluator computes (the reference's `MatchingResources`).
     pub fn matching<'a>(&self, hard: impl IntoIterator<Item = &'a String>) -> Vec<String> {
         hard.into_iter().filter(|n| self.tracks(n)).cloned().collect()
@@ -460,6 +467,17 @@ pub fn pod_constraints(required: &[String], pod: &Value) -> Result<(), String> {
         })
         .collect();
     Err(messages.join("; "))
+}
+
+/// `a - b` for each resource of `a`, floored at zero (the reference's
+/// `SubtractWithNonNegativeResult`): what an update adds to the stored object's usage.
+pub fn subtract_non_negative(a: &ResourceList, b: &ResourceList) -> ResourceList {
+    a.iter()
+        .map(|(name, value)| {
+            let taken = b.get(name).map_or(0, |b| b.milli);
+            (name.clone(), Quantity { milli: (value.milli - taken).max(0), format: value.format })
+        })
+        .collect()
 }
 
 /// `a=1,b=2`, sorted by name (the reference's `prettyPrint`).
