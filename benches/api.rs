@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 mod support;
-use support::{admin_tls, free_port, namespace, percentile, Api};
+use support::{admin_tls, free_port, load_average, namespace, percentile, Api};
 
 /// Concurrent clients of the create workload.
 const CREATE_CLIENTS: [usize; 3] = [1, 16, 64];
@@ -88,18 +88,7 @@ impl Drop for Proc {
 impl Proc {
     /// User + system CPU time of the process so far, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        ticks / hz.max(1.0)
+        support::cpu_seconds(self.child.id())
     }
 
     fn log(&self) -> String {
@@ -606,12 +595,6 @@ async fn store_watch(store: &Store, template: &Value) -> (f64, f64) {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 async fn bench() {
     let store = Store::start();
