@@ -13,12 +13,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
-use common::images::{archive_of, busybox_layout};
+use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
 use common::server::{ok, SkerryServer};
 use serde_json::{json, Value};
 
-const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "eviction-node";
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -32,7 +30,7 @@ fn pod(name: &str, memory: Option<&str>) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
-                 "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"],
+                 "containers": [{"name": "main", "image": TEST_IMAGE, "command": ["sleep", "3600"],
                                  "resources": resources}]}})
 }
 
@@ -61,25 +59,9 @@ fn evicted(server: &SkerryServer, kubectl: &std::path::Path, name: &str) -> Resu
 
 #[test]
 fn memory_pressure_evicts_besteffort_before_guaranteed() {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return;
-    }
-    let Some(kubectl) = skerry_testkit::kubectl() else { return };
-    enter_test_netns();
-    let images = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(images.path(), IMAGE);
-    let archive = archive_of(&layout, images.path());
-    let mut server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
-        import_image(&data_dir.join("agent"), &archive)
-    });
+    let Some(kubectl) = agent_test_kubectl() else { return };
+    let mut server = start_single_node(&kubectl, NODE, &[], |_| {});
     let kubectl = kubectl.as_path();
-    eventually("the embedded agent's Node is Ready", LIMIT, || {
-        let node = server.kubectl_json(kubectl, &["get", "node", NODE, "-o", "json"])?;
-        node_ready(&node).then_some(()).ok_or_else(|| node.to_string())
-    });
     for p in [pod("besteffort", None), pod("guaranteed", Some("64Mi"))] {
         let out = server.kubectl_stdin(kubectl, &["create", "-f", "-"], Some(&p.to_string()));
         ok(out, "kubectl create");

@@ -11,11 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
-use common::images::{archive_of, busybox_layout};
-use common::server::{ok, SkerryServer};
+use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
+use common::server::ok;
 
-const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "lp-node";
 
 fn manifest() -> String {
@@ -39,7 +37,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: sh
-    image: {IMAGE}
+    image: {TEST_IMAGE}
     command: ["sh", "-c", "mkdir -p /data/sub && echo kept > /data/sub/file && exec sleep 3600"]
     volumeMounts:
     - {{name: data, mountPath: /data}}
@@ -52,21 +50,9 @@ spec:
 
 #[test]
 fn a_deleted_claims_directory_is_removed_by_its_nodes_agent() {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return;
-    }
-    let Some(kubectl) = skerry_testkit::kubectl() else { return };
-    enter_test_netns();
-    let images = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(images.path(), IMAGE);
-    let archive = archive_of(&layout, images.path());
-    let args = ["--node-ip", NODE_IP, "--default-local-storage-path", "{dir}/storage"];
-    let server = SkerryServer::start_with_agent(&args, NODE, |data_dir| {
-        import_image(&data_dir.join("agent"), &archive)
-    });
+    let Some(kubectl) = agent_test_kubectl() else { return };
+    let args = ["--default-local-storage-path", "{dir}/storage"];
+    let server = start_single_node(&kubectl, NODE, &args, |_| {});
     let base = server.dir.path().join("storage");
     let on_failure = || {
         let state = server.kubectl(&kubectl, &["get", "pv,pvc,pods,events", "-o", "wide"]);
@@ -77,10 +63,6 @@ fn a_deleted_claims_directory_is_removed_by_its_nodes_agent() {
             server.log_text()
         )
     };
-    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
-        let node = server.kubectl_json(&kubectl, &["get", "node", NODE, "-o", "json"])?;
-        node_ready(&node).then_some(()).ok_or_else(|| format!("{node}\n{}", on_failure()))
-    });
 
     let out = server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest()));
     ok(out, "kubectl apply");

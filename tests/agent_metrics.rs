@@ -10,12 +10,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
-use common::images::{archive_of, busybox_layout};
+use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
 use common::server::{ok, SkerryServer};
 use serde_json::{json, Value};
 
-const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "metrics-node";
 
 /// A pod bound to the node running `command`, labelled `load=<load>`.
@@ -24,7 +22,7 @@ fn pod(name: &str, load: &str, command: &[&str]) -> Value {
         "metadata": {"name": name, "namespace": "default",
                      "labels": {"app": "metrics-test", "load": load}},
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
-                 "containers": [{"name": "main", "image": IMAGE, "command": command}]}})
+                 "containers": [{"name": "main", "image": TEST_IMAGE, "command": command}]}})
 }
 
 /// Millicores of a `kubectl top` CPU column (`998m`, `1`, `0m`).
@@ -59,25 +57,9 @@ fn top_pods(
 
 #[test]
 fn kubectl_top_shows_the_busy_pod_above_the_idle_one() {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return;
-    }
-    let Some(kubectl) = skerry_testkit::kubectl() else { return };
-    enter_test_netns();
-    let images = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(images.path(), IMAGE);
-    let archive = archive_of(&layout, images.path());
-    let server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
-        import_image(&data_dir.join("agent"), &archive)
-    });
+    let Some(kubectl) = agent_test_kubectl() else { return };
+    let server = start_single_node(&kubectl, NODE, &[], |_| {});
     let kubectl = kubectl.as_path();
-    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
-        let node = server.kubectl_json(kubectl, &["get", "node", NODE, "-o", "json"])?;
-        node_ready(&node).then_some(()).ok_or_else(|| node.to_string())
-    });
 
     // Discovery lists the group, as `kubectl top` checks before asking.
     let resources =

@@ -8,23 +8,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, SkerryAgent, NODE_IP};
+use common::agent::{
+    agent_test_kubectl, enter_test_netns, eventually, SkerryAgent, NODE_IP, TEST_IMAGE,
+};
 use common::images::{archive_of, busybox_layout};
 use common::server::{ok, SkerryServer};
 use serde_json::Value;
-
-const IMAGE: &str = "example.com/test/busybox:1";
-
-/// Root, busybox, `ip` and kubectl 1.32, or a skip.
-fn prerequisites() -> Option<std::path::PathBuf> {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return None;
-    }
-    skerry_testkit::kubectl()
-}
 
 /// A server and an agent (node `node1`) in a fresh network namespace, the test image imported.
 fn cluster() -> (SkerryServer, SkerryAgent) {
@@ -32,7 +21,7 @@ fn cluster() -> (SkerryServer, SkerryAgent) {
     let server = SkerryServer::start();
     let mut agent = SkerryAgent::new(&server, "node1");
     let tmp = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(tmp.path(), IMAGE);
+    let (layout, _) = busybox_layout(tmp.path(), TEST_IMAGE);
     agent.import_image(&archive_of(&layout, tmp.path()));
     agent.start();
     (server, agent)
@@ -112,7 +101,7 @@ fn running_ready(p: &Value) -> bool {
 // `kubectl delete pod` stops the containers and the object disappears.
 #[test]
 fn pods_run_report_status_and_are_deleted() {
-    let Some(kubectl) = prerequisites() else { return };
+    let Some(kubectl) = agent_test_kubectl() else { return };
     let (server, agent) = cluster();
     eventually("node1 Ready", Duration::from_secs(60), || {
         let node = server.kubectl_json(&kubectl, &["get", "node", "node1", "-o", "json"])?;
@@ -131,7 +120,7 @@ fn pods_run_report_status_and_are_deleted() {
         &server,
         &kubectl,
         "web",
-        serde_json::json!({"containers": [{"name": "main", "image": IMAGE,
+        serde_json::json!({"containers": [{"name": "main", "image": TEST_IMAGE,
             "imagePullPolicy": "IfNotPresent",
             "command": ["sh", "-c", "echo hello from the pod; exec sleep 3600"]}]}),
     );
@@ -173,7 +162,7 @@ fn pods_run_report_status_and_are_deleted() {
         &kubectl,
         "job",
         serde_json::json!({"restartPolicy": "Never", "containers": [{"name": "once",
-            "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}),
+            "image": TEST_IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}),
     );
     let p =
         wait_pod(&server, &agent, &kubectl, "job", "job Succeeded", Duration::from_secs(60), |p| {
@@ -189,9 +178,9 @@ fn pods_run_report_status_and_are_deleted() {
         &kubectl,
         "blocked",
         serde_json::json!({"restartPolicy": "Never",
-            "initContainers": [{"name": "init", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+            "initContainers": [{"name": "init", "image": TEST_IMAGE, "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", "exit 3"]}],
-            "containers": [{"name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+            "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "IfNotPresent",
                 "command": ["sleep", "3600"]}]}),
     );
     let p = wait_pod(
@@ -235,10 +224,10 @@ fn pods_run_report_status_and_are_deleted() {
         serde_json::json!({"restartPolicy": "Never",
             "volumes": [{"name": "cfg", "configMap": {"name": "greeting"}},
                         {"name": "scratch", "emptyDir": {}}],
-            "initContainers": [{"name": "fill", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+            "initContainers": [{"name": "fill", "image": TEST_IMAGE, "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", "mkdir -p /scratch/sub && echo written by init > /scratch/sub/note"],
                 "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
-            "containers": [{"name": "read", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+            "containers": [{"name": "read", "image": TEST_IMAGE, "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", "cat /cfg/greeting /data/note && \
                     test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token-ok"],
                 "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"},
@@ -280,13 +269,13 @@ fn pods_run_report_status_and_are_deleted() {
 // status shows the waiting reason, the last termination and a growing restartCount.
 #[test]
 fn a_crashing_container_goes_to_crash_loop_back_off() {
-    let Some(kubectl) = prerequisites() else { return };
+    let Some(kubectl) = agent_test_kubectl() else { return };
     let (server, agent) = cluster();
     create_pod(
         &server,
         &kubectl,
         "crash",
-        serde_json::json!({"containers": [{"name": "c", "image": IMAGE,
+        serde_json::json!({"containers": [{"name": "c", "image": TEST_IMAGE,
             "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", "echo dying; exit 2"]}]}),
     );
     let p = wait_pod(
@@ -324,13 +313,13 @@ fn a_crashing_container_goes_to_crash_loop_back_off() {
 // returns the status says so.
 #[test]
 fn agent_restarts_and_server_outages_do_not_stop_pods() {
-    let Some(kubectl) = prerequisites() else { return };
+    let Some(kubectl) = agent_test_kubectl() else { return };
     let (mut server, mut agent) = cluster();
     create_pod(
         &server,
         &kubectl,
         "steady",
-        serde_json::json!({"containers": [{"name": "s", "image": IMAGE,
+        serde_json::json!({"containers": [{"name": "s", "image": TEST_IMAGE,
             "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}),
     );
     let p = wait_pod(

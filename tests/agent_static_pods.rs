@@ -13,11 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::agent::{enter_test_netns, eventually, import_image, NODE_IP};
-use common::images::{archive_of, busybox_layout};
-use common::server::{ok, SkerryServer};
+use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
+use common::server::ok;
 
-const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "static-node";
 /// The mirror pod's name: the manifest's name and the node's.
 const POD: &str = "web-static-node";
@@ -34,7 +32,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
-    image: {IMAGE}
+    image: {TEST_IMAGE}
     command: ["sh", "-c", "echo {version}; exec sleep 3600"]
 "#
     )
@@ -76,22 +74,10 @@ fn containers(agent_dir: &Path, cgroup_root: &str) -> Vec<(String, String, Strin
 
 #[test]
 fn a_manifest_file_runs_a_static_pod_shown_as_a_mirror_pod() {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return;
-    }
-    let Some(kubectl) = skerry_testkit::kubectl() else { return };
-    enter_test_netns();
-    let images = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(images.path(), IMAGE);
-    let archive = archive_of(&layout, images.path());
+    let Some(kubectl) = agent_test_kubectl() else { return };
     let mut manifest_file = PathBuf::new();
-    let server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
-        let agent_dir = data_dir.join("agent");
-        import_image(&agent_dir, &archive);
-        let dir = agent_dir.join("pod-manifests");
+    let server = start_single_node(&kubectl, NODE, &[], |data_dir| {
+        let dir = data_dir.join("agent").join("pod-manifests");
         std::fs::create_dir_all(&dir).unwrap();
         manifest_file = dir.join("web.yaml");
         std::fs::write(&manifest_file, manifest("version-1")).unwrap();

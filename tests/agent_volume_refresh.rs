@@ -9,11 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
-use common::images::{archive_of, busybox_layout};
-use common::server::{ok, SkerryServer};
+use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
+use common::server::ok;
 
-const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "refresh-node";
 /// The sweep runs every 60 s; a little slack for the exec round trips.
 const SYNC_LIMIT: Duration = Duration::from_secs(90);
@@ -44,7 +42,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: sh
-    image: {IMAGE}
+    image: {TEST_IMAGE}
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
     volumeMounts:
@@ -72,20 +70,8 @@ spec:
 
 #[test]
 fn configmap_secret_and_label_changes_reach_a_running_pods_volumes() {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return;
-    }
-    let Some(kubectl) = skerry_testkit::kubectl() else { return };
-    enter_test_netns();
-    let images = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(images.path(), IMAGE);
-    let archive = archive_of(&layout, images.path());
-    let server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
-        import_image(&data_dir.join("agent"), &archive)
-    });
+    let Some(kubectl) = agent_test_kubectl() else { return };
+    let server = start_single_node(&kubectl, NODE, &[], |_| {});
     let context = || {
         let state = server.kubectl(&kubectl, &["get", "pods,events", "-o", "wide"]);
         format!("{}\nserver log:\n{}", String::from_utf8_lossy(&state.stdout), server.log_text())
@@ -99,10 +85,6 @@ fn configmap_secret_and_label_changes_reach_a_running_pods_volumes() {
             Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
         }
     };
-    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
-        let node = server.kubectl_json(&kubectl, &["get", "node", NODE, "-o", "json"])?;
-        node_ready(&node).then_some(()).ok_or_else(|| format!("{node}\n{}", context()))
-    });
     ok(server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest())), "apply");
     server.wait_running(&kubectl, "reader", Duration::from_secs(60));
     let first = eventually("the volumes as created", Duration::from_secs(30), || {

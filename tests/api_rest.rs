@@ -570,3 +570,35 @@ async fn compacted_history_is_410_gone() {
     assert_eq!(event["type"], "ERROR");
     assert_status(&event["object"], 410, "Expired");
 }
+
+/// The watch cache could still answer the next page when no ConfigMap changed since the token
+/// (only other resources were written), but compaction has passed the token: 410 all the same.
+#[tokio::test]
+async fn a_continue_token_expires_with_compaction_even_when_its_resource_is_unchanged() {
+    let server = SkerryServer::start_with(&["--etcd-compaction-interval", "1s"]);
+    let api = server.admin();
+    for i in 0..3 {
+        api.json("POST", CMS, Some(&configmap(&format!("c{i}")))).await;
+    }
+    let (_, page) = api.json("GET", &format!("{CMS}?limit=1"), None).await;
+    let token = page["metadata"]["continue"].as_str().unwrap().replace('=', "%3D");
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let mut expired = None;
+    for i in 0..200 {
+        let secret =
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("s{i}")}});
+        let (code, body) = api.json("POST", secrets, Some(&secret)).await;
+        assert_eq!(code, 201, "{body}");
+        let (code, body) = api.json("GET", &format!("{CMS}?limit=1&continue={token}"), None).await;
+        if code == 410 {
+            expired = Some(body);
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["items"][0]["metadata"]["name"], "c1", "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = expired.expect("the continue token expires once its revision is compacted");
+    assert_status(&body, 410, "Expired");
+    assert!(body["message"].as_str().unwrap().contains("continue parameter is too old"));
+}

@@ -10,11 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::agent::{enter_test_netns, eventually, import_image, node_ready, NODE_IP};
-use common::images::{archive_of, busybox_layout};
+use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
 use common::server::{ok, SkerryServer};
 
-const IMAGE: &str = "example.com/test/busybox:1";
 const NODE: &str = "slice-node";
 
 /// A web Deployment (busybox httpd answering with the pod's hostname), its Service, and a
@@ -37,7 +35,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: httpd
-        image: {IMAGE}
+        image: {TEST_IMAGE}
         command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
         ports:
         - {{name: http, containerPort: 8080}}
@@ -64,7 +62,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: sh
-    image: {IMAGE}
+    image: {TEST_IMAGE}
     command: ["sleep", "3600"]
 "#
     )
@@ -78,21 +76,9 @@ fn fetch_from_client(server: &SkerryServer, kubectl: &Path, host: &str) -> Resul
 
 #[test]
 fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
-    if !skerry_testkit::require_root()
-        || skerry_testkit::require_program(&["/bin/busybox"]).is_none()
-        || skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_none()
-    {
-        return;
-    }
-    let Some(kubectl) = skerry_testkit::kubectl() else { return };
-    enter_test_netns();
-    let images = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_layout(images.path(), IMAGE);
-    let archive = archive_of(&layout, images.path());
-    // The embedded agent's image store: an air-gapped import, as on a site without a registry.
-    let server = SkerryServer::start_with_agent(&["--node-ip", NODE_IP], NODE, |data_dir| {
-        import_image(&data_dir.join("agent"), &archive)
-    });
+    let Some(kubectl) = agent_test_kubectl() else { return };
+    // The node registers itself and becomes Ready (its image imported, air-gapped).
+    let server = start_single_node(&kubectl, NODE, &[], |_| {});
     let on_failure = || {
         let state = server
             .kubectl(&kubectl, &["get", "deploy,rs,pods,endpointslices,events", "-o", "wide"]);
@@ -103,17 +89,6 @@ fn kubectl_apply_of_a_deployment_and_service_gives_reachable_pods() {
             server.log_text()
         )
     };
-
-    // The node registers itself and becomes Ready.
-    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
-        let node = server.kubectl_json(&kubectl, &["get", "node", NODE, "-o", "json"])?;
-        let ready = node_ready(&node);
-        if ready {
-            Ok(())
-        } else {
-            Err(format!("{node}\n{}", on_failure()))
-        }
-    });
 
     let out = server.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(&manifest()));
     let applied = ok(out, "kubectl apply");

@@ -16,6 +16,51 @@ use super::server::SkerryServer;
 #[allow(unused_imports)]
 pub use skerry_testkit::{enter_test_netns, remove_cgroup_root, NODE_IP};
 
+/// The busybox image (built locally by [`super::images`]) the agent tests run.
+pub const TEST_IMAGE: &str = "example.com/test/busybox:1";
+
+/// What an agent end-to-end test needs (root, busybox, `ip`, kubectl 1.32): the kubectl path,
+/// or `None` after saying what is missing (a failure under `SKERRY_REQUIRE_PRIVILEGED`).
+pub fn agent_test_kubectl() -> Option<PathBuf> {
+    let ready = skerry_testkit::require_root()
+        && skerry_testkit::require_program(&["/bin/busybox"]).is_some()
+        && skerry_testkit::require_program(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]).is_some();
+    if ready {
+        skerry_testkit::kubectl()
+    } else {
+        None
+    }
+}
+
+/// A single-node cluster for an agent test: moves the test into a fresh network namespace,
+/// starts `skerry server` with its embedded agent as `node` (`--node-ip NODE_IP` plus `args`)
+/// with [`TEST_IMAGE`] imported into the agent's store (an air-gapped import, as on a site
+/// without a registry) and `prepare` run on the data dir, and waits for the Node to be Ready.
+pub fn start_single_node(
+    kubectl: &Path,
+    node: &str,
+    args: &[&str],
+    prepare: impl FnOnce(&Path),
+) -> SkerryServer {
+    enter_test_netns();
+    let images = tempfile::tempdir().unwrap();
+    let (layout, _) = super::images::busybox_layout(images.path(), TEST_IMAGE);
+    let archive = super::images::archive_of(&layout, images.path());
+    let mut all = vec!["--node-ip", NODE_IP];
+    all.extend_from_slice(args);
+    let server = SkerryServer::start_with_agent(&all, node, |data_dir| {
+        import_image(&data_dir.join("agent"), &archive);
+        prepare(data_dir);
+    });
+    eventually("the embedded agent's Node is Ready", Duration::from_secs(60), || {
+        let json = server.kubectl_json(kubectl, &["get", "node", node, "-o", "json"])?;
+        node_ready(&json)
+            .then_some(())
+            .ok_or_else(|| format!("{json}\nserver log:\n{}", server.log_text()))
+    });
+    server
+}
+
 /// Moves the calling test thread (and every process and thread it starts afterwards) into the
 /// named network namespace `name` (`ip netns add`).
 pub fn enter_named_netns(name: &str) {

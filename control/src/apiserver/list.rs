@@ -124,6 +124,7 @@ pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Resp
                 "continue key is not valid: it is for another namespace",
             ));
         }
+        ensure_not_compacted(server, token.rv).await?;
         match cached_page(server, &call, &filter, Some(token.rv), &start, limit).await? {
             Some(listed) => listed,
             None => Listed::Page(
@@ -191,6 +192,21 @@ pub(crate) async fn list(server: &ApiServer, call: Call) -> ApiResult<http::Resp
     });
     list["items"] = Value::Array(items);
     Ok(body::object_response(StatusCode::OK, &list, call.output))
+}
+
+/// A continue token's revision must still be in the store's history, even when the watch cache
+/// could answer the page (its objects may not have changed since): the reference answers 410
+/// once compaction has passed the token, and clients restart the list on it.
+async fn ensure_not_compacted(server: &ApiServer, rv: Revision) -> ApiResult<()> {
+    // A count-only read at that revision: the store refuses it once compacted (both backends).
+    let probe = RangeRequest {
+        key: b"/registry/\0revision".to_vec(),
+        count_only: true,
+        revision: rv,
+        ..Default::default()
+    };
+    server.inner.store.range(probe).await.map_err(|e| expired_continue(e.into()))?;
+    Ok(())
 }
 
 fn expired_continue(err: ApiError) -> ApiError {
