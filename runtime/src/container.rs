@@ -135,7 +135,10 @@ impl Runtime {
                 .map(|entries| {
                     entries
                         .flatten()
-                        .filter(|e| e.path().is_dir())
+                        // The hybrid layout's cgroup2 mount is no v1 hierarchy: libcontainer
+                        // mounts none there, and a read-only path that does not exist costs
+                        // the container's init a failed mount and its path checks.
+                        .filter(|e| e.file_name() != "unified" && e.path().is_dir())
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         .collect()
                 })
@@ -338,16 +341,34 @@ impl Runtime {
 
     /// All containers.
     pub fn list_containers(&self) -> Vec<ContainerStatus> {
-        self.state.container_ids().iter().filter_map(|id| self.container_status(id).ok()).collect()
+        self.list_containers_named(|_| true)
+    }
+
+    /// The containers whose name `keep` accepts; only their state is read.
+    pub fn list_containers_named(&self, keep: impl Fn(&str) -> bool) -> Vec<ContainerStatus> {
+        let load = |id: &str| self.record(id).ok().map(|r| r.spec.name);
+        self.container_names
+            .names(self.state.container_ids(), load)
+            .into_iter()
+            .filter(|(_, name)| keep(name))
+            .filter_map(|(id, _)| self.container_status(&id).ok())
+            .collect()
     }
 
     /// Finds a container by id, name, or unique id prefix.
     pub fn find_container(&self, name_or_id: &str) -> Result<ContainerStatus> {
-        let all = self.list_containers();
-        if let Some(c) = all.iter().find(|c| c.id == name_or_id || c.name == name_or_id) {
-            return Ok(c.clone());
+        let ids = self.state.container_ids();
+        if ids.iter().any(|id| id == name_or_id) {
+            return self.container_status(name_or_id);
         }
-        let mut prefixed = all.into_iter().filter(|c| c.id.starts_with(name_or_id));
+        let exact = self.list_containers_named(|name| name == name_or_id);
+        if let Some(c) = exact.into_iter().next() {
+            return Ok(c);
+        }
+        let mut prefixed = ids
+            .iter()
+            .filter(|id| id.starts_with(name_or_id))
+            .filter_map(|id| self.container_status(id).ok());
         match (prefixed.next(), prefixed.next()) {
             (Some(c), None) if !name_or_id.is_empty() => Ok(c),
             _ => Err(Error::NotFound { kind: "container", name: name_or_id.to_string() }),
@@ -399,7 +420,13 @@ impl Runtime {
     /// it after `grace`. Returns the final status.
     pub fn stop_container(&self, id: &str, grace: Duration) -> Result<ContainerStatus> {
         let status = self.container_status(id)?;
-        let Some(pid) = status.pid else { return Ok(status) };
+        let Some(pid) = status.pid else {
+            // Its process has exited but the monitor has not recorded it yet: wait for that.
+            if status.state == ContainerState::Running {
+                return self.wait_container(id, Some(Duration::from_secs(30)));
+            }
+            return Ok(status);
+        };
         let signal = stop_signal(status.spec.image.stop_signal.as_deref());
         if status.state == ContainerState::Running && !grace.is_zero() {
             let _ = kill(Pid::from_raw(pid), signal);
@@ -420,6 +447,12 @@ impl Runtime {
     }
 
     /// Removes a container; a running one only with `force` (it is killed first).
+    ///
+    /// Ordering with the monitor: it records the exit and then removes the cgroup, holding the
+    /// container's lock (`state::ContainerLock`) until it is done, so removal first waits for
+    /// that lock; then the cgroup goes (a lost monitor left it) and the dir is renamed into the
+    /// trash in one step (the container is gone from then on); its files are deleted in the
+    /// background (`trash.rs`).
     pub fn remove_container(&self, id: &str, force: bool) -> Result<()> {
         let status = self.container_status(id)?;
         match status.state {
@@ -434,10 +467,64 @@ impl Runtime {
             }
             ContainerState::Exited => {}
         }
-        // The monitor removed it on exit; a lost monitor did not.
-        self.tree.remove(&status.cgroup_path)?;
         let dir = self.state.container_dir(id);
-        std::fs::remove_dir_all(&dir).map_err(io_err("removing container dir", &dir))
+        let Some(_lock) = self.wait_for_monitor(id, &dir, &status.cgroup_path)? else {
+            return Ok(()); // Removed meanwhile by someone else.
+        };
+        self.tree.remove(&status.cgroup_path)?;
+        let trash = self.state.removed_dir(id);
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("moving to the trash", &dir)(e)),
+        }
+        self.trash.delete_later(trash);
+        Ok(())
+    }
+
+    /// Waits until the container's monitor is done with it (holding its lock), killing a
+    /// monitor that takes longer than `MONITOR_CLEANUP` (and what runs in the container: one
+    /// still being created when removal began is not stopped by it); `None` if the dir is gone.
+    fn wait_for_monitor(
+        &self,
+        id: &str,
+        dir: &Path,
+        cgroup: &str,
+    ) -> Result<Option<state::ContainerLock>> {
+        let lock_file = dir.join("monitor.lock");
+        let mut deadline = Instant::now() + MONITOR_CLEANUP;
+        let mut killed = false;
+        // The monitor's cleanup after the exit record takes a few milliseconds.
+        let mut pause = Duration::from_micros(500);
+        loop {
+            match state::ContainerLock::try_lock(dir) {
+                Ok(Some(lock)) => return Ok(Some(lock)),
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("locking", &lock_file)(e)),
+            }
+            if Instant::now() >= deadline {
+                if killed {
+                    return Err(Error::Monitor {
+                        id: id.to_string(),
+                        message: "monitor holds the container after SIGKILL".into(),
+                    });
+                }
+                // Only the monitor takes the lock, and it holds it while it lives.
+                let record: Option<MonitorRecord> = state::read_json(&dir.join("monitor.json"))?;
+                if let Some(m) = record.filter(|m| process_alive(m.monitor_pid)) {
+                    tracing::warn!(container = id, pid = m.monitor_pid, "killing a stuck monitor");
+                    let _ = kill(Pid::from_raw(m.monitor_pid), Signal::SIGKILL);
+                }
+                for pid in self.tree.pids(cgroup) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                killed = true;
+                deadline = Instant::now() + MONITOR_CLEANUP;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
     }
 
     /// CPU and memory usage of a running container.
@@ -518,6 +605,10 @@ impl Runtime {
 
 /// The longest `wait_container` waits on its watch before looking at the state again.
 const MAX_WATCH: Duration = Duration::from_millis(50);
+
+/// How long removal waits for a monitor's cleanup before killing it (the monitor itself waits
+/// up to 5 s for the container's output pipes and 1 s for a busy cgroup).
+const MONITOR_CLEANUP: Duration = Duration::from_secs(10);
 
 /// Whether a process exists (and is not a zombie).
 fn process_alive(pid: i32) -> bool {

@@ -1,7 +1,8 @@
 //! Startup garbage collection: undoes what a crash in the middle of an operation left behind —
 //! a sandbox whose creation never finished (its mounts, network and cgroup), a container dir
-//! without a record, pod cgroups under the runtime's root that no sandbox owns. Live sandboxes
-//! and containers (running or exited) are kept: they are re-adopted, not collected.
+//! without a record, the files of removed containers not yet deleted (`trash.rs`), pod cgroups
+//! under the runtime's root that no sandbox owns. Live sandboxes and containers (running or
+//! exited) are kept: they are re-adopted, not collected.
 
 use crate::error::Result;
 use crate::runtime::Runtime;
@@ -12,7 +13,7 @@ use crate::state::{self, SandboxRecord};
 pub struct GcReport {
     /// Half-created sandboxes torn down.
     pub sandboxes: Vec<String>,
-    /// Container dirs without a record removed.
+    /// Container dirs without a record, and removed containers' dirs left in the trash, deleted.
     pub containers: Vec<String>,
     /// Orphaned pod cgroups removed.
     pub cgroups: Vec<String>,
@@ -36,6 +37,10 @@ impl Runtime {
                 let _ = std::fs::remove_dir_all(&dir);
                 report.containers.push(id);
             }
+        }
+        for id in self.state.removed_ids() {
+            crate::trash::delete(&self.state.removed_dir(&id));
+            report.containers.push(id);
         }
         let mut live_pods = Vec::new();
         for id in self.state.sandbox_ids() {

@@ -17,6 +17,7 @@ pub mod exec;
 mod gc;
 pub mod logs;
 mod monitor;
+mod names;
 mod notify;
 pub mod oci;
 mod runtime;
@@ -25,6 +26,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod terminal;
+mod trash;
 mod zygote;
 
 pub use cgroups::{CgroupVersion, Stats};

@@ -88,6 +88,25 @@ fn run_monitor(dir: &Path) -> Result<()> {
 /// The monitor proper, once detached (own session, no parent waiting): creates the container,
 /// reports on `sync`, and supervises it until it exits. The zygote's children start here too.
 pub(crate) fn run_detached(dir: &Path, mut sync: Option<std::fs::File>) -> Result<()> {
+    // Held until this process ends, after its cleanup: removal waits for it (see
+    // `state::ContainerLock`). Nobody else takes it while the monitor lives.
+    let lock = match state::ContainerLock::try_lock(dir) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(Error::InvalidState(format!(
+            "{}: another monitor holds the container's lock",
+            dir.display()
+        ))),
+        Err(err) => Err(io_err("locking", dir.join("monitor.lock"))(err)),
+    };
+    let _lock = match lock {
+        Ok(lock) => lock,
+        Err(err) => {
+            if let Some(mut sync) = sync.take() {
+                let _ = writeln!(sync, "error: {err}");
+            }
+            return Err(err);
+        }
+    };
     match create(dir) {
         Ok(created) => {
             if let Some(mut sync) = sync.take() {
@@ -248,19 +267,17 @@ fn supervise(dir: &Path, created: Created) -> Result<()> {
         reason: reason.into(),
         finished_at: crate::logs::timestamp_now(),
     };
-    // The exit is recorded first (waiters see it at once), then the cgroup and libcontainer's
-    // state go; `remove_container` removes the cgroup too, so a race between them is harmless.
+    // The exit is recorded first (waiters see it at once), then the cgroup goes: nothing is
+    // left to run in it. Removal waits for this (the monitor's lock) before it deletes anything.
+    // libcontainer's own `delete` is not used: it would remove the same cgroups again (loading
+    // its state and config and building a cgroup manager first) and its state dir, which goes
+    // with the container's dir on removal.
     let recorded = state::write_json(&dir.join("exit.json"), &exit);
-    // Remove the cgroup and libcontainer's state now: nothing is left to run in them.
-    if let Ok(mut c) = Container::load(libcontainer_root(dir).join(&record.id)) {
-        if let Err(err) = c.delete(true) {
-            eprintln!("skerry monitor: delete: {err}");
+    if let Some(tree) = &tree {
+        if let Err(err) = tree.remove(&record.cgroup_path) {
+            eprintln!("skerry monitor: {err}");
         }
     }
-    if let Some(tree) = &tree {
-        let _ = tree.remove(&record.cgroup_path);
-    }
-    let _ = std::fs::remove_file(dir.join("monitor.sock"));
     recorded
 }
 

@@ -272,6 +272,7 @@ fn seccomp_section(spec: &ContainerSpec) -> Result<Option<Value>> {
     if spec.security.privileged {
         return Ok(None);
     }
+    seccomp::ensure_available(&spec.security.seccomp)?;
     match &spec.security.seccomp {
         SeccompProfile::Unconfined => Ok(None),
         SeccompProfile::RuntimeDefault => Ok(Some(seccomp::runtime_default())),

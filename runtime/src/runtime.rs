@@ -54,6 +54,11 @@ pub struct Runtime {
     pub(crate) zygote: std::sync::Mutex<Option<crate::zygote::Zygote>>,
     /// Inotify instances for `wait_container` (see `notify.rs`).
     pub(crate) watches: crate::notify::WatchPool,
+    /// Deletes removed containers' files in the background (see `trash.rs`).
+    pub(crate) trash: crate::trash::Trash,
+    /// Container and sandbox names by id (see `names.rs`).
+    pub(crate) container_names: crate::names::NameIndex,
+    pub(crate) sandbox_names: crate::names::NameIndex,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -85,6 +90,9 @@ impl Runtime {
             tree,
             zygote: Default::default(),
             watches: Default::default(),
+            trash: Default::default(),
+            container_names: Default::default(),
+            sandbox_names: Default::default(),
         };
         let report = runtime.garbage_collect()?;
         if !report.is_empty() {
@@ -193,9 +201,12 @@ impl Runtime {
 
     /// Finds a sandbox by id or name.
     pub fn find_sandbox(&self, name_or_id: &str) -> Result<SandboxRecord> {
-        self.list_sandboxes()
+        let load = |id: &str| self.sandbox(id).ok().map(|r| r.spec.name);
+        self.sandbox_names
+            .names(self.state.sandbox_ids(), load)
             .into_iter()
-            .find(|s| s.id == name_or_id || s.spec.name == name_or_id)
+            .find(|(id, name)| id == name_or_id || name == name_or_id)
+            .and_then(|(id, _)| self.sandbox(&id).ok())
             .ok_or_else(|| Error::NotFound { kind: "sandbox", name: name_or_id.to_string() })
     }
 
@@ -217,6 +228,12 @@ impl Runtime {
             self.remove_container(&container.id, true)?;
         }
         self.destroy_sandbox(&record)
+    }
+
+    /// Waits until the files of removed containers are deleted (removal returns before; dropping
+    /// the `Runtime` waits too).
+    pub fn flush_removals(&self) {
+        self.trash.flush();
     }
 
     /// The path of a sandbox namespace file (`net`, `ipc`, `uts`), if the sandbox holds one.

@@ -14,7 +14,9 @@
 //!                        /monitor.json        MonitorRecord (pids, start time)
 //!                        /exit.json           ExitRecord (written once, by the monitor)
 //!                        /monitor.sock        the monitor's control socket
+//!                        /monitor.lock        held by the monitor until its cleanup is done
 //!                        /container.log[.N]   CRI logs (unless the spec names a log path)
+//! <state>/removed/<id>/                    a removed container's dir, being deleted
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -100,6 +102,8 @@ impl StateDir {
             .map_err(io_err("creating state dir", root))?;
         std::fs::create_dir_all(root.join("containers"))
             .map_err(io_err("creating state dir", root))?;
+        std::fs::create_dir_all(root.join("removed"))
+            .map_err(io_err("creating state dir", root))?;
         let root = std::fs::canonicalize(root).map_err(io_err("resolving state dir", root))?;
         Ok(StateDir { root })
     }
@@ -117,6 +121,16 @@ impl StateDir {
     /// A container's directory.
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
+    }
+
+    /// Where a removed container's dir goes until its files are deleted (see `trash.rs`).
+    pub fn removed_dir(&self, id: &str) -> PathBuf {
+        self.root.join("removed").join(id)
+    }
+
+    /// The ids of removed containers whose files are not deleted yet.
+    pub fn removed_ids(&self) -> Vec<String> {
+        list_dirs(&self.root.join("removed"))
     }
 
     /// The ids of all sandbox directories.
@@ -143,6 +157,32 @@ fn list_dirs(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     ids.sort();
     ids
+}
+
+/// The lock a container's monitor holds from its start until its cleanup after the exit is done
+/// (an exclusive `flock` on `monitor.lock`; the monitor's end releases it, also when it is
+/// killed). Removal takes it before it deletes anything, so that removal and the monitor never
+/// work on the container's files at the same time.
+pub struct ContainerLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ContainerLock {
+    /// Takes the lock of the container in `dir` without waiting: `Ok(None)` while another
+    /// process holds it; an error with `NotFound` if the dir is gone.
+    pub fn try_lock(dir: &Path) -> std::io::Result<Option<ContainerLock>> {
+        // std opens with O_CLOEXEC: the container's process drops its copy when it execs.
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("monitor.lock"))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(file) => Ok(Some(ContainerLock { _file: file })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(std::io::Error::from(errno)),
+        }
+    }
 }
 
 /// Writes `value` as JSON to `path` atomically.

@@ -37,9 +37,10 @@ impl PodLookup for CachedPodLookup {
         previous: bool,
     ) -> Option<String> {
         let uid = self.uid(namespace, pod)?;
+        let prefix = format!("{uid}_");
         let mut instances: Vec<(u32, String)> = self
             .runtime
-            .list_containers()
+            .list_containers_named(|n| n.starts_with(&prefix))
             .into_iter()
             .filter_map(|c| {
                 let (c_uid, c_name, attempt) = naming::parse_container_name(&c.name)?;
