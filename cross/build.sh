@@ -2,15 +2,18 @@
 # Cross-builds release binaries of skerry into dist/, with SHA-256 sums and sizes.
 #
 #   cross/build.sh [--agent-only|--full-only] [--source DIR] [TARGET|GROUP...]
-#   cross/build.sh --ci        aarch64 agent-only build + its qemu tests, and the agent crate's
-#                              tests under qemu for aarch64 and armv7 (lib.sh: CI_*TARGETS)
+#   cross/build.sh --ci        aarch64 and armv7 agent-only builds + their qemu tests, and the
+#                              agent crate's tests under qemu for both (lib.sh: CI_*TARGETS)
 #
 # Targets: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf x86_64-unknown-linux-gnu
 #          aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
 #          arm-unknown-linux-musleabihf (ARMv6) x86_64-unknown-linux-musl
 # Groups:  all (default), gnu, musl, ci.
-# Per target: dist/skerry-agent-TARGET (agent-only: `--no-default-features`, no control plane
-# linked), dist/skerry-TARGET (full), dist/skerry-agent-TARGET.tar.gz (release bundle).
+# Per target: dist/skerry-agent-TARGET (agent-only: `--no-default-features --features seccomp`,
+# no control plane linked), dist/skerry-TARGET (full), dist/skerry-agent-TARGET.tar.gz (release
+# bundle). The musl builds leave out `seccomp` (no libseccomp for musl; see README).
+# The 32-bit targets build libcontainer with cross/patches/libcontainer-32bit.patch, from a scratch
+# copy of the tree (the path patch rewrites the lock there): the committed Cargo.lock is untouched.
 # Needs cross/setup.sh (and cross/setup.sh --musl for the musl targets).
 set -euo pipefail
 # shellcheck source=cross/lib.sh
@@ -39,13 +42,16 @@ expand_targets "${args[@]+"${args[@]}"}"
 [ -x "$DEB_CARGO" ] && [ -x "$DEB_RUSTC" ] || die "$DEB_CARGO / $DEB_RUSTC missing: run cross/setup.sh"
 mkdir -p "$DIST_DIR"
 
-# Builds one target with the given cargo feature arguments; prints the binary's path.
+# Builds one target's agent-only ($2 = agent) or full ($2 = full) binary; prints its path.
 cargo_build() {
-  local target=$1; shift
-  cargo_setup "$target"
-  say "building $target $* (cargo from $DEB_CARGO)"
-  (cd "$SOURCE_DIR" &&
-    env "${CARGO_ENV[@]}" "${CARGO_CMD[@]}" build --release --locked --bin skerry "${CARGO_FLAGS[@]}" "$@" >&2)
+  local target=$1 kind=$2
+  cargo_setup "$target" "$SOURCE_DIR"
+  feature_args "$target" "$kind"
+  say "building $target ${FEATURE_ARGS[*]} (cargo from $DEB_CARGO)"
+  (cd "$CARGO_SRC" &&
+    env "${CARGO_ENV[@]}" "${CARGO_CMD[@]}" build --release "${CARGO_LOCK[@]+"${CARGO_LOCK[@]}"}" \
+      --bin skerry "${CARGO_FLAGS[@]}" "${FEATURE_ARGS[@]}" >&2)
+  [ "$CARGO_SRC" = "$SOURCE_DIR" ] || same_lock_versions "$SOURCE_DIR/Cargo.lock" "$CARGO_SRC/Cargo.lock"
   echo "$CROSS_TARGET_DIR/$target/release/skerry"
 }
 
@@ -66,12 +72,12 @@ bundle() {
 for target in "${TARGETS[@]}"; do
   start=$SECONDS
   if [ "$BUILD_AGENT" = 1 ]; then
-    out=$(cargo_build "$target" --no-default-features)
+    out=$(cargo_build "$target" agent)
     cp "$out" "$(dist_agent "$target")"
     bundle "$target" "$(dist_agent "$target")"
   fi
   if [ "$BUILD_FULL" = 1 ]; then
-    out=$(cargo_build "$target")
+    out=$(cargo_build "$target" full)
     cp "$out" "$(dist_full "$target")"
   fi
   say "$target built in $((SECONDS - start)) s"

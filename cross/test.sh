@@ -2,7 +2,8 @@
 # Runs the binaries in dist/ the way a board would, under qemu-user (no binfmt needed: qemu is
 # called explicitly), and checks real behaviour:
 #   - agent-only binary: `skerry check --json` runs, reports the emulated CPU and the binary's
-#     arch/libc, and its exit code follows its verdict; the table prints; the release bundle's
+#     arch/libc, seccomp support (musl builds: none, said as a warning), and its exit code
+#     follows its verdict; the table prints; the release bundle's
 #     install.sh/uninstall.sh work below a scratch root.
 #   - full binary: `skerry etcd` serves on a loopback port; Debian's etcdctl writes a key, reads
 #     it back, and reads it again after a restart (the SQLite file persisted it).
@@ -67,6 +68,13 @@ if r["arch"]["machine"] != machine: problems.append(f"arch.machine {r['arch']['m
 if r["arch"]["libc"] != libc: problems.append(f"arch.libc {r['arch']['libc']} != {libc}")
 if len(r["checks"]) < 20: problems.append(f"only {len(r['checks'])} checks")
 if (rc == 0) != r["ok"]: problems.append(f"exit code {rc} but ok={r['ok']}")
+# The musl builds have no libseccomp (no `seccomp` feature) and must say so; the glibc ones apply
+# profiles (this kernel has seccomp).
+sec = next((c for c in r["checks"] if c["name"] == "seccomp"), None)
+if sec is None: problems.append("no seccomp check")
+elif libc == "musl" and not (sec["status"] == "warn" and "no seccomp support" in sec["detail"]):
+    problems.append(f"musl build without the seccomp warning: {sec}")
+elif libc == "gnu" and sec["status"] != "ok": problems.append(f"glibc build: {sec}")
 if not r["ok"]:
     bad = [c["name"] for c in r["checks"] if c["required"] and c["status"] == "fail"]
     problems.append(f"required checks failed on the build machine: {bad}")
@@ -166,9 +174,12 @@ test_store() {
 test_crates() {
   local target=$1
   cargo_setup "$target"
-  local crates=() c
+  local crates=() c features=()
   for c in ${SKERRY_CROSS_TEST_CRATES:-skerry-agent}; do crates+=(-p "$c"); done
-  if (cd "$REPO_DIR" && env "${CARGO_ENV[@]}" "${CARGO_CMD[@]}" test --locked "${CARGO_FLAGS[@]}" \
+  # No libseccomp for musl (see feature_args): test the crates without their default features.
+  [ "$T_LIBC" = gnu ] || features=(--no-default-features)
+  if (cd "$CARGO_SRC" && env "${CARGO_ENV[@]}" "${CARGO_CMD[@]}" test \
+    "${CARGO_LOCK[@]+"${CARGO_LOCK[@]}"}" "${CARGO_FLAGS[@]}" "${features[@]+"${features[@]}"}" \
     --lib --bins --tests "${crates[@]}" >"$SCRATCH/crates-$target.log" 2>&1); then
     pass "$target: cargo test ${crates[*]} under ${RUNNER[*]:-native} ($(grep -h '^test result:' "$SCRATCH/crates-$target.log" | awk '{ n += $4 } END { print n }') tests)"
   else

@@ -126,7 +126,7 @@ pub fn inspect(host: &Host, now: SystemTime) -> Report {
     for feature in kernel::FEATURES {
         checks.push(feature_check(feature, features.availability(feature)));
     }
-    checks.push(seccomp_check(host));
+    checks.push(seccomp_check(host, skerry_runtime::seccomp::AVAILABLE));
 
     let cgroups = cgroup::inspect(host);
     cgroup_checks(&cgroups, &mut checks);
@@ -248,20 +248,25 @@ fn feature_check(feature: &kernel::Feature, availability: kernel::Availability) 
     }
 }
 
-fn seccomp_check(host: &Host) -> Check {
+/// Seccomp needs both the kernel's support and a binary built with it (`built_in`: the runtime's
+/// `seccomp` feature, left out of the static musl builds).
+fn seccomp_check(host: &Host, built_in: bool) -> Check {
     let present = host
         .read("/proc/self/status")
         .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")));
+    let detail = match (present, built_in) {
+        (true, true) => "Seccomp in /proc/self/status".into(),
+        (false, _) => "kernel without CONFIG_SECCOMP: pods run without syscall filters".into(),
+        (true, false) => "this build has no seccomp support (no libseccomp, as in the static musl \
+            builds): containers asking for a RuntimeDefault or Localhost profile fail to start"
+            .into(),
+    };
     Check {
         group: "feature",
         name: "seccomp".into(),
-        status: if present { Status::Ok } else { Status::Warn },
+        status: if present && built_in { Status::Ok } else { Status::Warn },
         required: false,
-        detail: if present {
-            "Seccomp in /proc/self/status".into()
-        } else {
-            "kernel without CONFIG_SECCOMP: pods run without syscall filters".into()
-        },
+        detail,
     }
 }
 

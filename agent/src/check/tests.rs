@@ -169,6 +169,18 @@ fn missing_namespaces_old_kernels_and_no_cgroups_fail() {
 }
 
 #[test]
+fn a_build_without_seccomp_warns_that_profiles_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    healthy_tree(dir.path());
+    let with = super::seccomp_check(&host(dir.path()), true);
+    assert_eq!(with.status, Status::Ok);
+    let without = super::seccomp_check(&host(dir.path()), false);
+    assert_eq!(without.status, Status::Warn);
+    assert!(!without.required);
+    assert!(without.detail.contains("no seccomp support"), "{}", without.detail);
+}
+
+#[test]
 fn a_clock_in_1970_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     healthy_tree(dir.path());
