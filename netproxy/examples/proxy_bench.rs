@@ -8,6 +8,11 @@
 //! `nft -f` of the equivalent kube-proxy (nftables mode) ruleset, which uses one anonymous
 //! `numgen … vmap` per service; then one incremental update each way. Finally the latency of
 //! a TCP connect+request+reply through a ClusterIP vs straight to the pod.
+//!
+//! `SKERRY_BENCH_NO_PEER=1` skips `nft -f` and the latency part; `SKERRY_BENCH_LATENCY_ONLY=1`
+//! runs only the latency part; `SKERRY_BENCH_LATENCY_SERVICES=N` (default 1) puts N services
+//! in the table during it (the measured one first); `SKERRY_BENCH_LIST=1` prints that table;
+//! `SKERRY_BENCH_FLOOR=1` measures against one hand-written DNAT rule instead of the proxy.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -134,11 +139,12 @@ fn sync_bench(n: usize) {
         cluster_cidr: cfg.cluster_cidr,
         masquerade_mark: cfg.masquerade_mark,
     };
+    let mut slots = skerry_netproxy::proxy::slots::Slots::default();
     let objs: Vec<_> = svcs
         .iter()
         .zip(&slices)
         .flat_map(|(s, sl)| skerry_netproxy::proxy::model::service_ports(s, &[sl], "node", &[]))
-        .map(|p| skerry_netproxy::proxy::plan::service_objects(&p, &layout))
+        .map(|p| skerry_netproxy::proxy::plan::service_objects(&p, &layout, &mut |c| slots.get(c)))
         .collect();
     let mut batch = skerry_netproxy::nft::wire::Batch::new(1);
     let refs: Vec<_> = objs.iter().collect();
@@ -160,6 +166,19 @@ fn sync_bench(n: usize) {
         proxy.update_service(&svcs[i], &[s]).unwrap();
     }
     let incr = t.elapsed() / rounds as u32;
+    // Adding and removing whole services: new chains and dispatch elements, so the kernel
+    // validates the table on these commits.
+    let (more_svcs, more_slices) = objects(n + 5);
+    let t = Instant::now();
+    for k in n..n + 5 {
+        proxy.update_service(&more_svcs[k], std::slice::from_ref(&more_slices[k])).unwrap();
+    }
+    let add = t.elapsed() / 5;
+    let t = Instant::now();
+    for k in n..n + 5 {
+        proxy.remove_service("bench", &format!("svc-{k}")).unwrap();
+    }
+    let remove = t.elapsed() / 5;
     // Resync over an existing table (the restart / drift path).
     let t = Instant::now();
     proxy.resync().unwrap();
@@ -168,7 +187,10 @@ fn sync_bench(n: usize) {
 
     if std::env::var_os("SKERRY_BENCH_NO_PEER").is_some() {
         // For profiling our side alone.
-        println!("{n:>6} services: full {full:?}, resync {resync:?}, incremental {incr:?}");
+        println!(
+            "{n:>6} services: full {full:?}, resync {resync:?}, incremental {incr:?}, \
+             add service {add:?}, remove service {remove:?}"
+        );
         return;
     }
     let kp_full = nft_f(&ns, &kube_proxy_ruleset(n));
@@ -179,7 +201,8 @@ fn sync_bench(n: usize) {
     println!(
         "{n:>6} services x 3 endpoints: skerry full sync {:>8.1} ms ({} netlink commands, {} KiB, \
          {:.1} ms of it in userspace), \
-         resync {:>8.1} ms, incremental {:>6.2} ms | nft -f kube-proxy layout: full {:>9.1} ms, \
+         resync {:>8.1} ms, incremental {:>6.2} ms, add service {:>6.2} ms, remove service \
+         {:>6.2} ms | nft -f kube-proxy layout: full {:>9.1} ms, \
          incremental {:>6.2} ms (process start included) | full-sync ratio {:.1}x",
         full.as_secs_f64() * 1e3,
         stats.commands,
@@ -187,6 +210,8 @@ fn sync_bench(n: usize) {
         encode.as_secs_f64() * 1e3,
         resync.as_secs_f64() * 1e3,
         incr.as_secs_f64() * 1e3,
+        add.as_secs_f64() * 1e3,
+        remove.as_secs_f64() * 1e3,
         kp_full.as_secs_f64() * 1e3,
         kp_incr.as_secs_f64() * 1e3,
         kp_full.as_secs_f64() / full.as_secs_f64(),
@@ -265,16 +290,41 @@ async fn latency_bench() {
         }
     });
     rx.recv().unwrap();
-    let (svcs, mut slices) = objects(1);
+    let table_size = std::env::var("SKERRY_BENCH_LATENCY_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    let (svcs, mut slices) = objects(table_size);
     slices[0].endpoints.truncate(1);
     slices[0].endpoints[0].addresses = vec![pod_ip.to_string()];
     let mut pcfg = ProxyConfig::new("node", vec![Ipv4Addr::new(192, 168, 77, 1)]);
     pcfg.netns = Some(node.path());
     let mut proxy = ServiceProxy::new(pcfg).unwrap();
-    proxy.sync(&svcs, &slices).unwrap();
+    if std::env::var_os("SKERRY_BENCH_FLOOR").is_some() {
+        // The floor: the same DNAT (and masquerade from outside the pod network) as the
+        // fewest hand-written rules, no proxy table at all.
+        let rules = format!(
+            "table ip floor {{\n chain pre {{ type nat hook prerouting priority -100; \
+             ip daddr {vip} tcp dport 80 dnat to {pod_ip}:8080; }}\n chain out {{ type nat hook \
+             output priority -100; ip daddr {vip} tcp dport 80 dnat to {pod_ip}:8080; }}\n \
+             chain post {{ type nat hook postrouting priority 100; ct status dnat ip saddr != \
+             10.42.0.0/16 masquerade; }}\n}}\n",
+            vip = cluster_ip(0)
+        );
+        println!("floor: one hand-written DNAT rule, no proxy table");
+        nft_f(&node, &rules);
+    } else {
+        proxy.sync(&svcs, &slices).unwrap();
+    }
+    if std::env::var_os("SKERRY_BENCH_LIST").is_some() {
+        // What `nft` makes of the table (it must stay listable).
+        sh(&["ip", "netns", "exec", &node.0, "nft", "list", "table", "ip", "skerry"]);
+    }
     let direct_addr = SocketAddr::from((pod_ip, 8080));
     let vip = SocketAddr::from((cluster_ip(0), 80));
     let rounds = 5000;
+    println!("latency with {table_size} service(s) in the table");
     connect_latency(&client.path(), direct_addr, vip, 200); // warm-up
     for (label, from) in [("a pod on the same bridge", client.path()), ("the node", node.path())] {
         let (direct, via) = connect_latency(&from, direct_addr, vip, rounds);
@@ -292,7 +342,8 @@ async fn latency_bench() {
 async fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![1000, 10_000] } else { sizes };
-    for n in sizes {
+    let latency_only = std::env::var_os("SKERRY_BENCH_LATENCY_ONLY").is_some();
+    for n in sizes.into_iter().filter(|_| !latency_only) {
         sync_bench(n);
     }
     if std::env::var_os("SKERRY_BENCH_NO_PEER").is_some() {

@@ -111,8 +111,10 @@ pub enum Expr {
     Dnat { addr_reg: u32, port_reg: Option<u32> },
     /// `masquerade`.
     Masquerade,
-    /// `numgen random mod modulus` into `dreg`.
-    NumgenRandom { dreg: u32, modulus: u32 },
+    /// `numgen random mod modulus offset offset` into `dreg` (host byte order).
+    NumgenRandom { dreg: u32, modulus: u32, offset: u32 },
+    /// Converts `size`-byte words of `sreg` to network byte order into `dreg` (`hton`).
+    ByteorderHton { sreg: u32, dreg: u32, len: u32, size: u32 },
     /// `reject` with ICMP port unreachable (TCP clients see "connection refused").
     RejectPortUnreachable,
     /// `ct state` into `dreg`.
@@ -136,6 +138,7 @@ impl Expr {
             Expr::Dnat { .. } => "nat",
             Expr::Masquerade => "masq",
             Expr::NumgenRandom { .. } => "numgen",
+            Expr::ByteorderHton { .. } => "byteorder",
             Expr::RejectPortUnreachable => "reject",
             Expr::CtState { .. } => "ct",
             Expr::FibDaddrType { .. } => "fib",
@@ -195,8 +198,15 @@ impl Expr {
                 }
             }
             Expr::Masquerade => {}
-            Expr::NumgenRandom { dreg, modulus } => {
+            Expr::NumgenRandom { dreg, modulus, offset } => {
                 a.be32(1, *dreg).be32(2, *modulus).be32(3, 1);
+                if *offset != 0 {
+                    a.be32(4, *offset);
+                }
+            }
+            Expr::ByteorderHton { sreg, dreg, len, size } => {
+                // NFTA_BYTEORDER_{SREG,DREG,OP,LEN,SIZE}; op 1 is NFT_BYTEORDER_HTON.
+                a.be32(1, *sreg).be32(2, *dreg).be32(3, 1).be32(4, *len).be32(5, *size);
             }
             Expr::RejectPortUnreachable => {
                 a.be32(1, 0).u8(2, 3);
@@ -323,7 +333,7 @@ pub fn match_ct_new() -> [Expr; 3] {
 /// `numgen random mod modulus == 0`: true with probability 1/modulus.
 pub fn match_one_in(modulus: u32) -> [Expr; 2] {
     [
-        Expr::NumgenRandom { dreg: REG_1, modulus },
+        Expr::NumgenRandom { dreg: REG_1, modulus, offset: 0 },
         Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: 0u32.to_ne_bytes().to_vec() },
     ]
 }

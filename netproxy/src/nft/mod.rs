@@ -19,6 +19,8 @@ pub const FAMILY_IP: u8 = libc::NFPROTO_IPV4 as u8;
 
 /// nft datatype ids (userspace `enum datatypes`), used so `nft list` can print our sets.
 pub mod types {
+    /// `integer`.
+    pub const INTEGER: u32 = 4;
     /// `ipv4_addr`.
     pub const IPV4_ADDR: u32 = 7;
     /// `inet_proto`.
@@ -56,8 +58,8 @@ pub struct Hook {
     pub priority: i32,
 }
 
-/// A named set or verdict map.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A named set or map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetSpec {
     /// Set name.
     pub name: String,
@@ -67,8 +69,48 @@ pub struct SetSpec {
     pub key_len: u32,
     /// True for a verdict map.
     pub verdict_map: bool,
+    /// For a data map: the nft datatype id and length in bytes of its values.
+    pub value_map: Option<(u32, u32)>,
+    /// Elements are ranges (`flags interval`), keys in network byte order.
+    pub interval: bool,
     /// Default element timeout, making the set dynamic (updated from the packet path).
     pub timeout_ms: Option<u64>,
+}
+
+/// One range of an interval data map: `[start, end)` (keys in network byte order) maps to
+/// `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// First key of the range.
+    pub start: Vec<u8>,
+    /// First key after the range.
+    pub end: Vec<u8>,
+    /// The mapped value.
+    pub value: Vec<u8>,
+}
+
+enum ElemData<'a> {
+    Verdict(&'a Verdict),
+    Value(&'a [u8]),
+}
+
+struct Elem<'a> {
+    key: &'a [u8],
+    data: Option<ElemData<'a>>,
+    end: bool,
+}
+
+fn range_elems(ranges: &[Range], with_values: bool) -> Vec<Elem<'_>> {
+    ranges
+        .iter()
+        .flat_map(|r| {
+            let value = with_values.then_some(ElemData::Value(&r.value));
+            [
+                Elem { key: &r.start, data: value, end: false },
+                Elem { key: &r.end, data: None, end: true },
+            ]
+        })
+        .collect()
 }
 
 /// Commands on one table, appended to a batch.
@@ -139,12 +181,16 @@ impl<'a> TableTx<'a> {
 
     /// Creates a named set or map.
     pub fn add_set(&mut self, set: &SetSpec) {
+        const INTERVAL: u32 = 0x4;
         const MAP: u32 = 0x8;
         const TIMEOUT: u32 = 0x10;
         const EVAL: u32 = 0x20;
         let mut flags = 0;
-        if set.verdict_map {
+        if set.verdict_map || set.value_map.is_some() {
             flags |= MAP;
+        }
+        if set.interval {
+            flags |= INTERVAL;
         }
         if set.timeout_ms.is_some() {
             flags |= TIMEOUT | EVAL;
@@ -154,6 +200,14 @@ impl<'a> TableTx<'a> {
         a.be32(4, set.key_type).be32(5, set.key_len);
         if set.verdict_map {
             a.be32(6, 0xffff_ff00); // NFT_DATA_VERDICT
+        }
+        if let Some((data_type, data_len)) = set.value_map {
+            a.be32(6, data_type).be32(7, data_len);
+        }
+        if set.interval {
+            // NFTA_SET_USERDATA: tells `nft list` the keys are big endian
+            // (NFTNL_UDATA_SET_KEYBYTEORDER = BYTEORDER_BIG_ENDIAN), so it prints ranges right.
+            a.bytes(13, &[0, 4, 2, 0, 0, 0]);
         }
         if let Some(t) = set.timeout_ms {
             a.be64(11, t);
@@ -171,34 +225,57 @@ impl<'a> TableTx<'a> {
 
     /// Adds elements (with a verdict each for maps), split into messages under 64 KiB.
     pub fn add_elements(&mut self, set: &str, elems: &[(Vec<u8>, Option<Verdict>)]) {
-        self.elements(MsgType::NewSetElem, NLM_F_CREATE, set, elems);
+        let elems: Vec<Elem<'_>> = elems
+            .iter()
+            .map(|(k, v)| Elem { key: k, data: v.as_ref().map(ElemData::Verdict), end: false })
+            .collect();
+        self.elements(MsgType::NewSetElem, NLM_F_CREATE, set, &elems);
     }
 
     /// Deletes elements by key.
     pub fn del_elements(&mut self, set: &str, keys: &[Vec<u8>]) {
-        let elems: Vec<_> = keys.iter().map(|k| (k.clone(), None)).collect();
+        let elems: Vec<Elem<'_>> =
+            keys.iter().map(|k| Elem { key: k, data: None, end: false }).collect();
         self.elements(MsgType::DelSetElem, 0, set, &elems);
     }
 
-    fn elements(
-        &mut self,
-        msg: MsgType,
-        flags: u16,
-        set: &str,
-        elems: &[(Vec<u8>, Option<Verdict>)],
-    ) {
+    /// Adds ranges `[start, end)` with a value each to an interval data map: a start
+    /// element carrying the value and an end element (`NFT_SET_ELEM_INTERVAL_END`) each.
+    pub fn add_ranges(&mut self, set: &str, ranges: &[Range]) {
+        let elems = range_elems(ranges, true);
+        self.elements(MsgType::NewSetElem, NLM_F_CREATE, set, &elems);
+    }
+
+    /// Deletes ranges added by [`add_ranges`](Self::add_ranges) (both of their elements).
+    pub fn del_ranges(&mut self, set: &str, ranges: &[Range]) {
+        let elems = range_elems(ranges, false);
+        self.elements(MsgType::DelSetElem, 0, set, &elems);
+    }
+
+    fn elements(&mut self, msg: MsgType, flags: u16, set: &str, elems: &[Elem<'_>]) {
         // Netlink attribute lengths are 16 bits: keep each message's element list well below.
         for chunk in elems.chunks(200) {
             let mut a = Attrs::new();
             a.str(1, self.table).str(2, set);
             a.nest(3, |list| {
-                for (key, data) in chunk {
+                for e in chunk {
                     list.nest(1, |el| {
                         el.nest(1, |k| {
-                            k.bytes(1, key);
+                            k.bytes(1, e.key);
                         });
-                        if let Some(v) = data {
-                            el.nest(2, |d| v.encode_data(d));
+                        if e.end {
+                            el.be32(3, 1); // NFTA_SET_ELEM_FLAGS: NFT_SET_ELEM_INTERVAL_END
+                        }
+                        match e.data {
+                            Some(ElemData::Verdict(v)) => {
+                                el.nest(2, |d| v.encode_data(d));
+                            }
+                            Some(ElemData::Value(bytes)) => {
+                                el.nest(2, |d| {
+                                    d.bytes(1, bytes); // NFTA_DATA_VALUE
+                                });
+                            }
+                            None => {}
                         }
                     });
                 }

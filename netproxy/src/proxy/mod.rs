@@ -12,6 +12,7 @@
 
 pub mod model;
 pub mod plan;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -81,6 +82,8 @@ pub struct ServiceProxy {
     state: BTreeMap<String, Vec<ServiceObjects>>,
     /// How many service ports use each endpoint address (the hairpin set holds those > 0).
     hairpin_refs: BTreeMap<Ipv4Addr, usize>,
+    /// Which chain spreads over which slot of the endpoints map.
+    slots: slots::Slots,
 }
 
 impl ServiceProxy {
@@ -96,6 +99,7 @@ impl ServiceProxy {
             sock,
             state: BTreeMap::new(),
             hairpin_refs: BTreeMap::new(),
+            slots: slots::Slots::default(),
         })
     }
 
@@ -103,10 +107,11 @@ impl ServiceProxy {
         move |source| ProxyError::Nft { table: self.cfg.table.clone(), source }
     }
 
-    fn objects(&self, svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServiceObjects> {
+    fn objects(&mut self, svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServiceObjects> {
+        let slots = &mut self.slots;
         model::service_ports(svc, slices, &self.cfg.node_name, &self.cfg.node_ips)
             .iter()
-            .map(|p| plan::service_objects(p, &self.layout))
+            .map(|p| plan::service_objects(p, &self.layout, &mut |chain| slots.get(chain)))
             .collect()
     }
 
@@ -126,6 +131,8 @@ impl ServiceProxy {
             }
         }
         let mut state = BTreeMap::new();
+        // The whole table is rewritten: slots are handed out afresh.
+        self.slots.clear();
         for svc in services {
             let id =
                 model::service_id(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref());
@@ -181,6 +188,12 @@ impl ServiceProxy {
         plan::write_update(&mut tx, &old, &new);
         plan::write_hairpin(&mut tx, &add, &del);
         let result = self.sock.commit(batch);
+        // Slots of chains that are gone (or no longer spread by slot) are free again.
+        for (chain, _) in old.iter().flat_map(|o| o.slots.iter()) {
+            if !new.iter().flat_map(|o| o.slots.iter()).any(|(c, _)| c == chain) {
+                self.slots.release(chain);
+            }
+        }
         if new.is_empty() {
             self.state.remove(&id);
         } else {
