@@ -94,6 +94,7 @@ impl Agent {
         .map_err(|e| start_err("image store")(e.to_string()))?;
         // The eviction manager decides the pressure conditions; the heartbeat reports them.
         let (pressure_tx, pressure_rx) = watch::channel(node::facts::Pressure::default());
+        let admission_pressure = pressure_rx.clone();
         let measure = {
             let images = images.clone();
             let dir = data_dir.clone();
@@ -206,6 +207,7 @@ impl Agent {
             host_resolv,
             probes: Mutex::new(Default::default()),
             evictions: crate::eviction::Evictions::default(),
+            pressure: admission_pressure,
         });
         // The tunnel carries kubectl's logs/exec/port-forward to this node; a kubeconfig without
         // a client certificate (a token) only loses those, not the pods.

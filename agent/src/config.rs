@@ -274,8 +274,33 @@ pub struct ConfigFile {
     pub cluster_cidr: Option<String>,
     pub default_local_storage_path: Option<PathBuf>,
     pub eviction_hard: Option<String>,
+    pub eviction_soft: Option<String>,
+    pub eviction_soft_grace_period: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    pub eviction_max_pod_grace_period: Option<String>,
     pub eviction_pressure_transition_period: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    pub image_gc_high_threshold: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    pub image_gc_low_threshold: Option<String>,
+    pub minimum_image_gc_age: Option<String>,
     pub client_cert_duration: Option<String>,
+}
+
+/// A key that reads as text whether YAML typed it as a number or a string (`30`, `"30"`).
+fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Number(f64),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
+        Scalar::Text(t) => t,
+        Scalar::Integer(i) => i.to_string(),
+        Scalar::Number(n) => n.to_string(),
+    }))
 }
 
 impl ConfigFile {
@@ -340,6 +365,20 @@ mod tests {
         let f = ConfigFile::load(&path, true).unwrap();
         assert_eq!(f.node_name.as_deref(), Some("pi1"));
         assert_eq!(f.node_label, ["a=b"]);
+        std::fs::write(
+            &path,
+            "eviction-soft: memory.available<1Gi\neviction-soft-grace-period: memory.available=1m\n\
+             eviction-max-pod-grace-period: 30\nimage-gc-high-threshold: \"90\"\n\
+             image-gc-low-threshold: 70\nminimum-image-gc-age: 5m\n",
+        )
+        .unwrap();
+        let f = ConfigFile::load(&path, true).unwrap();
+        assert_eq!(f.eviction_soft.as_deref(), Some("memory.available<1Gi"));
+        assert_eq!(f.eviction_soft_grace_period.as_deref(), Some("memory.available=1m"));
+        assert_eq!(f.eviction_max_pod_grace_period.as_deref(), Some("30"));
+        assert_eq!(f.image_gc_high_threshold.as_deref(), Some("90"));
+        assert_eq!(f.image_gc_low_threshold.as_deref(), Some("70"));
+        assert_eq!(f.minimum_image_gc_age.as_deref(), Some("5m"));
         std::fs::write(&path, "nodename: x\n").unwrap();
         assert!(ConfigFile::load(&path, true).is_err());
         assert!(ConfigFile::load(&dir.path().join("none.yaml"), false).is_ok());

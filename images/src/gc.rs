@@ -3,6 +3,9 @@
 //! recently used first, each followed by a prune of the content only it referenced, until usage
 //! drops under `low_percent` (defaults 85 % / 80 %). Reference counts are computed by marking
 //! from image records and container leases, so a crash can never leave a count wrong.
+//! [`ImageStore::remove_unused`] is the step underneath, for callers with their own stopping
+//! rule (the node agent's disk-pressure reclaim) and images to spare (those its pods name, and
+//! young ones).
 
 use std::path::Path;
 
@@ -62,17 +65,43 @@ impl ImageStore {
         policy: GcPolicy,
         usage: impl Fn() -> Result<f64>,
     ) -> Result<GcReport> {
-        let mut report = GcReport { usage_before: usage()?, ..Default::default() };
-        report.usage_after = report.usage_before;
-        if report.usage_before < policy.high_percent {
-            return Ok(report);
+        let usage_before = usage()?;
+        if usage_before < policy.high_percent {
+            return Ok(GcReport { usage_before, usage_after: usage_before, ..Default::default() });
         }
+        let spare = UnusedImages::default();
+        let mut report = self.remove_unused(&spare, || Ok(usage()? < policy.low_percent)).await?;
+        report.usage_before = usage_before;
+        report.usage_after = usage()?;
+        Ok(report)
+    }
+
+    /// Removes images no container root filesystem uses and `spare` does not protect, least
+    /// recently used first (then by name), until `enough` says so (asked before each removal),
+    /// then prunes content nothing references. The node agent's image GC and its disk-pressure
+    /// reclaim both come here; the usage fields of the report are left at zero.
+    pub async fn remove_unused(
+        &self,
+        spare: &UnusedImages,
+        mut enough: impl FnMut() -> Result<bool>,
+    ) -> Result<GcReport> {
+        let mut report = GcReport::default();
         let in_use: Vec<String> = self.leases()?.into_iter().map(|l| l.image_digest).collect();
-        let mut candidates: Vec<_> =
-            self.list()?.into_iter().filter(|i| !in_use.contains(&i.digest)).collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut candidates: Vec<_> = self
+            .list()?
+            .into_iter()
+            .filter(|i| !in_use.contains(&i.digest) && !spare.keep_digests.contains(&i.digest))
+            // Images pulled or used within the minimum age stay (a pod may be about to use it).
+            .filter(|i| {
+                now.saturating_sub(i.last_used_unix.max(i.created_unix)) >= spare.min_age.as_secs()
+            })
+            .collect();
         candidates.sort_by_key(|i| (i.last_used_unix.max(i.created_unix), i.name.clone()));
         for image in candidates {
-            if report.usage_after < policy.low_percent {
+            if enough()? {
                 break;
             }
             match self.remove(&image.name).await {
@@ -81,10 +110,17 @@ impl ImageStore {
                     tracing::warn!(image = %image.name, error = %e, "image GC could not remove")
                 }
             }
-            report.usage_after = usage()?;
         }
         report.pruned = self.prune().await?;
-        report.usage_after = usage()?;
         Ok(report)
     }
+}
+
+/// What [`ImageStore::remove_unused`] spares besides images in use by a container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnusedImages {
+    /// Manifest digests to keep (e.g. images of pods about to start).
+    pub keep_digests: Vec<String>,
+    /// Images registered or last used more recently than this are kept.
+    pub min_age: std::time::Duration,
 }

@@ -23,7 +23,7 @@ pub use transport::SkipVerify;
 pub mod unpack;
 
 pub use error::{ImageError, Result};
-pub use gc::{disk_usage_percent, GcPolicy, GcReport};
+pub use gc::{disk_usage_percent, GcPolicy, GcReport, UnusedImages};
 pub use manifest::ImageConfig;
 pub use platform::Platform;
 pub use pull::{PullOptions, PullPhase, PullProgress, DEFAULT_CONCURRENT_DOWNLOADS};

@@ -6,9 +6,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
-use skerry_images::{GcPolicy, ImageError, ImageStore, Platform};
+use skerry_images::{GcPolicy, ImageError, ImageStore, Platform, UnusedImages};
 
 fn store(root: &Path) -> ImageStore {
     ImageStore::open(root, Platform::parse(&format!("linux/{}", host_arch())).unwrap()).unwrap()
@@ -174,6 +175,43 @@ async fn gc_removes_least_recently_used_unused_images_down_to_the_low_threshold(
     let left: Vec<_> = s.list().unwrap().into_iter().map(|i| i.name).collect();
     assert_eq!(left, vec![names[0].clone()]);
     assert_eq!(std::fs::read_dir(s.root().join("snapshots")).unwrap().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_unused_spares_kept_digests_and_young_images() {
+    if !skerry_testkit::require_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(&tmp.path().join("store"));
+    let mut names = Vec::new();
+    for n in ["a", "b", "c"] {
+        let layer = tar_of(&[Entry::File(n, n.as_bytes(), 0o644)]);
+        names.push(import(&s, tmp.path(), &format!("example.com/{n}:1"), vec![layer]).await);
+    }
+    // Everything was imported just now: an hour's minimum age spares all of it.
+    let young = UnusedImages { keep_digests: vec![], min_age: Duration::from_secs(3600) };
+    let report = s.remove_unused(&young, || Ok(false)).await.unwrap();
+    assert!(report.removed_images.is_empty());
+    assert_eq!(s.list().unwrap().len(), 3);
+    // `a` is kept by digest (a pod about to use it); `enough` stops after one removal.
+    let keep_a = UnusedImages {
+        keep_digests: vec![s.get(&names[0]).unwrap().digest],
+        min_age: Duration::ZERO,
+    };
+    let mut asked = 0;
+    let report = s
+        .remove_unused(&keep_a, || {
+            asked += 1;
+            Ok(asked > 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.removed_images, vec![names[1].clone()]);
+    let report = s.remove_unused(&keep_a, || Ok(false)).await.unwrap();
+    assert_eq!(report.removed_images, vec![names[2].clone()]);
+    let left: Vec<_> = s.list().unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(left, vec![names[0].clone()]);
 }
 
 /// A tmpfs mounted for one test; unmounted on drop.

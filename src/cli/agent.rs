@@ -68,6 +68,27 @@ pub struct AgentArgs {
     /// (default `5m`).
     #[arg(long)]
     pub eviction_pressure_transition_period: Option<String>,
+    /// Soft eviction thresholds (the `--eviction-hard` syntax): a pod is evicted only after the
+    /// signal stayed past its threshold for the grace period given in --eviction-soft-grace-period.
+    #[arg(long)]
+    pub eviction_soft: Option<String>,
+    /// Grace periods of the soft thresholds, `memory.available=1m30s,nodefs.available=2m`
+    /// (one per soft threshold).
+    #[arg(long)]
+    pub eviction_soft_grace_period: Option<String>,
+    /// The longest grace period (seconds) a pod evicted for a soft threshold gets (default 0).
+    #[arg(long)]
+    pub eviction_max_pod_grace_period: Option<String>,
+    /// Image file system usage (percent) at which unused images are removed (default 85;
+    /// 100 turns image garbage collection off).
+    #[arg(long)]
+    pub image_gc_high_threshold: Option<String>,
+    /// Image garbage collection removes images until usage is under this percent (default 80).
+    #[arg(long)]
+    pub image_gc_low_threshold: Option<String>,
+    /// Images pulled, imported or used more recently than this are never collected (default 2m).
+    #[arg(long)]
+    pub minimum_image_gc_age: Option<String>,
     /// Where the local-path provisioner puts this node's volumes (the server's
     /// `--default-local-storage-path`); the agent removes a deleted volume's directory there.
     #[arg(long)]
@@ -155,10 +176,27 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     if let Some(root) = args.cgroup_root {
         cfg.cgroup_root = root;
     }
+    let pick = |flag: Option<String>, key: Option<String>| flag.or(key);
+    let hard = pick(args.eviction_hard, file.eviction_hard);
+    let soft = pick(args.eviction_soft, file.eviction_soft);
+    let soft_grace = pick(args.eviction_soft_grace_period, file.eviction_soft_grace_period);
+    let max_grace = pick(args.eviction_max_pod_grace_period, file.eviction_max_pod_grace_period);
     let transition =
-        args.eviction_pressure_transition_period.or(file.eviction_pressure_transition_period);
+        pick(args.eviction_pressure_transition_period, file.eviction_pressure_transition_period);
+    let gc_high = pick(args.image_gc_high_threshold, file.image_gc_high_threshold);
+    let gc_low = pick(args.image_gc_low_threshold, file.image_gc_low_threshold);
+    let gc_age = pick(args.minimum_image_gc_age, file.minimum_image_gc_age);
     cfg.eviction
-        .apply_flags(args.eviction_hard.or(file.eviction_hard).as_deref(), transition.as_deref())
+        .apply_flags(skerry_agent::eviction::EvictionFlags {
+            hard: hard.as_deref(),
+            soft: soft.as_deref(),
+            soft_grace_period: soft_grace.as_deref(),
+            max_pod_grace_period: max_grace.as_deref(),
+            pressure_transition_period: transition.as_deref(),
+            image_gc_high_threshold: gc_high.as_deref(),
+            image_gc_low_threshold: gc_low.as_deref(),
+            minimum_image_gc_age: gc_age.as_deref(),
+        })
         .map_err(anyhow::Error::msg)?;
     cfg.monitor_exe = std::env::current_exe().context("finding the skerry binary")?;
     Ok((cfg, args.cleanup))

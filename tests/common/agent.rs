@@ -201,6 +201,7 @@ impl SkerryAgent {
             .arg("--config")
             .arg(self.dir.path().join("no-config.yaml"))
             .args(["--eviction-hard", super::server::TEST_EVICTION_HARD])
+            .args(["--image-gc-high-threshold", super::server::TEST_IMAGE_GC_HIGH])
             .env("SKERRY_CGROUP_ROOT", &self.cgroup_root)
             .env("RUST_LOG", "info,skerry_agent=debug")
             .stdin(Stdio::null())

@@ -21,6 +21,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The eviction thresholds of test agents: memory only (see `SkerryServer::spawn`).
 pub const TEST_EVICTION_HARD: &str = "memory.available<100Mi";
+/// Periodic image GC of test agents: off (100 %), see `SkerryServer::spawn`.
+pub const TEST_IMAGE_GC_HIGH: &str = "100";
 
 /// A running `skerry server`.
 pub struct SkerryServer {
@@ -111,6 +113,15 @@ impl SkerryServer {
                 (self.agent_cgroup_root.is_some()
                     && !self.args.iter().any(|a| a == "--eviction-hard"))
                 .then_some(["--eviction-hard", TEST_EVICTION_HARD])
+                .into_iter()
+                .flatten(),
+            )
+            // Likewise periodic image GC (85 % disk use by default) would delete test images
+            // imported before the pods that use them exist.
+            .args(
+                (self.agent_cgroup_root.is_some()
+                    && !self.args.iter().any(|a| a == "--image-gc-high-threshold"))
+                .then_some(["--image-gc-high-threshold", TEST_IMAGE_GC_HIGH])
                 .into_iter()
                 .flatten(),
             )

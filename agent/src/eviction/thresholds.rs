@@ -77,7 +77,8 @@ impl Signal {
         SIGNALS.iter().find(|(s, _)| *s == self).map_or("", |(_, n)| n)
     }
 
-    fn parse(name: &str) -> Option<Signal> {
+    /// The signal of a kubelet name (`memory.available`).
+    pub fn parse(name: &str) -> Option<Signal> {
         SIGNALS.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
     }
 
@@ -102,7 +103,7 @@ impl Signal {
 
     /// Which crossed threshold is acted on first: memory, then disk space, then inodes, then
     /// PIDs (the kubelet's eviction priority puts memory first).
-    fn priority(self) -> u8 {
+    pub fn priority(self) -> u8 {
         match self.resource() {
             Resource::Memory => 0,
             Resource::EphemeralStorage => 1,

@@ -80,6 +80,8 @@ pub struct PodContext {
     pub probes: Mutex<HashMap<(String, String), ProbeResults>>,
     /// Pods the eviction manager chose; their workers kill them and report them Evicted.
     pub evictions: crate::eviction::Evictions,
+    /// The node's pressure conditions now, which new pods are admitted against.
+    pub pressure: watch::Receiver<crate::node::facts::Pressure>,
 }
 
 /// The latest probe verdicts of one container.

@@ -278,8 +278,12 @@ pub fn build(pod: &Pod, o: &Observed, qos: &str) -> PodStatus {
         condition(previous, "ContainersReady", ready, ready_reason, ready_message),
         condition(previous, "PodScheduled", true, None, None),
     ];
-    // An evicted pod says why, as the kubelet does (PodDisruptionConditions).
-    if let Some((_, _, message)) = o.terminal.as_ref().filter(|t| t.1 == "Evicted") {
+    // An evicted pod says why, as the kubelet does (PodDisruptionConditions); a pod refused
+    // at admission was never disrupted.
+    let refused = |m: &str| m.starts_with(crate::eviction::admission::REJECTED_PREFIX);
+    if let Some((_, _, message)) =
+        o.terminal.as_ref().filter(|t| t.1 == "Evicted" && !refused(&t.2))
+    {
         let reason = Some("TerminationByKubelet".to_string());
         conditions.push(condition(
             previous,
@@ -444,5 +448,13 @@ mod tests {
             (target.status.as_str(), target.reason.as_deref(), target.message.as_deref()),
             ("True", Some("TerminationByKubelet"), Some(message.as_str()))
         );
+        // Refused at admission: Failed and Evicted too, but never disrupted.
+        let refused = "Pod was rejected: The node had condition: [DiskPressure]. ".to_string();
+        let terminal = Some(("Failed".into(), "Evicted".into(), refused));
+        let o = Observed { terminal, ..Default::default() };
+        let status = build(&pod("Always"), &o, "BestEffort");
+        assert_eq!(status.reason.as_deref(), Some("Evicted"));
+        let conditions = status.conditions.unwrap();
+        assert!(!conditions.iter().any(|c| c.type_ == "DisruptionTarget"), "{conditions:?}");
     }
 }

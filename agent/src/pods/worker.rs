@@ -94,6 +94,8 @@ pub struct PodWorker {
     terminal: Option<(String, String, String)>,
     /// The grace period an eviction imposes on the pod's containers.
     grace_override: Option<i64>,
+    /// Admission under node pressure passed (or the pod had started already).
+    admitted: bool,
     delete_sent: bool,
     /// The probe task of each running container instance with probes.
     probe_loops: HashMap<String, ProbeLoop>,
@@ -118,6 +120,7 @@ impl PodWorker {
             sent: None,
             terminal: None,
             grace_override: None,
+            admitted: false,
             delete_sent: false,
             probe_loops: HashMap::new(),
         }
@@ -162,7 +165,10 @@ impl PodWorker {
     async fn instances(&self) -> Result<HashMap<String, Vec<(u32, ContainerStatus)>>, String> {
         let runtime = self.ctx.runtime.clone();
         let uid = self.uid.clone();
-        let all = blocking(move || runtime.list_containers()).await?;
+        // Only this pod's containers are read (names start with its UID, see `naming`).
+        let prefix = format!("{uid}_");
+        let all =
+            blocking(move || runtime.list_containers_named(|n| n.starts_with(&prefix))).await?;
         let mut out: HashMap<String, Vec<(u32, ContainerStatus)>> = HashMap::new();
         for c in all {
             if let Some((pod, name, attempt)) = naming::parse_container_name(&c.name) {
@@ -206,6 +212,12 @@ impl PodWorker {
             // A finished pod keeps its exited containers (for logs) but runs nothing.
             self.terminate(&instances, "Killing").await;
             return Ok(false);
+        }
+        if !self.admitted {
+            if self.refuse_under_pressure(&instances, sandbox.as_ref()) {
+                return Ok(false);
+            }
+            self.admitted = true;
         }
         if self.start_time.is_none() {
             self.start_time = Some(Time(Timestamp::now()));
@@ -700,15 +712,51 @@ impl PodWorker {
         self.terminate(instances, "Killing").await;
     }
 
-    /// Node-pressure eviction (`crate::eviction`): the pod is killed with the eviction's short
-    /// grace period and fails with reason Evicted.
+    /// Admission under node pressure (`crate::eviction::admission`), for a pod that has not
+    /// started (pending, nothing of it in the runtime): a refused pod fails with reason
+    /// Evicted, as the kubelet rejects it, and nothing of it is created. Whether it was refused.
+    fn refuse_under_pressure(
+        &mut self,
+        instances: &HashMap<String, Vec<(u32, ContainerStatus)>>,
+        sandbox: Option<&SandboxRecord>,
+    ) -> bool {
+        let phase = self.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let started =
+            !instances.is_empty() || sandbox.is_some() || phase.is_some_and(|p| p != "Pending");
+        if started {
+            return false;
+        }
+        let pressure = *self.ctx.pressure.borrow();
+        let Err(rejection) = crate::eviction::admission::admit(&self.pod, pressure) else {
+            return false;
+        };
+        tracing::info!(
+            pod = %self.pod_label(),
+            reason = %rejection.message,
+            "pod refused under node pressure"
+        );
+        self.ctx.events.warning(
+            &self.pod,
+            None,
+            crate::eviction::REASON,
+            rejection.message.clone(),
+        );
+        let terminal =
+            ("Failed".to_string(), crate::eviction::REASON.to_string(), rejection.status_message());
+        self.terminal = Some(terminal.clone());
+        self.report(Observed { terminal: Some(terminal), ..self.observe_only(instances, None) });
+        true
+    }
+
+    /// Node-pressure eviction (`crate::eviction`): the pod is killed with the eviction's grace
+    /// period and fails with reason Evicted.
     async fn check_eviction(&mut self, instances: &HashMap<String, Vec<(u32, ContainerStatus)>>) {
         if self.terminal.is_some() {
             return;
         }
-        let Some(message) = self.ctx.evictions.take(&self.uid) else { return };
-        self.terminal = Some(("Failed".into(), crate::eviction::REASON.into(), message));
-        self.grace_override = Some(crate::eviction::EVICTION_GRACE_SECONDS);
+        let Some(eviction) = self.ctx.evictions.take(&self.uid) else { return };
+        self.terminal = Some(("Failed".into(), crate::eviction::REASON.into(), eviction.message));
+        self.grace_override = Some(eviction.grace_seconds);
         self.terminate(instances, "Killing").await;
     }
 
