@@ -12,7 +12,9 @@
 //! certificate for the API), with min(N, 16) connections for N concurrent clients.
 //!
 //! Run: `cargo bench --bench api` (about two minutes; not part of the test suite).
-//! `SKERRY_BENCH_SECONDS` sets the length of each timed phase (default 3).
+//! `SKERRY_BENCH_SECONDS` sets the length of each timed phase (default 3);
+//! `SKERRY_BENCH_ONLY=create` stops after the create phases; `SKERRY_BENCH_SKERRY=PATH` runs
+//! another `skerry` binary (e.g. a saved build, to compare two builds interleaved).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -99,7 +101,9 @@ impl Proc {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
+        let bin = std::env::var("SKERRY_BENCH_SKERRY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_skerry").to_string());
+        let child = Command::new(bin)
             .args(args)
             .arg(data_dir_flag)
             .arg(&data)
@@ -620,6 +624,10 @@ async fn bench() {
         let a = api_create(&server, c).await;
         let s = store_create(&store, &value, c).await;
         rows(&format!("create, {c} clients"), a, s);
+    }
+    if std::env::var("SKERRY_BENCH_ONLY").as_deref() == Ok("create") {
+        println!("load average at end: {}", load_average());
+        return;
     }
     let (a, s) = (api_get(&server).await, store_get(&store, &value).await);
     rows(&format!("get 1 pod, {GET_CLIENTS} clients"), a, s);

@@ -299,7 +299,13 @@ fn custom_resources_answer_json_or_406_to_protobuf_clients() {
     let resp = get(protobuf::CONTENT_TYPE);
     assert_eq!(resp.status, 406);
     assert_eq!(resp.headers["content-type"], protobuf::CONTENT_TYPE);
-    assert_eq!(protobuf::decode(&resp.body).unwrap()["reason"], "NotAcceptable");
+    let status = protobuf::decode(&resp.body).unwrap();
+    assert_eq!(status["reason"], "NotAcceptable");
+    assert_eq!(
+        status["message"],
+        "only the following media types are accepted: application/json, application/yaml, \
+         application/vnd.kubernetes.protobuf"
+    );
     // A watch negotiates the same way: JSON lines for a protobuf-first client.
     let watch = format!("{widgets}?watch=true&timeoutSeconds=1");
     let resp = rt
@@ -309,8 +315,125 @@ fn custom_resources_answer_json_or_406_to_protobuf_clients() {
         (resp.status, &resp.headers["content-type"]),
         (200, &"application/json".parse().unwrap())
     );
-    // A protobuf body for a custom resource is refused.
+    // A protobuf body for a custom resource is refused as the reference refuses it: its CRD
+    // handler accepts the media type, then fails to decode into an unstructured object (400,
+    // transformDecodeError's message), on create and on update alike.
     let body = [b"k8s\0".as_slice(), b"\x0a\x18\x0a\x0eexample.com/v1\x12\x06Widget"].concat();
-    let resp = rt.block_on(client.request("POST", widgets, Some(protobuf::CONTENT_TYPE), &body));
-    assert_eq!(resp.unwrap().status, 415);
+    let expected = "Widget in version \"v1\" cannot be handled as a Widget: \
+                    Object 'Kind' is missing in 'object has no kind field '";
+    for (method, path) in [("POST", widgets.to_string()), ("PUT", format!("{widgets}/w"))] {
+        let resp = rt
+            .block_on(client.request(method, &path, Some(protobuf::CONTENT_TYPE), &body))
+            .unwrap();
+        let status = resp.json();
+        assert_eq!(resp.status, 400, "{method}: {status}");
+        assert_eq!(
+            (&status["kind"], &status["reason"], &status["code"]),
+            (&json!("Status"), &json!("BadRequest"), &json!(400)),
+            "{method}"
+        );
+        assert_eq!(status["message"], expected, "{method}");
+    }
+    // A protobuf-first client (kubectl's typed clients) gets the same Status in protobuf.
+    let headers = [("accept", PROTOBUF_FIRST), ("content-type", protobuf::CONTENT_TYPE)];
+    let resp = rt.block_on(client.request_with("POST", widgets, &headers, &body)).unwrap();
+    assert_eq!(
+        (resp.status, &resp.headers["content-type"]),
+        (400, &protobuf::CONTENT_TYPE.parse().unwrap())
+    );
+    assert_eq!(protobuf::decode(&resp.body).unwrap()["message"], expected);
+    // The widget is untouched.
+    let (code, stored) = rt.block_on(client.json("GET", &format!("{widgets}/w"), None));
+    assert_eq!((code, &stored["spec"]["size"]), (200, &json!(3)));
+}
+
+/// kubectl 1.32's `run --attach` waits for its pod through client-go's typed informer: a
+/// protobuf list, then a protobuf watch (`Accept: application/vnd.kubernetes.protobuf,
+/// application/json`, answered as length-delimited `WatchEvent` frames). The pod completing
+/// (its status written as an agent would, once the watch is open) must reach kubectl through
+/// that watch: kubectl then goes on to read the pod's logs, which a pod without a node does
+/// not have, so it ends with the server's "does not have a host assigned".
+#[test]
+fn kubectl_run_attach_follows_its_pod_through_a_protobuf_watch() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let Some(kubectl) = skerry_testkit::kubectl() else { return };
+    let server = SkerryServer::start_with(&["--disable-scheduler"]);
+    let mut child = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        .args(["run", "once", "--image=busybox", "--restart=Never", "--attach"])
+        .args(["--pod-running-timeout=2m", "-v=8", "--", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kubectl");
+    let stderr = child.stderr.take().expect("kubectl's stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // A bound on the whole exchange, not a timing assertion: kubectl itself waits 2 minutes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut log = Vec::new();
+    let watch_open = |line: &str| {
+        line.contains("Content-Type: application/vnd.kubernetes.protobuf;stream=watch")
+    };
+    while !log.last().is_some_and(|l: &String| watch_open(l)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("kubectl never opened a protobuf watch:\n{}", log.join("\n"));
+            }
+        }
+    }
+
+    // The watch is open (the server subscribed it before answering): complete the pod.
+    let client = server.admin();
+    let status = json!({"status": {"phase": "Succeeded", "containerStatuses": [{
+        "name": "once", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}});
+    let resp = runtime()
+        .block_on(client.request(
+            "PATCH",
+            "/api/v1/namespaces/default/pods/once/status",
+            Some("application/merge-patch+json"),
+            status.to_string().as_bytes(),
+        ))
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            log.extend(rx.try_iter());
+            panic!("kubectl did not see the pod complete:\n{}", log.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    let log = log.join("\n");
+    // kubectl asked for protobuf, and listed and watched in it.
+    let watches: Vec<&str> = log.lines().filter(|l| l.contains("watch=true")).collect();
+    assert!(watches.iter().any(|l| l.contains("fieldSelector=metadata.name%3Donce")), "{log}");
+    assert!(log.contains("Accept: application/vnd.kubernetes.protobuf,application/json"), "{log}");
+    // It saw the completion (ErrPodCompleted) and went on to the logs, which fail here.
+    assert!(log.contains("/api/v1/namespaces/default/pods/once/log"), "{log}");
+    assert!(log.contains("pod once does not have a host assigned"), "{log}");
+    assert!(!exit.success());
 }

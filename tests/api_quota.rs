@@ -345,12 +345,24 @@ fn updates_are_charged_what_they_add() {
     assert_eq!(code, 201, "{answer}");
     let class_key = "grow-fast.storageclass.storage.k8s.io/requests.storage";
     quota(&rt, &api, "grow", "storage", json!({"requests.storage": "3Gi", class_key: "2Gi"}));
+    // Only a bound claim may grow (as in the reference): a volume pre-bound to it.
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "grow-pv"}, "spec": {"storageClassName": "grow-fast",
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+        "hostPath": {"path": "/tmp/grow-pv"}, "claimRef": {"namespace": "grow", "name": "data"}}});
+    let (code, answer) = post(&rt, &api, "/api/v1/persistentvolumes", &pv);
+    assert_eq!(code, 201, "{answer}");
     let claims = "/api/v1/namespaces/grow/persistentvolumeclaims";
     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "data"}, "spec": {"storageClassName": "grow-fast",
-        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        "volumeName": "grow-pv", "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}});
     let (code, answer) = post(&rt, &api, claims, &pvc);
     assert_eq!(code, 201, "{answer}");
+    eventually("the claim is bound", WAIT, || {
+        let (_, claim) = rt.block_on(api.json("GET", &format!("{claims}/data"), None));
+        (claim["status"]["phase"] == "Bound").then_some(()).ok_or_else(|| claim.to_string())
+    });
     let resize = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
     let (code, answer) = patch(&rt, &api, &format!("{claims}/data"), &resize("2Gi"));
     assert_eq!(code, 200, "{answer}");

@@ -39,6 +39,7 @@ pub mod strategy;
 pub mod tunnel;
 mod watch;
 pub mod watch_cache;
+pub mod write_marks;
 
 pub use authn::User;
 pub use server::{ApiConfig, ApiServer, ApiService};

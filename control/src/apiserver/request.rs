@@ -280,7 +280,7 @@ pub fn output_format_for(accept: Option<&str>, protobuf: bool) -> Result<Output,
             _ => continue,
         }
     }
-    Err(ApiError::not_acceptable(accept))
+    Err(ApiError::not_acceptable())
 }
 
 #[cfg(test)]

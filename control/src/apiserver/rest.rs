@@ -301,7 +301,7 @@ async fn insert(
     }
     let name = meta::meta_str(&obj, "name").unwrap_or_default().to_string();
     if let Some(ns) = call.namespace() {
-        admission::check_namespace(server.inner.store.as_ref(), &call.info, ns, &name).await?;
+        admission::check_namespace(server, &call.info, ns, &name).await?;
     }
     let sent_fields = obj.pointer("/metadata/managedFields").cloned();
     strategy::prepare_create(&call.info, &mut obj);
@@ -327,7 +327,9 @@ async fn insert(
         return Err(ApiError::already_exists(&call.info, &name));
     }
     for _ in 0..RETRIES {
-        let mut candidate = obj.clone();
+        // Only a service is tried again (with other addresses): anything else is moved, not
+        // copied, into its one attempt.
+        let mut candidate = if is_service { obj.clone() } else { std::mem::take(&mut obj) };
         let claims = if is_service {
             server
                 .inner
@@ -353,7 +355,8 @@ async fn insert(
                 return Ok(reply);
             }
             None => {
-                if read(server, &key).await?.is_some() {
+                // Without claims only the object's own key can have been taken.
+                if !is_service || read(server, &key).await?.is_some() {
                     return Err(ApiError::already_exists(&call.info, &name));
                 }
                 // An allocation was taken concurrently: pick again.

@@ -164,13 +164,16 @@ impl ApiServer {
         let ranges = ServiceRanges::new(config.service_cidr, config.node_port_range);
         let service_accounts = super::serviceaccount::TokenIssuer::new(&config.service_accounts);
         let metrics = Arc::new(Metrics::default());
-        // Every store call the server makes is timed for `/metrics`.
+        // Every store call the server makes is timed for `/metrics`; its writes are marked
+        // for the readers of the watch caches that must see them (admission).
+        let caches = WatchCaches::default();
+        let store = Arc::new(super::write_marks::Marking::new(store, caches.marks().clone()));
         let store = Arc::new(crate::store::metered::Metered::new(store, metrics.clone()));
         ApiServer {
             inner: Arc::new(Inner {
                 store,
                 registry: Arc::new(Registry::builtin()),
-                caches: WatchCaches::default(),
+                caches,
                 tokens,
                 mutating: Semaphore::new(config.max_mutating_in_flight),
                 readonly: Semaphore::new(config.max_readonly_in_flight),

@@ -87,8 +87,14 @@ impl ApiError {
     }
 
     /// 406 NotAcceptable.
-    pub fn not_acceptable(accept: &str) -> ApiError {
-        Self::new(406, "NotAcceptable", format!("only the following media types are accepted: application/json, application/yaml (asked for {accept})"))
+    /// 406 NotAcceptable, worded as the reference's (custom resources list protobuf too: their
+    /// handler has the serializer, for Tables, though plain objects are never sent in it).
+    pub fn not_acceptable() -> ApiError {
+        Self::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        )
     }
 
     /// 409 AlreadyExists.

@@ -65,7 +65,11 @@ impl Encoder {
     /// one that does not becomes an ERROR event (a 500 Status), which makes a client re-list
     /// rather than miss the event silently.
     fn frame(&self, kind: &str, object: &Value) -> Bytes {
-        match protobuf::watch_frame(kind, object) {
+        self.framed(protobuf::watch_frame(kind, object))
+    }
+
+    fn framed(&self, frame: Result<Vec<u8>, String>) -> Bytes {
+        match frame {
             Ok(frame) => Bytes::from(frame),
             Err(err) => {
                 tracing::warn!(resource = %self.info.plural, "protobuf watch event: {err}");
@@ -76,7 +80,15 @@ impl Encoder {
     }
 
     fn event(&self, kind: EventType, object: &CachedObject) -> Bytes {
-        if self.output == Output::Json && object.is_as(&self.info.api_version(), &self.info.kind) {
+        let as_stored = || object.is_as(&self.info.api_version(), &self.info.kind);
+        if self.output == Output::Protobuf && as_stored() {
+            // The object's protobuf body, encoded once for every protobuf watcher (made on
+            // first use, so watches in JSON never pay for it); only the frame is per watcher.
+            if let Some(body) = object.protobuf() {
+                return self.framed(protobuf::watch_frame_of(kind.as_str(), body));
+            }
+        }
+        if self.output == Output::Json && as_stored() {
             // The shared encoding, spliced in: no per-watcher serialisation.
             let json = object.json();
             let mut line = Vec::with_capacity(json.len() + 32);
@@ -349,5 +361,84 @@ fn cache_event(event: crate::store::Event) -> Option<CacheEvent> {
                 prev,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::apiserver::resource::Registry;
+
+    fn encoder(output: Output) -> Encoder {
+        let info = Registry::builtin().resolve("", "v1", "pods").expect("pods are served");
+        Encoder { info, output, table: TableOptions::default() }
+    }
+
+    fn encodings() -> usize {
+        protobuf::ENCODED.with(Cell::get)
+    }
+
+    #[test]
+    fn protobuf_watchers_share_one_encoding_of_each_object() {
+        let pod = CachedObject::new(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "5"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}
+        }));
+        let (a, b) = (encoder(Output::Protobuf), encoder(Output::Protobuf));
+        let before = encodings();
+        let first = a.event(EventType::Added, &pod);
+        let second = b.event(EventType::Added, &pod);
+        // Another watcher's selector may turn the same change into another event type: the
+        // object's body is still the shared one.
+        let third = b.event(EventType::Deleted, &pod);
+        assert_eq!(encodings() - before, 1, "one encoding for three frames");
+        assert_eq!(first, second, "two watchers get byte-identical frames");
+        let body = pod.protobuf().expect("pods have a protobuf form");
+        assert!(first.windows(body.len()).any(|w| w == body.as_ref()));
+        assert_eq!(encodings() - before, 1);
+
+        // What a client reads back is the pod, once per frame.
+        let stream = [first.as_ref(), third.as_ref()].concat();
+        let events = protobuf::decode_watch_stream(&stream).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].0.as_str(), events[1].0.as_str()), ("ADDED", "DELETED"));
+        assert_eq!(events[0].1["metadata"]["name"], "web");
+        assert_eq!(events[1].1["spec"]["containers"][0]["image"], "nginx");
+    }
+
+    #[test]
+    fn json_watchers_never_encode_protobuf() {
+        let pod = CachedObject::new(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "5"}
+        }));
+        let before = encodings();
+        let line = encoder(Output::Json).event(EventType::Added, &pod);
+        let event: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(event["object"]["metadata"]["name"], "web");
+        assert_eq!(encodings(), before, "a JSON watch made a protobuf encoding");
+    }
+
+    #[test]
+    fn objects_stored_as_another_version_are_encoded_per_watcher() {
+        // A core Event read through events.k8s.io is re-labelled for that version first, so
+        // the stored object's encoding is not what this watcher sends.
+        let registry = Registry::builtin();
+        let info = registry.resolve("events.k8s.io", "v1", "events").expect("events are served");
+        let watcher = Encoder { info, output: Output::Protobuf, table: TableOptions::default() };
+        let event = CachedObject::new(json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default", "resourceVersion": "3"},
+            "reason": "Started"
+        }));
+        let frame = watcher.event(EventType::Added, &event);
+        let events = protobuf::decode_watch_stream(&frame).unwrap();
+        assert_eq!(events[0].1["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(events[0].1["kind"], "Event");
     }
 }

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::meta;
+use super::write_marks::WriteMarks;
 use crate::store::{EventKind, RangeRequest, Revision, Store, WatchMessage, WatchRequest};
 
 /// How many past events each resource keeps for watches that start in the past.
@@ -53,16 +54,24 @@ impl EventType {
 pub struct CachedObject {
     value: Value,
     json: OnceLock<Bytes>,
+    /// The protobuf body, made only when a protobuf watcher first needs it (`None`: the kind
+    /// has no protobuf form).
+    protobuf: OnceLock<Option<Bytes>>,
 }
 
 impl CachedObject {
     pub fn new(value: Value) -> Arc<CachedObject> {
-        Arc::new(CachedObject { value, json: OnceLock::new() })
+        Arc::new(CachedObject { value, json: OnceLock::new(), protobuf: OnceLock::new() })
     }
 
     /// The object's JSON.
     pub fn json(&self) -> &Bytes {
         self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+    }
+
+    /// The object's protobuf body (`k8s\0` envelope), shared like [`json`](Self::json).
+    pub fn protobuf(&self) -> Option<&Bytes> {
+        self.protobuf.get_or_init(|| super::protobuf::encode(&self.value).map(Bytes::from)).as_ref()
     }
 
     /// Whether the object is stored as `api_version`/`kind`, so that its stored encoding is
@@ -225,6 +234,11 @@ impl WatchCache {
             .map(|(_, v)| v.clone())
             .collect();
         (state.revision, objects)
+    }
+
+    /// The object at `key` as the cache has it (`None` also before the first list).
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        self.lock().objects.get(key).cloned()
     }
 
     /// One page of the objects under `key_prefix`, from key `start` on: the first `limit` (0: all)
@@ -452,9 +466,16 @@ fn apply(cache: &WatchCache, revision: Revision, events: Vec<crate::store::Event
 #[derive(Debug, Default)]
 pub struct WatchCaches {
     caches: Mutex<HashMap<String, Arc<WatchCache>>>,
+    /// This server's last write under each prefix, for readers that must see their own writes.
+    marks: Arc<WriteMarks>,
 }
 
 impl WatchCaches {
+    /// The write marks of the store the caches follow (see [`WriteMarks`]).
+    pub fn marks(&self) -> &Arc<WriteMarks> {
+        &self.marks
+    }
+
     /// The cache of `prefix`, started on first use.
     pub fn get(&self, store: &Arc<dyn Store>, prefix: &str) -> Arc<WatchCache> {
         let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,17 +15,17 @@
 //! never went through it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
 use super::resource_quota::quantity::Quantity;
 use super::resource_quota::usage::{container_list, pod_total, ResourceList};
-use super::{Operation, Request};
+use super::{cached, Operation, Request};
 use crate::apiserver::meta;
 use crate::apiserver::server::ApiServer;
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::watch_cache::prefix_end;
-use crate::store::RangeRequest;
+use crate::apiserver::watch_cache::CachedObject;
 
 /// The annotation listing what the plugin set.
 pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";
@@ -72,9 +72,9 @@ impl Item {
 }
 
 /// The items of each LimitRange of a namespace, in name order.
-fn items_of(limit_ranges: &[Value]) -> Vec<Vec<Item>> {
+fn items_of<'a>(limit_ranges: impl IntoIterator<Item = &'a Value>) -> Vec<Vec<Item>> {
     limit_ranges
-        .iter()
+        .into_iter()
         .map(|lr| {
             let items = lr.pointer("/spec/limits").and_then(Value::as_array);
             items.into_iter().flatten().map(Item::from_json).collect()
@@ -82,24 +82,12 @@ fn items_of(limit_ranges: &[Value]) -> Vec<Vec<Item>> {
         .collect()
 }
 
-async fn read_limit_ranges(server: &ApiServer, namespace: &str) -> ApiResult<Vec<Value>> {
-    let base = server
-        .inner
-        .registry
-        .resolve("", "v1", "limitranges")
-        .map(|info| info.storage_prefix.clone())
-        .unwrap_or_else(|| "/registry/limitranges/".into());
-    let prefix = format!("{base}{namespace}/");
-    let resp = server
-        .inner
-        .store
-        .range(RangeRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(&prefix),
-            ..Default::default()
-        })
-        .await?;
-    Ok(resp.kvs.iter().filter_map(meta::decode).collect())
+/// The namespace's LimitRanges, from the watch cache (see [`cached`]).
+async fn read_limit_ranges(
+    server: &ApiServer,
+    namespace: &str,
+) -> ApiResult<Vec<Arc<CachedObject>>> {
+    cached::list(server, ("", "v1", "limitranges"), Some(namespace)).await
 }
 
 /// Which objects the plugin looks at: pods on create, claims on create and update.
@@ -119,7 +107,7 @@ pub(crate) async fn mutate(
     }
     let Some(namespace) = request.call.namespace() else { return Ok(()) };
     let limit_ranges = read_limit_ranges(server, namespace).await?;
-    for items in items_of(&limit_ranges) {
+    for items in items_of(cached::values(&limit_ranges)) {
         apply_defaults(&items, obj);
     }
     Ok(())
@@ -138,7 +126,7 @@ pub(crate) async fn validate(
     let limit_ranges = read_limit_ranges(server, namespace).await?;
     let is_pod = request.call.info.kind == "Pod";
     let mut errors = Vec::new();
-    for items in items_of(&limit_ranges) {
+    for items in items_of(cached::values(&limit_ranges)) {
         if is_pod {
             errors.extend(validate_pod(&items, obj));
         } else {

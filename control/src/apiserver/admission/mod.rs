@@ -10,11 +10,13 @@
 //! Always-on pieces that are not plugins of the chain live here too: NamespaceLifecycle
 //! (checked before anything else) and the Service address and port allocators.
 
+pub(crate) mod cached;
 mod default_storage_class;
 pub(crate) mod limit_ranger;
 mod namespace_lifecycle;
 mod pod_security;
 pub(crate) mod priority;
+mod pvc_resize;
 mod ranges;
 pub(crate) mod resource_quota;
 pub(crate) mod storage_protection;
@@ -108,6 +110,7 @@ pub(crate) async fn validate(
     limit_ranger::validate(server, request, obj).await?;
     pod_security::validate(server, request, obj).await?;
     priority::validate(server, request, obj).await?;
+    pvc_resize::validate(server, request, obj).await?;
     // The reference runs ResourceQuota after ValidatingAdmissionPolicy: it charges the quota.
     validating_policy::validate(server, request, obj).await?;
     resource_quota::validate(server, request, obj).await?;

@@ -1,12 +1,13 @@
 //! NamespaceLifecycle: no new objects in a missing or terminating namespace; the system
-//! namespaces cannot be deleted.
+//! namespaces cannot be deleted. The namespace comes from the watch cache, with a store lookup
+//! when the cache does not have it (see [`cached`](super::cached)).
 
 use serde_json::{json, Value};
 
-use super::super::meta;
 use super::super::resource::ResourceInfo;
+use super::super::server::ApiServer;
 use super::super::status::{ApiError, ApiResult};
-use crate::store::{RangeRequest, Store};
+use super::cached;
 
 /// Namespaces that always exist and cannot be deleted.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
@@ -14,18 +15,15 @@ pub const SYSTEM_NAMESPACES: [&str; 4] =
 
 /// Rejects creating namespaced objects in a namespace that is missing or terminating.
 pub async fn check_namespace(
-    store: &dyn Store,
+    server: &ApiServer,
     info: &ResourceInfo,
     namespace: &str,
     name: &str,
 ) -> ApiResult<()> {
-    let key = format!("/registry/namespaces/{namespace}");
-    let found = store.range(RangeRequest { key: key.into_bytes(), ..Default::default() }).await?;
-    let Some(kv) = found.kvs.first() else {
+    let Some(ns) = cached::get(server, ("", "v1", "namespaces"), None, namespace).await? else {
         let ns_info = namespace_info();
         return Err(ApiError::not_found(&ns_info, namespace));
     };
-    let ns = meta::decode(kv).unwrap_or_default();
     let terminating = ns.pointer("/metadata/deletionTimestamp").is_some()
         || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
     if terminating {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::super::server::ApiServer;
 use super::super::status::{ApiError, ApiResult};
 use super::super::validation::Errors;
-use super::{stored, Operation, Request};
+use super::{cached, Operation, Request};
 
 const PRIORITY_CLASSES: (&str, &str, &str) = ("scheduling.k8s.io", "v1", "priorityclasses");
 /// Names with this prefix are reserved for the built-in classes.
@@ -82,14 +82,16 @@ pub(crate) async fn mutate(
                 .map(str::to_string);
             let (priority, policy) = match &named {
                 Some(name) => {
-                    let class = stored::get(server, PRIORITY_CLASSES, None, name).await?;
+                    let class = cached::get(server, PRIORITY_CLASSES, None, name).await?;
                     let Some(class) = class else {
                         let why = format!("no PriorityClass with name {name} was found");
                         return Err(ApiError::forbidden(&request.call.info, request.name, &why));
                     };
                     (value_of(&class), policy_of(&class))
                 }
-                None => match default_class(&stored::list(server, PRIORITY_CLASSES, None).await?) {
+                None => match default_class(cached::values(
+                    &cached::list(server, PRIORITY_CLASSES, None).await?,
+                )) {
                     Some(class) => {
                         let name = class.pointer("/metadata/name").cloned();
                         spec.insert("priorityClassName".into(), name.unwrap_or(Value::Null));
@@ -140,8 +142,8 @@ fn is_global_default(class: &Value) -> bool {
 }
 
 /// The global default class; should several claim it (a race), the lowest-valued one.
-fn default_class(classes: &[Value]) -> Option<&Value> {
-    classes.iter().filter(|c| is_global_default(c)).min_by_key(|c| value_of(c))
+fn default_class<'a>(classes: impl IntoIterator<Item = &'a Value>) -> Option<&'a Value> {
+    classes.into_iter().filter(|c| is_global_default(c)).min_by_key(|c| value_of(c))
 }
 
 /// Validates a PriorityClass: the registry's field rules (422), then the single default (403).
@@ -159,8 +161,8 @@ pub(crate) async fn validate(
     if !is_global_default(class) {
         return Ok(());
     }
-    let classes = stored::list(server, PRIORITY_CLASSES, None).await?;
-    if let Some(existing) = default_class(&classes) {
+    let classes = cached::list(server, PRIORITY_CLASSES, None).await?;
+    if let Some(existing) = default_class(cached::values(&classes)) {
         let existing_name = existing.pointer("/metadata/name").and_then(Value::as_str);
         if request.operation == Operation::Create || existing_name != Some(request.name) {
             let why = format!(

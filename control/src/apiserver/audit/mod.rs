@@ -131,6 +131,16 @@ pub(crate) fn authorization_decided(allowed: bool, reason: &str) {
     });
 }
 
+/// Adds an annotation to the audit event of the request being served (nothing when it is not
+/// audited), e.g. a ValidatingAdmissionPolicy's `validation_failure`; a key already set keeps
+/// its first value, as in the reference.
+pub(crate) fn annotate(key: &str, value: &str) {
+    let _ = ANNOTATIONS.try_with(|annotations| {
+        let mut map = annotations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key.to_string()).or_insert_with(|| json!(value));
+    });
+}
+
 /// RFC 3339 with microseconds, as the reference's `MicroTime`.
 fn micro_time() -> String {
     let now = time::OffsetDateTime::now_utc();

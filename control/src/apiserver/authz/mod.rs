@@ -153,7 +153,7 @@ pub fn decide(chain: &[&dyn Authorizer], attrs: &Attributes) -> Decision {
 
 /// The server's chain: the privileged group, the Node authorizer over the current node graph,
 /// then RBAC. A node's request nothing allowed is refused with the Node authorizer's reason.
-fn decide_now(server: &ApiServer, attrs: &Attributes) -> Decision {
+pub(crate) fn decide_now(server: &ApiServer, attrs: &Attributes) -> Decision {
     // The privileged group needs no index; and only nodes need the node graph (brought up to
     // date with the pods written since under its lock, so never for anyone else's request).
     if let decided @ Decision::Allow(_) = PrivilegedGroup.authorize(attrs) {

@@ -7,8 +7,10 @@
 //! names, inlined structs and non-object JSON forms (times, quantities, int-or-strings, ...) from
 //! [`mapping`]. Watches are length-delimited frames of raw `WatchEvent`s ([`stream`]), and
 //! error `Status`es are protobuf too when the client prefers it. Custom resources have no
-//! protobuf form: requests get 415, responses answer the client's next choice (JSON, which
-//! kubectl always offers second) or 406, as the reference's CRD handler does.
+//! protobuf form: request bodies get the reference's 400 decoding error, responses answer the
+//! client's next choice (JSON, which kubectl always offers second) or 406, as the reference's
+//! CRD handler does. Watch events share one encoding per object across watchers
+//! ([`watch_frame_of`], the watch cache's `CachedObject::protobuf`).
 
 mod decode;
 mod descriptors;
@@ -19,7 +21,9 @@ mod stream;
 mod tests;
 mod wire;
 
-pub use stream::{decode_watch_stream, is_watch_stream, watch_frame, WATCH_CONTENT_TYPE};
+pub use stream::{
+    decode_watch_stream, is_watch_stream, watch_frame, watch_frame_of, WATCH_CONTENT_TYPE,
+};
 
 use serde_json::Value;
 
@@ -39,7 +43,7 @@ pub fn supports(api_version: &str, kind: &str) -> bool {
 }
 
 /// Decodes a protobuf request body into the JSON form of the object (with `apiVersion` and
-/// `kind` from the envelope). Malformed bodies are 400; kinds without a message are 415.
+/// `kind` from the envelope). Malformed bodies and kinds without a message are 400.
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let malformed =
         |e: String| ApiError::bad_request(format!("the protobuf body is malformed: {e}"));
@@ -48,9 +52,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let (api_version, kind, raw) = unwrap_envelope(envelope).map_err(malformed)?;
     let registry = descriptors::registry();
     let Some(message) = registry.for_kind(&api_version, &kind) else {
-        return Err(ApiError::unsupported_media_type(&format!(
-            "{CONTENT_TYPE} (no protobuf form for {api_version} {kind})"
-        )));
+        return Err(no_protobuf_form(&api_version, &kind));
     };
     let mut obj = decode::message(registry, message, raw)
         .map_err(|e| malformed(format!("{api_version} {kind}: {e}")))?;
@@ -60,6 +62,31 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     map.insert("apiVersion".into(), Value::String(api_version));
     map.insert("kind".into(), Value::String(kind));
     Ok(obj)
+}
+
+/// The error for a well-formed body of a kind without a protobuf message (a custom resource).
+///
+/// The reference accepts the protobuf media type on custom resource endpoints too (its CRD
+/// handler lists the protobuf serializer, for the Tables and PartialObjectMetadata it serves),
+/// so such a body is not a 415: it gets as far as decoding, where the unstructured object it
+/// would fill has no kind yet, and `transformDecodeError` makes that a 400 BadRequest
+/// (apiserver `handlers/rest.go`, apiextensions-apiserver `crdserverscheme`). That is what
+/// the reference answers with `fieldValidation=Ignore`; with the default (`Warn`) or `Strict`
+/// the reference 1.33 panics instead (its CRD protobuf serializer has no strict variant) and
+/// answers a plain-text 500, which is not worth copying.
+fn no_protobuf_form(api_version: &str, kind: &str) -> ApiError {
+    if kind.is_empty() {
+        return ApiError::bad_request(format!(
+            "the object provided is unrecognized: the protobuf envelope names no kind \
+             (apiVersion {api_version:?})"
+        ));
+    }
+    // The version part of a group/version, as Go's `schema.ParseGroupVersion` splits it.
+    let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
+    ApiError::bad_request(format!(
+        "{kind} in version {version:?} cannot be handled as a {kind}: \
+         Object 'Kind' is missing in 'object has no kind field '"
+    ))
 }
 
 /// The (apiVersion, kind, raw) of a `runtime.Unknown`.
@@ -87,10 +114,18 @@ fn unwrap_envelope(envelope: &[u8]) -> Result<(String, String, &[u8]), String> {
     Ok((api_version, kind, raw))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread called [`encode`]: tests prove that watchers share one encoding.
+    pub(crate) static ENCODED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Encodes a JSON object of a built-in kind as a protobuf body; `None` when its
 /// `apiVersion`/`kind` has no protobuf message (custom resources, Tables) or the object does not
 /// fit it, so the caller answers JSON instead.
 pub fn encode(value: &Value) -> Option<Vec<u8>> {
+    #[cfg(test)]
+    ENCODED.with(|n| n.set(n.get() + 1));
     let api_version = value.get("apiVersion")?.as_str()?;
     let kind = value.get("kind")?.as_str()?;
     let registry = descriptors::registry();

@@ -21,8 +21,14 @@ pub fn watch_frame(kind: &str, object: &Value) -> Result<Vec<u8>, String> {
         let gvk = |k: &str| object.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         format!("{} {} has no protobuf form", gvk("apiVersion"), gvk("kind"))
     })?;
+    watch_frame_of(kind, &embedded)
+}
+
+/// One framed watch event around an object's protobuf body already encoded ([`encode`]): the
+/// watch cache encodes an object once and every protobuf watcher frames that same body.
+pub fn watch_frame_of(kind: &str, embedded: &[u8]) -> Result<Vec<u8>, String> {
     let mut raw_extension = Vec::with_capacity(embedded.len() + 8);
-    wire::put_bytes_field(&mut raw_extension, 1, &embedded);
+    wire::put_bytes_field(&mut raw_extension, 1, embedded);
     let mut event = Vec::with_capacity(raw_extension.len() + kind.len() + 12);
     wire::put_bytes_field(&mut event, 1, kind.as_bytes());
     wire::put_bytes_field(&mut event, 2, &raw_extension);

@@ -13,14 +13,16 @@
 //!
 //! Mirror pods (`kubernetes.io/config.mirror`) are left alone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::apiserver::admission::cached;
 use crate::apiserver::meta;
-use crate::apiserver::rest;
 use crate::apiserver::server::{ApiServer, Call};
 use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::watch_cache::CachedObject;
 
 /// Where the token, CA and namespace are mounted.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -47,22 +49,21 @@ pub fn token_volume_source() -> Value {
     })
 }
 
+/// The account, from the watch cache (the store when the cache misses it, as the reference's
+/// plugin does a live lookup after its lister).
 async fn service_account(
     server: &ApiServer,
     namespace: &str,
     name: &str,
-) -> ApiResult<Option<Value>> {
-    let Some(info) = server.inner.registry.resolve("", "v1", "serviceaccounts") else {
-        return Ok(None);
-    };
-    let key = info.storage_key(Some(namespace), name);
+) -> ApiResult<Option<Arc<CachedObject>>> {
     let attempts = if name == "default" { DEFAULT_ACCOUNT_ATTEMPTS } else { 1 };
     for attempt in 0..attempts {
         if attempt > 0 {
             let jitter = u64::from(meta::name_suffix().as_bytes()[0] % 100);
             tokio::time::sleep(Duration::from_millis(100 + jitter)).await;
         }
-        if let Some((account, _)) = rest::read(server, &key).await? {
+        let found = cached::get(server, ("", "v1", "serviceaccounts"), Some(namespace), name);
+        if let Some(account) = found.await? {
             return Ok(Some(account));
         }
     }

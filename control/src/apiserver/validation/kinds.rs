@@ -74,6 +74,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value, errs: &mut Errors) {
 pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value, errs: &mut Errors) {
     match (info.group.as_str(), info.kind.as_str()) {
         ("", "Pod") => pod::validate_update(old, new, errs),
+        ("", "PersistentVolumeClaim") => super::pvc::validate_update(old, new, errs),
         ("apps", kind) | ("batch", kind) => workloads::validate_update(kind, old, new, errs),
         ("", "Service") => service_update(old, new, errs),
         ("", "ConfigMap") => immutable_data(old, new, &["data", "binaryData"], errs),

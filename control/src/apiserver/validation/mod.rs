@@ -14,6 +14,7 @@ mod kinds;
 mod meta;
 mod names;
 mod pod;
+mod pvc;
 
 pub(crate) use pod::VOLUME_SOURCES;
 pub mod quantity;

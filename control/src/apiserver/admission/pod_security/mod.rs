@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::super::meta;
 use super::super::server::ApiServer;
 use super::super::status::{ApiError, ApiResult, Cause};
-use super::{stored, Operation, Request};
+use super::{cached, stored, Operation, Request};
 use evaluate::Pod;
 use policy::{LevelVersion, Policy};
 
@@ -58,7 +58,7 @@ pub(crate) async fn validate(
 async fn namespace_policy(server: &ApiServer, request: &Request<'_>) -> ApiResult<(Policy, bool)> {
     let Some(namespace) = request.call.namespace() else { return Ok((Policy::default(), true)) };
     let found =
-        stored::get(server, ("", "v1", "namespaces"), None, namespace).await.map_err(|e| {
+        cached::get(server, ("", "v1", "namespaces"), None, namespace).await.map_err(|e| {
             ApiError::internal(format!("failed to lookup namespace \"{namespace}\": {}", e.message))
         })?;
     let labels = found.as_ref().and_then(|ns| ns.pointer("/metadata/labels"));

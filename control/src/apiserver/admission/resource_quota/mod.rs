@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Operation, Request};
+use super::{cached, Operation, Request};
 use crate::apiserver::meta;
 use crate::apiserver::rest;
 use crate::apiserver::server::ApiServer;
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::watch_cache::prefix_end;
-use crate::store::{KeyValue, RangeRequest, TxnRequest};
+use crate::apiserver::watch_cache::{prefix_end, CachedObject};
+use crate::store::{KeyValue, RangeRequest, Revision, TxnRequest};
 use usage::{Evaluator, ResourceList};
 
 /// Charges tried before giving up under contention (each lost race means another write won).
@@ -67,11 +67,17 @@ pub(crate) async fn validate(
     };
     let prefix = quota_prefix(server, namespace);
     for attempt in 0..ATTEMPTS {
-        let quotas = read_quotas(server, &prefix).await?;
+        // The first look is at the watch cache, as the reference's quota evaluator reads its
+        // lister; after a lost race the winner's charge is read from the store.
+        let quotas = if attempt == 0 {
+            cached_quotas(server, namespace, &prefix).await?
+        } else {
+            read_quotas(server, &prefix).await?
+        };
         if quotas.is_empty() {
             return Ok(());
         }
-        let values: Vec<Value> = quotas.iter().map(|(v, _)| v.clone()).collect();
+        let values: Vec<Value> = quotas.iter().map(|q| q.value.clone()).collect();
         let already = request.quota_charged.map(Charged::get).unwrap_or_default();
         let (charges, delta) = evaluate_charging(&evaluator, &values, obj, old, &already)
             .map_err(|why| ApiError::forbidden(&call.info, request.name, &why))?;
@@ -81,12 +87,11 @@ pub(crate) async fn validate(
         let mut compare = Vec::new();
         let mut success = Vec::new();
         for (index, used) in charges {
-            let (quota, kv) = &quotas[index];
-            let key = String::from_utf8_lossy(&kv.key).into_owned();
-            let mut charged = quota.clone();
+            let quota = &quotas[index];
+            let mut charged = quota.value.clone();
             charged["status"]["used"] = usage::to_json_map(&used);
-            compare.push(rest::unchanged_since(&key, kv.mod_revision));
-            success.push(rest::put(&key, meta::encode(&charged)));
+            compare.push(rest::unchanged_since(&quota.key, quota.mod_revision));
+            success.push(rest::put(&quota.key, meta::encode(&charged)));
         }
         let resp = server.inner.store.txn(TxnRequest { compare, success, failure: vec![] }).await?;
         if resp.succeeded {
@@ -103,7 +108,26 @@ pub(crate) async fn validate(
     Err(ApiError::internal("resource quota evaluation timed out: too many concurrent updates"))
 }
 
-async fn read_quotas(server: &ApiServer, prefix: &str) -> ApiResult<Vec<(Value, KeyValue)>> {
+/// A quota as read: its object, key, and the mod revision its charge is conditional on.
+struct Quota {
+    value: Value,
+    key: String,
+    mod_revision: Revision,
+}
+
+/// The quotas under `prefix` (those of `namespace`) as the watch cache has them.
+async fn cached_quotas(server: &ApiServer, namespace: &str, prefix: &str) -> ApiResult<Vec<Quota>> {
+    let quotas = cached::list(server, ("", "v1", "resourcequotas"), Some(namespace)).await?;
+    let quota = |q: &CachedObject| -> Option<Quota> {
+        let mod_revision = cached::mod_revision(q)?;
+        let key = format!("{prefix}{}", quota_name(q));
+        Some(Quota { value: Value::clone(q), key, mod_revision })
+    };
+    Ok(quotas.iter().filter_map(|q| quota(q)).collect())
+}
+
+/// The quotas under `prefix`, from the store.
+async fn read_quotas(server: &ApiServer, prefix: &str) -> ApiResult<Vec<Quota>> {
     let resp = server
         .inner
         .store
@@ -113,7 +137,12 @@ async fn read_quotas(server: &ApiServer, prefix: &str) -> ApiResult<Vec<(Value, 
             ..Default::default()
         })
         .await?;
-    Ok(resp.kvs.into_iter().filter_map(|kv| Some((meta::decode(&kv)?, kv))).collect())
+    let quota = |kv: KeyValue| -> Option<Quota> {
+        let value = meta::decode(&kv)?;
+        let key = String::from_utf8(kv.key).ok()?;
+        Some(Quota { value, key, mod_revision: kv.mod_revision })
+    };
+    Ok(resp.kvs.into_iter().filter_map(quota).collect())
 }
 
 fn quota_name(quota: &Value) -> &str {

@@ -4,15 +4,16 @@
 //! Compiling never fails a policy as a whole: an expression that does not parse keeps its
 //! error, and evaluating it yields `compilation error: …`, which the policy's `failurePolicy`
 //! then decides on (as the reference does). Parsing is wrapped in `catch_unwind`, so a parser
-//! bug on a hostile expression costs a compilation error, not the request. There is no type
-//! checking against the objects' schemas (the reference's `status.typeChecking`): a misspelt
-//! field is a runtime error instead.
+//! bug on a hostile expression costs a compilation error, not the request. Each expression is
+//! instrumented for the cost budget ([`cost`](super::cost)). There is no type checking against
+//! the objects' schemas (the reference's `status.typeChecking`): a misspelt field is a runtime
+//! error instead.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, LazyLock, Mutex};
 
-use cel::{Env, Program};
+use cel::{Env, IdedExpr};
 use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, ParamKind, ParamRef, ValidatingAdmissionPolicyBindingSpec,
     ValidatingAdmissionPolicySpec,
@@ -21,14 +22,18 @@ use serde_json::Value;
 
 use crate::apiserver::watch_cache::CachedObject;
 
-/// The CEL environment every expression is compiled and run in: the standard library plus the
-/// strings, lists and math extensions that Kubernetes also enables.
+/// The CEL environment every expression is compiled and run in: the standard library, the
+/// strings, lists and math extensions that Kubernetes also enables, the Kubernetes libraries
+/// ([`libs`](super::libs)), the `authorizer` functions and the cost meter.
 pub(super) static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
     for (name, result) in [
         ("strings", env.add_extension(cel::extensions::strings)),
         ("lists", env.add_extension(cel::extensions::lists)),
         ("math", env.add_extension(cel::extensions::math)),
+        ("kubernetes", env.add_extension(super::libs::register)),
+        ("authorizer", env.add_extension(super::authorizer::register)),
+        ("cost", env.add_extension(super::cost::register)),
     ] {
         if let Err(e) = result {
             tracing::warn!(extension = name, error = %e, "CEL extension not available");
@@ -37,21 +42,29 @@ pub(super) static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     Arc::new(env)
 });
 
-/// One CEL expression and its compiled program, or why it did not compile.
+/// One CEL expression and its instrumented syntax tree, or why it did not compile.
 pub(super) struct Expr {
     pub source: String,
-    pub program: Result<Program, String>,
+    pub program: Result<IdedExpr, String>,
+    /// Its node count: what one evaluation costs before any loop.
+    pub size: u64,
 }
 
 impl Expr {
     pub fn compile(source: &str) -> Expr {
         let source = source.to_string();
-        let program = match catch_unwind(AssertUnwindSafe(|| ENV.compile(&source))) {
-            Ok(Ok(program)) => Ok(program),
+        let program = match catch_unwind(AssertUnwindSafe(|| ENV.parser().parse(&source))) {
+            Ok(Ok(expr)) => Ok(super::cost::instrument(expr)),
             Ok(Err(errors)) => Err(errors.to_string().replace('\n', "; ")),
             Err(_) => Err("the CEL parser failed on this expression".to_string()),
         };
-        Expr { source, program }
+        let size = program.as_ref().map_or(1, super::cost::size);
+        Expr { source, program, size }
+    }
+
+    /// Whether the expression uses the `authorizer` variable.
+    pub fn uses_authorizer(&self) -> bool {
+        self.source.contains("authorizer")
     }
 }
 
@@ -74,11 +87,24 @@ pub(super) struct Policy {
     pub match_conditions: Vec<(String, Expr)>,
     pub variables: Vec<(String, Expr)>,
     pub validations: Vec<Validation>,
+    /// `spec.auditAnnotations`: each key and its value expression.
+    pub audit_annotations: Vec<(String, Expr)>,
     /// Why the spec could not be read at all (then nothing else is set).
     pub config_error: Option<String>,
 }
 
 impl Policy {
+    /// Whether any expression uses the `authorizer` variable.
+    pub fn uses_authorizer(&self) -> bool {
+        let named =
+            self.variables.iter().chain(&self.match_conditions).chain(&self.audit_annotations);
+        named.map(|(_, e)| e).any(Expr::uses_authorizer)
+            || self.validations.iter().any(|v| {
+                v.expr.uses_authorizer()
+                    || v.message_expression.as_ref().is_some_and(Expr::uses_authorizer)
+            })
+    }
+
     /// Compiles a stored policy. Never fails: a spec that does not decode becomes a
     /// configuration error that the policy's failure policy (`Fail`) applies to every request.
     pub fn compile(obj: &Value) -> Policy {
@@ -95,6 +121,7 @@ impl Policy {
                     match_conditions: Vec::new(),
                     variables: Vec::new(),
                     validations: Vec::new(),
+                    audit_annotations: Vec::new(),
                     config_error: Some(format!("invalid spec: {e}")),
                 }
             }
@@ -132,6 +159,13 @@ impl Policy {
                     reason: v.reason,
                 })
                 .collect(),
+            audit_annotations: named(
+                spec.audit_annotations
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| (a.key, a.value_expression))
+                    .collect(),
+            ),
             config_error: None,
         }
     }

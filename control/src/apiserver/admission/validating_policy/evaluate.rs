@@ -1,15 +1,17 @@
 //! Evaluating one compiled policy for one request (and one param object), as the reference's
 //! validator does: variables first (each may use the earlier ones as `variables.NAME`), then
 //! the match conditions (any `false` skips the policy; otherwise an error applies the failure
-//! policy), then every validation. A validation that is not `true` denies with its
-//! `messageExpression` (when it yields a one-line, non-blank string), else its `message`, else
-//! `failed expression: EXPR`; its `reason` (default `Invalid`) sets the response code. An
-//! expression that fails to compile or to run denies under `failurePolicy: Fail` and admits
-//! under `Ignore`.
+//! policy), then every validation, then the audit annotations. A validation that is not `true`
+//! denies with its `messageExpression` (when it yields a one-line, non-blank string), else its
+//! `message`, else `failed expression: EXPR`; its `reason` (default `Invalid`) sets the
+//! response code. An expression that fails to compile or to run denies under
+//! `failurePolicy: Fail` and admits under `Ignore`.
 //!
-//! The CEL inputs are `object`, `oldObject`, `request`, `params`, `namespaceObject` and
-//! `variables`. `authorizer` is not provided (an expression using it fails at run time). There
-//! is no runtime cost budget.
+//! The CEL inputs are `object`, `oldObject`, `request`, `params`, `namespaceObject`,
+//! `variables`, `authorizer` and `authorizer.requestResource`. Every expression runs under the
+//! cost budget ([`cost`](super::cost)): one over its limit fails with the reference's
+//! `operation cancelled: actual cost limit exceeded`, and once the evaluation's budget is
+//! spent nothing more is evaluated.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,9 +22,14 @@ use serde_json::Value;
 
 use super::cel_value::{self, to_cel};
 use super::compile::{Expr, Policy, Validation, ENV};
+use super::cost::{self, COST_EXCEEDED, PER_EVALUATION_BUDGET, PER_EXPRESSION_LIMIT};
 
 /// The reference's cap on a message made by a `messageExpression`.
 const MAX_MESSAGE_BYTES: usize = 5 * 1024;
+
+/// The reference's error once a policy evaluation's budget is spent.
+const OUT_OF_BUDGET: &str =
+    "validation failed due to running out of cost budget, no further validation rules will be run";
 
 /// The request-wide CEL inputs (everything but `params` and `variables`).
 pub(super) struct Inputs {
@@ -30,6 +37,9 @@ pub(super) struct Inputs {
     pub old_object: Cel,
     pub request: Cel,
     pub namespace_object: Cel,
+    /// `authorizer` and `authorizer.requestResource` (`Null` when not provided).
+    pub authorizer: Cel,
+    pub request_resource: Cel,
 }
 
 /// What one validation (or an evaluation error) decided.
@@ -43,6 +53,14 @@ pub(super) enum Decision {
     },
 }
 
+/// Everything one evaluation produced: a decision per validation (one error decision instead
+/// when the match conditions failed) and the audit annotations (`policy/key`, value).
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub decisions: Vec<Decision>,
+    pub annotations: Vec<(String, String)>,
+}
+
 fn add(ctx: &mut Context<'_, '_>, name: &str, value: Cel) {
     match Box::<dyn Val>::try_from(value) {
         Ok(value) => ctx.add_variable_as_val(name, value),
@@ -51,16 +69,39 @@ fn add(ctx: &mut Context<'_, '_>, name: &str, value: Cel) {
     }
 }
 
-/// Runs `expr`; the error is the reference's text for a compile or runtime failure.
-fn run(expr: &Expr, ctx: &Context<'_, '_>) -> Result<Cel, String> {
-    let program = expr.program.as_ref().map_err(|e| format!("compilation error: {e}"))?;
-    let failed = |why: &dyn std::fmt::Display| {
-        format!("expression '{}' resulted in error: {why}", expr.source)
-    };
-    match catch_unwind(AssertUnwindSafe(|| program.execute(ctx))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(failed(&e)),
-        Err(_) => Err(failed(&"the CEL interpreter failed")),
+/// The evaluation's remaining cost budget.
+struct Meter {
+    remaining: u64,
+}
+
+impl Meter {
+    /// Runs `expr` under the budget; the error is the reference's text for a compile or
+    /// runtime failure or a cost overrun.
+    fn run(&mut self, expr: &Expr, ctx: &Context<'_, '_>) -> Result<Cel, String> {
+        let program = expr.program.as_ref().map_err(|e| format!("compilation error: {e}"))?;
+        if self.remaining == 0 {
+            return Err(OUT_OF_BUDGET.to_string());
+        }
+        let failed = |why: &dyn std::fmt::Display| {
+            format!("expression '{}' resulted in error: {why}", expr.source)
+        };
+        let limit = self.remaining.min(PER_EXPRESSION_LIMIT);
+        let (result, spent) = cost::metered(limit, expr.size, || {
+            catch_unwind(AssertUnwindSafe(|| ctx.resolve(program)))
+        });
+        self.remaining -= spent.cost.min(self.remaining);
+        if spent.exceeded {
+            if limit < PER_EXPRESSION_LIMIT {
+                self.remaining = 0;
+                return Err(OUT_OF_BUDGET.to_string());
+            }
+            return Err(failed(&COST_EXCEEDED));
+        }
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(failed(&e)),
+            Err(_) => Err(failed(&"the CEL interpreter failed")),
+        }
     }
 }
 
@@ -72,8 +113,23 @@ fn aggregate(errors: Vec<String>) -> String {
     }
 }
 
-/// Evaluates `policy` for one request and param object (`params` is `null` without one).
+/// Evaluates `policy` for one request and param object: its decisions only.
+#[cfg(test)]
 pub(super) fn evaluate(policy: &Policy, inputs: &Inputs, params: Option<&Value>) -> Vec<Decision> {
+    evaluate_all(policy, inputs, params).decisions
+}
+
+/// Evaluates `policy` for one request and param object (`params` is `null` without one).
+pub(super) fn evaluate_all(policy: &Policy, inputs: &Inputs, params: Option<&Value>) -> Outcome {
+    evaluate_with_budget(policy, inputs, params, PER_EVALUATION_BUDGET)
+}
+
+pub(super) fn evaluate_with_budget(
+    policy: &Policy,
+    inputs: &Inputs,
+    params: Option<&Value>,
+    budget: u64,
+) -> Outcome {
     let on_error = |message: String| {
         if policy.ignore_failures {
             Decision::Admit
@@ -81,12 +137,15 @@ pub(super) fn evaluate(policy: &Policy, inputs: &Inputs, params: Option<&Value>)
             Decision::Deny { message, reason: None }
         }
     };
+    let mut meter = Meter { remaining: budget };
     let mut root = Context::with_env(ENV.clone());
     add(&mut root, "object", inputs.object.clone());
     add(&mut root, "oldObject", inputs.old_object.clone());
     add(&mut root, "request", inputs.request.clone());
     add(&mut root, "namespaceObject", inputs.namespace_object.clone());
     add(&mut root, "params", params.map(to_cel).unwrap_or(Cel::Null));
+    add(&mut root, "authorizer", inputs.authorizer.clone());
+    add(&mut root, "authorizer.requestResource", inputs.request_resource.clone());
 
     // Variables are evaluated in order, each seeing the ones before it. One that fails is
     // left out; an expression that uses it reports the variable's error.
@@ -98,7 +157,7 @@ pub(super) fn evaluate(policy: &Policy, inputs: &Inputs, params: Option<&Value>)
     for (name, expr) in &policy.variables {
         let mut scope = root.new_inner_scope();
         add(&mut scope, "variables", variables(&values));
-        match run(expr, &scope) {
+        match meter.run(expr, &scope) {
             Ok(value) => values.push((name.clone(), value)),
             Err(e) => {
                 failed.insert(name.clone(), e);
@@ -107,8 +166,8 @@ pub(super) fn evaluate(policy: &Policy, inputs: &Inputs, params: Option<&Value>)
     }
     let mut ctx = root.new_inner_scope();
     add(&mut ctx, "variables", variables(&values));
-    let run = |expr: &Expr| {
-        run(expr, &ctx).map_err(|e| {
+    let mut run = |expr: &Expr| {
+        meter.run(expr, &ctx).map_err(|e| {
             let used = failed.iter().find(|(name, _)| uses_variable(&expr.source, name));
             used.map(|(_, why)| why.clone()).unwrap_or(e)
         })
@@ -117,27 +176,43 @@ pub(super) fn evaluate(policy: &Policy, inputs: &Inputs, params: Option<&Value>)
     let mut errors = Vec::new();
     for (_, expr) in &policy.match_conditions {
         match run(expr) {
-            Ok(Cel::Bool(false)) => return Vec::new(),
+            Ok(Cel::Bool(false)) => return Outcome::default(),
             Ok(_) => {}
             Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
-        return vec![on_error(aggregate(errors))];
+        return Outcome { decisions: vec![on_error(aggregate(errors))], annotations: Vec::new() };
     }
 
-    policy
+    let decisions = policy
         .validations
         .iter()
         .map(|validation| match run(&validation.expr) {
             Ok(Cel::Bool(true)) => Decision::Admit,
             Ok(_) => Decision::Deny {
-                message: message(validation, validation.message_expression.as_ref().map(&run)),
+                message: message(validation, validation.message_expression.as_ref().map(&mut run)),
                 reason: validation.reason.clone(),
             },
             Err(e) => on_error(e),
         })
-        .collect()
+        .collect();
+    // An annotation whose expression fails or yields null or "" is left out.
+    let annotations = policy
+        .audit_annotations
+        .iter()
+        .filter_map(|(key, expr)| match run(expr) {
+            Ok(Cel::String(value)) if !value.is_empty() => {
+                Some((format!("{}/{key}", policy.name), value.to_string()))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(policy = %policy.name, %key, error = %e, "audit annotation failed");
+                None
+            }
+        })
+        .collect();
+    Outcome { decisions, annotations }
 }
 
 /// Whether `source` refers to `variables.NAME`.

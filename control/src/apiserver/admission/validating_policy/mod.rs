@@ -6,8 +6,10 @@
 //! binding the param objects are collected ([`sources::params`]) and the policy is evaluated
 //! once per param ([`evaluate`]). A denial is acted on per the binding's `validationActions`:
 //! `Deny` refuses the request, `Warn` adds the reference's `Warning`
-//! (`Validation failed for ValidatingAdmissionPolicy 'P' with binding 'B': MSG`), `Audit` is
-//! only noted (audit annotations are not recorded). A misconfigured policy or binding (no
+//! (`Validation failed for ValidatingAdmissionPolicy 'P' with binding 'B': MSG`), `Audit` adds
+//! the reference's `validation.policy.admission.k8s.io/validation_failure` annotation (a JSON
+//! list of the failures) to the request's audit event, as `spec.auditAnnotations` add
+//! `POLICY/KEY`. A misconfigured policy or binding (no
 //! match constraints, an unknown paramKind, a missing param under `Deny`) refuses under the
 //! policy's `failurePolicy: Fail` whatever the actions, as in the reference. The first denial
 //! is the error: `<resource> "<name>" is forbidden: ValidatingAdmissionPolicy 'P' with
@@ -15,15 +17,22 @@
 //! `Invalid`, 422).
 //!
 //! Policies and bindings come from the watch caches and are compiled once per generation
-//! ([`compile`]). Not done: `status.typeChecking`, `auditAnnotations`, the `authorizer`
-//! variable, a CEL cost budget; DELETE and CONNECT requests do not pass through this chain.
+//! ([`compile`]). The CEL environment has the Kubernetes libraries ([`libs`]), the
+//! `authorizer` variable backed by the server's authorization chain ([`authorizer`]) and a cost
+//! budget ([`cost`]). Not done: `status.typeChecking`; DELETE and CONNECT requests do not pass
+//! through this chain.
 
+mod authorizer;
 mod cel_value;
 mod compile;
+mod cost;
 mod evaluate;
+mod libs;
 mod matching;
 mod sources;
 
+#[cfg(test)]
+mod libs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -34,12 +43,16 @@ use cel::Value as Cel;
 use serde_json::{json, Value};
 
 use super::{Operation, Request};
+use crate::apiserver::audit;
 use crate::apiserver::server::ApiServer;
 use crate::apiserver::status::{qualified_resource, ApiError, ApiResult};
 use crate::apiserver::watch_cache::CachedObject;
 use cel_value::to_cel;
 use compile::{Binding, Policy};
 use evaluate::{Decision, Inputs};
+
+/// The audit annotation of failed validations whose binding has the `Audit` action.
+const VALIDATION_FAILURE_ANNOTATION: &str = "validation.policy.admission.k8s.io/validation_failure";
 use matching::Attributes;
 
 /// A denial to act on: the policy, the binding (none for a policy-level error), the message
@@ -105,7 +118,14 @@ pub(crate) async fn validate(
 
     let mut denials = Vec::new();
     let mut warnings = Vec::new();
+    let mut audit_failures = Vec::new();
+    let mut annotations = Vec::new();
     let mut inputs: Option<Inputs> = None;
+    // The `authorizer` answers from the RBAC caches: let them catch up first, so a grant
+    // written just before is seen (as the request's own authorization does).
+    if policies.iter().any(|p| p.uses_authorizer()) {
+        server.inner.authz.catch_up(server).await;
+    }
     for policy in policies {
         let config_error = |message: String, binding: Option<&Binding>| Denial {
             policy: policy.name.clone(),
@@ -160,11 +180,14 @@ pub(crate) async fn validate(
                     continue;
                 }
             };
-            let inputs = inputs
-                .get_or_insert_with(|| request_inputs(request, obj, namespace_object.as_deref()));
+            let inputs = inputs.get_or_insert_with(|| {
+                request_inputs(server, request, obj, namespace_object.as_deref())
+            });
             for param in &params {
-                let decisions = evaluate::evaluate(policy, inputs, param.as_deref().map(|p| &**p));
-                for decision in decisions {
+                let outcome =
+                    evaluate::evaluate_all(policy, inputs, param.as_deref().map(|p| &**p));
+                annotations.extend(outcome.annotations);
+                for (index, decision) in outcome.decisions.into_iter().enumerate() {
                     let Decision::Deny { message, reason } = decision else { continue };
                     for action in &binding.actions {
                         match action.as_str() {
@@ -179,7 +202,13 @@ pub(crate) async fn validate(
                                  binding '{}': {message}",
                                 policy.name, binding.name
                             )),
-                            // Audit annotations are not recorded.
+                            "Audit" => audit_failures.push(json!({
+                                "message": message,
+                                "policy": policy.name,
+                                "binding": binding.name,
+                                "expressionIndex": index,
+                                "validationActions": binding.actions,
+                            })),
                             _ => {}
                         }
                     }
@@ -189,6 +218,16 @@ pub(crate) async fn validate(
     }
     for warning in warnings {
         request.warn(warning);
+    }
+    // The first annotation of a key is kept, as the reference does.
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, value) in annotations {
+        if seen.insert(key.clone()) {
+            audit::annotate(&key, &value);
+        }
+    }
+    if !audit_failures.is_empty() {
+        audit::annotate(VALIDATION_FAILURE_ANNOTATION, &Value::Array(audit_failures).to_string());
     }
     match denials.into_iter().next() {
         Some(denial) => Err(refusal(request, &denial)),
@@ -243,7 +282,12 @@ fn refusal(request: &Request<'_>, denial: &Denial) -> ApiError {
 
 /// The request-wide CEL inputs: the objects and the reference's `AdmissionRequest` fields
 /// (empty ones left out, as its JSON omits them).
-fn request_inputs(request: &Request<'_>, obj: &Value, namespace: Option<&CachedObject>) -> Inputs {
+fn request_inputs(
+    server: &ApiServer,
+    request: &Request<'_>,
+    obj: &Value,
+    namespace: Option<&CachedObject>,
+) -> Inputs {
     let call = request.call;
     let info = &call.info;
     let kind = json!({
@@ -294,11 +338,24 @@ fn request_inputs(request: &Request<'_>, obj: &Value, namespace: Option<&CachedO
             req[field] = value;
         }
     }
+    let chain: authorizer::Chain = {
+        let server = server.clone();
+        Arc::new(move |attrs| crate::apiserver::authz::decide_now(&server, attrs))
+    };
+    let target = [
+        info.group.as_str(),
+        info.plural.as_str(),
+        subresource,
+        call.namespace().unwrap_or_default(),
+        request.name,
+    ];
     Inputs {
         object: to_cel(obj),
         old_object: request.old.map(to_cel).unwrap_or(Cel::Null),
         request: to_cel(&req),
         namespace_object: namespace.map(|ns| to_cel(ns)).unwrap_or(Cel::Null),
+        authorizer: authorizer::authorizer(chain.clone(), user.clone()),
+        request_resource: authorizer::request_resource(chain, user.clone(), target),
     }
 }
 

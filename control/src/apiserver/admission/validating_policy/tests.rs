@@ -6,11 +6,11 @@ use super::cel_value::to_cel;
 use super::compile::Policy;
 use super::evaluate::{evaluate, Decision, Inputs};
 
-fn policy(spec: Value) -> Policy {
+pub(super) fn policy(spec: Value) -> Policy {
     Policy::compile(&json!({"metadata": {"name": "p"}, "spec": spec}))
 }
 
-fn inputs(replicas: i64) -> Inputs {
+pub(super) fn inputs(replicas: i64) -> Inputs {
     let object = json!({"apiVersion": "apps/v1", "kind": "Deployment",
                         "metadata": {"name": "web", "namespace": "prod"},
                         "spec": {"replicas": replicas}});
@@ -20,6 +20,8 @@ fn inputs(replicas: i64) -> Inputs {
         request: to_cel(&json!({"operation": "CREATE", "namespace": "prod",
                                 "userInfo": {"username": "alice", "groups": ["dev"]}})),
         namespace_object: to_cel(&json!({"metadata": {"name": "prod", "labels": {"env": "p"}}})),
+        authorizer: to_cel(&Value::Null),
+        request_resource: to_cel(&Value::Null),
     }
 }
 
