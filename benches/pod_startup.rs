@@ -95,6 +95,9 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_skerry"))
             .args(["agent", "--server", &server.url, "--token", token.trim()])
             .args(["--node-name", NODE, "--node-ip", skerry_testkit::NODE_IP])
+            // A build machine's disk is often below the default disk thresholds (a tainted
+            // node schedules nothing): memory is the only pressure signal here, as in the tests.
+            .args(["--eviction-hard", "memory.available<100Mi"])
             .args(["--config", "/dev/null", "--data-dir"])
             .arg(&data)
             .env("SKERRY_CGROUP_ROOT", &cgroup_root)
