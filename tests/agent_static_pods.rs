@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
-use common::server::ok;
 
 const NODE: &str = "static-node";
 /// The mirror pod's name: the manifest's name and the node's.
@@ -142,7 +141,11 @@ fn a_manifest_file_runs_a_static_pod_shown_as_a_mirror_pod() {
     // Deleting the mirror pod through the API: the mirror pod comes back, the container
     // does not restart.
     let first_uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
-    ok(server.kubectl(&kubectl, &["delete", "pod", POD, "--wait=true"]), "kubectl delete pod");
+    // Bounded: kubectl's own wait has no limit by default.
+    let deleted = server.kubectl(&kubectl, &["delete", "pod", POD, "--wait=true", "--timeout=60s"]);
+    if !deleted.status.success() {
+        panic!("kubectl delete pod: {}\n{}", String::from_utf8_lossy(&deleted.stderr), context());
+    }
     let back = eventually("the mirror pod is recreated with its status", LIMIT, || {
         let pod = get_pod()?;
         if pod["metadata"]["uid"] == first_uid.as_str() {

@@ -59,36 +59,9 @@ pub struct AgentArgs {
     /// The top cgroup of this agent's pods.
     #[arg(long, env = "SKERRY_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
-    /// Hard eviction thresholds, the kubelet's syntax: `memory.available<100Mi,nodefs.available<10%`
-    /// (signals: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
-    /// imagefs.inodesFree, pid.available). Replaces the defaults as a whole.
-    #[arg(long)]
-    pub eviction_hard: Option<String>,
-    /// How long a pressure condition stays True after its threshold is no longer crossed
-    /// (default `5m`).
-    #[arg(long)]
-    pub eviction_pressure_transition_period: Option<String>,
-    /// Soft eviction thresholds (the `--eviction-hard` syntax): a pod is evicted only after the
-    /// signal stayed past its threshold for the grace period given in --eviction-soft-grace-period.
-    #[arg(long)]
-    pub eviction_soft: Option<String>,
-    /// Grace periods of the soft thresholds, `memory.available=1m30s,nodefs.available=2m`
-    /// (one per soft threshold).
-    #[arg(long)]
-    pub eviction_soft_grace_period: Option<String>,
-    /// The longest grace period (seconds) a pod evicted for a soft threshold gets (default 0).
-    #[arg(long)]
-    pub eviction_max_pod_grace_period: Option<String>,
-    /// Image file system usage (percent) at which unused images are removed (default 85;
-    /// 100 turns image garbage collection off).
-    #[arg(long)]
-    pub image_gc_high_threshold: Option<String>,
-    /// Image garbage collection removes images until usage is under this percent (default 80).
-    #[arg(long)]
-    pub image_gc_low_threshold: Option<String>,
-    /// Images pulled, imported or used more recently than this are never collected (default 2m).
-    #[arg(long)]
-    pub minimum_image_gc_age: Option<String>,
+    /// Node-pressure eviction and image garbage collection.
+    #[command(flatten)]
+    pub eviction: super::eviction::EvictionArgs,
     /// Where the local-path provisioner puts this node's volumes (the server's
     /// `--default-local-storage-path`); the agent removes a deleted volume's directory there.
     #[arg(long)]
@@ -176,28 +149,17 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<(AgentConfig, bool)> {
     if let Some(root) = args.cgroup_root {
         cfg.cgroup_root = root;
     }
-    let pick = |flag: Option<String>, key: Option<String>| flag.or(key);
-    let hard = pick(args.eviction_hard, file.eviction_hard);
-    let soft = pick(args.eviction_soft, file.eviction_soft);
-    let soft_grace = pick(args.eviction_soft_grace_period, file.eviction_soft_grace_period);
-    let max_grace = pick(args.eviction_max_pod_grace_period, file.eviction_max_pod_grace_period);
-    let transition =
-        pick(args.eviction_pressure_transition_period, file.eviction_pressure_transition_period);
-    let gc_high = pick(args.image_gc_high_threshold, file.image_gc_high_threshold);
-    let gc_low = pick(args.image_gc_low_threshold, file.image_gc_low_threshold);
-    let gc_age = pick(args.minimum_image_gc_age, file.minimum_image_gc_age);
-    cfg.eviction
-        .apply_flags(skerry_agent::eviction::EvictionFlags {
-            hard: hard.as_deref(),
-            soft: soft.as_deref(),
-            soft_grace_period: soft_grace.as_deref(),
-            max_pod_grace_period: max_grace.as_deref(),
-            pressure_transition_period: transition.as_deref(),
-            image_gc_high_threshold: gc_high.as_deref(),
-            image_gc_low_threshold: gc_low.as_deref(),
-            minimum_image_gc_age: gc_age.as_deref(),
-        })
-        .map_err(anyhow::Error::msg)?;
+    let from_file = super::eviction::EvictionArgs {
+        eviction_hard: file.eviction_hard,
+        eviction_pressure_transition_period: file.eviction_pressure_transition_period,
+        eviction_soft: file.eviction_soft,
+        eviction_soft_grace_period: file.eviction_soft_grace_period,
+        eviction_max_pod_grace_period: file.eviction_max_pod_grace_period,
+        image_gc_high_threshold: file.image_gc_high_threshold,
+        image_gc_low_threshold: file.image_gc_low_threshold,
+        minimum_image_gc_age: file.minimum_image_gc_age,
+    };
+    args.eviction.or(from_file).apply(&mut cfg.eviction)?;
     cfg.monitor_exe = std::env::current_exe().context("finding the skerry binary")?;
     Ok((cfg, args.cleanup))
 }

@@ -5,6 +5,7 @@ mod check;
 mod ctr;
 #[cfg(feature = "server")]
 mod etcd;
+mod eviction;
 mod images;
 #[cfg(feature = "server")]
 mod kubeconfig;

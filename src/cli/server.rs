@@ -46,36 +46,9 @@ pub struct ServerArgs {
     /// The top cgroup of the local agent's pods (one per data dir).
     #[arg(long, env = "SKERRY_CGROUP_ROOT", default_value = "kubepods")]
     pub cgroup_root: String,
-    /// The local agent's hard eviction thresholds, the kubelet's syntax: `memory.available<100Mi,nodefs.available<10%`
-    /// (signals: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
-    /// imagefs.inodesFree, pid.available). Replaces the defaults as a whole.
-    #[arg(long)]
-    pub eviction_hard: Option<String>,
-    /// How long a pressure condition stays True after its threshold is no longer crossed
-    /// (default `5m`).
-    #[arg(long)]
-    pub eviction_pressure_transition_period: Option<String>,
-    /// Soft eviction thresholds (the `--eviction-hard` syntax): a pod is evicted only after the
-    /// signal stayed past its threshold for the grace period given in --eviction-soft-grace-period.
-    #[arg(long)]
-    pub eviction_soft: Option<String>,
-    /// Grace periods of the soft thresholds, `memory.available=1m30s,nodefs.available=2m`
-    /// (one per soft threshold).
-    #[arg(long)]
-    pub eviction_soft_grace_period: Option<String>,
-    /// The longest grace period (seconds) a pod evicted for a soft threshold gets (default 0).
-    #[arg(long)]
-    pub eviction_max_pod_grace_period: Option<String>,
-    /// Image file system usage (percent) at which unused images are removed (default 85;
-    /// 100 turns image garbage collection off).
-    #[arg(long)]
-    pub image_gc_high_threshold: Option<String>,
-    /// Image garbage collection removes images until usage is under this percent (default 80).
-    #[arg(long)]
-    pub image_gc_low_threshold: Option<String>,
-    /// Images pulled, imported or used more recently than this are never collected (default 2m).
-    #[arg(long)]
-    pub minimum_image_gc_age: Option<String>,
+    /// Node-pressure eviction and image garbage collection.
+    #[command(flatten)]
+    pub eviction: super::eviction::EvictionArgs,
     /// Static bearer tokens: CSV of `token,user,uid[,"group1,group2"]`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
@@ -381,18 +354,7 @@ fn embedded_agent_config(
     cfg.node_ip = args.node_ip;
     cfg.control_plane = true;
     cfg.cgroup_root = args.cgroup_root.clone();
-    cfg.eviction
-        .apply_flags(skerry_agent::eviction::EvictionFlags {
-            hard: args.eviction_hard.as_deref(),
-            soft: args.eviction_soft.as_deref(),
-            soft_grace_period: args.eviction_soft_grace_period.as_deref(),
-            max_pod_grace_period: args.eviction_max_pod_grace_period.as_deref(),
-            pressure_transition_period: args.eviction_pressure_transition_period.as_deref(),
-            image_gc_high_threshold: args.image_gc_high_threshold.as_deref(),
-            image_gc_low_threshold: args.image_gc_low_threshold.as_deref(),
-            minimum_image_gc_age: args.minimum_image_gc_age.as_deref(),
-        })
-        .map_err(anyhow::Error::msg)?;
+    args.eviction.apply(&mut cfg.eviction)?;
     cfg.cluster_cidr = args
         .cluster_cidr
         .parse()

@@ -2,12 +2,14 @@
 
 Usage: python3 client_crud.py KUBECONFIG NAMESPACE
 Exercises CRUD, list with selectors and paging, watch from a resourceVersion, 409 on a stale
-update, and patches; prints one line per check and exits non-zero on the first failure.
+update, patches (a Service's ports by strategic merge), and create_from_yaml of a multi-document
+file; prints one line per check and exits non-zero on the first failure.
 """
 
 import sys
+import tempfile
 
-from kubernetes import client, config, watch
+from kubernetes import client, config, utils, watch
 from kubernetes.client.rest import ApiException
 
 
@@ -87,6 +89,41 @@ def main():
         if len(events) == 5:
             w.stop()
     check(events == [("MODIFIED", "cm0"), ("MODIFIED", "cm3"), ("MODIFIED", "cm1"), ("MODIFIED", "cm1"), ("DELETED", "cm2")], f"watch from resourceVersion {events}")
+
+    # A strategic merge patch of a Service's ports merges by `port`: the other port stays.
+    ports = [client.V1ServicePort(name="http", port=80), client.V1ServicePort(name="https", port=443)]
+    svc = client.V1Service(
+        metadata=client.V1ObjectMeta(name="two-ports"),
+        spec=client.V1ServiceSpec(selector={"app": "x"}, ports=ports),
+    )
+    v1.create_namespaced_service(ns, svc)
+    v1.patch_namespaced_service("two-ports", ns, {"spec": {"ports": [{"port": 80, "targetPort": 8080}]}})
+    got = {p.port: p.target_port for p in v1.read_namespaced_service("two-ports", ns).spec.ports}
+    check(got == {80: 8080, 443: 443}, f"strategic merge keeps both Service ports {got}")
+
+    # create_from_yaml on a multi-document file creates every object in it.
+    manifest = f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: from-yaml}}
+data: {{k: v}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: from-yaml}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: from-yaml}}}}
+  template:
+    metadata: {{labels: {{app: from-yaml}}}}
+    spec: {{containers: [{{name: c, image: busybox}}]}}
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(manifest)
+        f.flush()
+        utils.create_from_yaml(client.ApiClient(), f.name, namespace=ns)
+    check(v1.read_namespaced_config_map("from-yaml", ns).data == {"k": "v"}, "create_from_yaml: the ConfigMap")
+    deployment = client.AppsV1Api().read_namespaced_deployment("from-yaml", ns)
+    check(deployment.spec.replicas == 0, "create_from_yaml: the Deployment")
     print("ALL OK")
 
 
