@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{agent_test_kubectl, eventually, start_single_node, TEST_IMAGE};
+use common::agent::{agent_test_kubectl, eventually, mem_total_kib, start_single_node, TEST_IMAGE};
 use common::server::{ok, SkerryServer};
 use serde_json::{json, Value};
 
@@ -32,15 +32,6 @@ fn pod(name: &str, memory: Option<&str>) -> Value {
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
                  "containers": [{"name": "main", "image": TEST_IMAGE, "command": ["sleep", "3600"],
                                  "resources": resources}]}})
-}
-
-/// `MemTotal` of this machine in KiB.
-fn mem_total_kib() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").expect("reading /proc/meminfo");
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("MemTotal in /proc/meminfo")
 }
 
 fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {

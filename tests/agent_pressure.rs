@@ -18,21 +18,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::agent::{agent_test_kubectl, eventually, import_image, start_single_node, TEST_IMAGE};
+use common::agent::{
+    agent_test_kubectl, eventually, import_image, mem_total_kib, start_single_node, TEST_IMAGE,
+};
 use common::images::{archive_of, busybox_layout};
 use common::server::{ok, SkerryServer};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// `MemTotal` of this machine in KiB.
-fn mem_total_kib() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").expect("reading /proc/meminfo");
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("MemTotal in /proc/meminfo")
-}
 
 /// A pod bound to `node` that sleeps, with `resources` and extra `spec` fields.
 fn pod(node: &str, name: &str, resources: Value, extra: Value) -> Value {

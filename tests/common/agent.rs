@@ -61,6 +61,15 @@ pub fn start_single_node(
     server
 }
 
+/// `MemTotal` of this machine in KiB.
+pub fn mem_total_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("reading /proc/meminfo");
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal in /proc/meminfo")
+}
+
 /// Moves the calling test thread (and every process and thread it starts afterwards) into the
 /// named network namespace `name` (`ip netns add`).
 pub fn enter_named_netns(name: &str) {
